@@ -1,0 +1,32 @@
+"""The FastAPI app factory; its lifespan is the runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from backburner import __version__
+from backburner.api import health
+from backburner.api.http_metrics import HttpMetricsMiddleware
+from backburner.runtime import Runtime
+from backburner.settings_loader import LoadedSettings
+
+
+def create_app(loaded: LoadedSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with Runtime(loaded, role="serve") as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(
+        title="Backburner",
+        version=__version__,
+        description="Background processing for LLM agent servers.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(HttpMetricsMiddleware)
+    app.include_router(health.router)
+    return app

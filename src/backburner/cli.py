@@ -1,0 +1,177 @@
+"""The `backburner` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backburner import __version__
+from backburner.logs import configure_logging
+from backburner.settings_loader import LoadedSettings, SettingsError, load_settings
+
+EXIT_BAD_CONFIG = 2
+
+app = typer.Typer(
+    name="backburner",
+    help="Background processing for LLM agent servers: scheduler, LLM batches, files, watchdog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and check the effective configuration.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (also BACKBURNER_CONFIG).", show_default=False),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option("--profile", help="`development` or `production` (also BACKBURNER_PROFILE).", show_default=False),
+]
+HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
+PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]
+
+def load_or_exit(config: Path | None, profile: str | None, **flags: Any) -> LoadedSettings:
+    """Load settings; on any problem print every message and exit with status 2, no traceback."""
+    try:
+        return load_settings(flags=flags, config_path=config, profile=profile)
+    except SettingsError as exc:
+        typer.echo("Invalid configuration:", err=True)
+        for problem in exc.problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"backburner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Backburner runs the work of an agent server that happens when no request waits for it."""
+
+
+@app.command()
+def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption = None,
+          profile: ProfileOption = None) -> None:
+    """Run the API and the background work (scheduler, pollers, file workers)."""
+    import uvicorn
+
+    from backburner.api.app import create_app
+    from backburner.api.server import GracefulServer
+
+    loaded = load_or_exit(config, profile, host=host, port=port)
+    settings = loaded.settings
+    configure_logging(settings.log_level, settings.log_format)
+    server = GracefulServer(
+        uvicorn.Config(
+            create_app(loaded),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            lifespan="on",
+            timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_seconds)),
+            access_log=False,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def worker(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+    """Run the background work only (no API): scheduler when leading, file workers always."""
+    loaded = load_or_exit(config, profile)
+    configure_logging(loaded.settings.log_level, loaded.settings.log_format)
+    asyncio.run(_run_worker(loaded))
+
+
+async def _run_worker(loaded: LoadedSettings) -> None:
+    from backburner.runtime import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Runtime(loaded, role="worker"):
+        await stop.wait()
+
+
+@config_app.command("show")
+def config_show(
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print every effective setting and where its value came from (secrets masked)."""
+    loaded = load_or_exit(config, profile)
+    described = loaded.describe()
+    if as_json:
+        typer.echo(json.dumps({"settings": described}, indent=2, default=str))
+        return
+    table = Table(title="Backburner settings")
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("source")
+    for name, entry in described.items():
+        table.add_row(name, json.dumps(entry["value"], default=str), entry["source"])
+    Console().print(table)
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+    """Check the configuration: exit 0 when valid, 2 with every problem named when not."""
+    loaded = load_or_exit(config, profile)
+    where = f" ({loaded.config_path})" if loaded.config_path else ""
+    typer.echo(f"configuration is valid{where}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None, profile: ProfileOption = None) -> None:
+    """Apply every pending migration to the configured database."""
+    from backburner.db import migrate
+    from backburner.db.engine import create_engine
+
+    loaded = load_or_exit(config, profile)
+
+    async def run() -> set[str]:
+        engine = create_engine(loaded.settings)
+        try:
+            await migrate.upgrade(engine)
+            return await migrate.current_revisions(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        revisions = asyncio.run(run())
+    except Exception as exc:
+        from backburner.runtime import describe_error
+
+        typer.echo(f"Migration failed: {describe_error(exc)}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"database at {', '.join(sorted(revisions))}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

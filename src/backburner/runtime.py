@@ -1,0 +1,185 @@
+"""The composition root: builds every component from `Settings`, starts and stops them in order.
+
+`Runtime` is an async context manager used by `backburner serve` (through the API's lifespan) and
+`backburner worker`. Entering it is quick: the database may still be unreachable, so connecting,
+migrating and starting the database-backed components happens in a supervised start-up task that
+retries with backoff and logs why it waits, while `/healthz` already answers and `/readyz` says
+what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.clock import Clock, SystemClock
+from backburner.db import migrate
+from backburner.db.engine import create_engine
+from backburner.instance import make_instance_id
+from backburner.logs import log_event
+from backburner.monitoring.metrics import Metrics
+from backburner.scheduler.jobs import JobRegistry
+from backburner.settings import Settings
+from backburner.settings_loader import LoadedSettings
+
+log = logging.getLogger("backburner.runtime")
+
+Role = Literal["serve", "worker"]
+READINESS_TIMEOUT_S = 2.0
+STARTUP_BACKOFF_START_S = 0.5
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    ok: bool
+    detail: str = "ok"
+
+
+ReadinessCheck = Callable[[], Awaitable[CheckResult]]
+
+
+class Runtime:
+    def __init__(self, loaded: LoadedSettings, *, role: Role, clock: Clock | None = None) -> None:
+        self.loaded = loaded
+        self.settings: Settings = loaded.settings
+        self.role = role
+        self.clock: Clock = clock or SystemClock()
+        self.instance_id = make_instance_id()
+        self.metrics = Metrics()
+        self.engine: AsyncEngine = create_engine(self.settings)
+        self.started_at = time.time()
+        self.components: dict[str, Any] = {}
+        self.jobs = JobRegistry()
+        self._checks: dict[str, ReadinessCheck] = {}
+        self._stack = AsyncExitStack()
+        self._ready = asyncio.Event()
+        self._startup_task: asyncio.Task[None] | None = None
+        self._startup_error: str | None = "starting"
+        self._executor: ThreadPoolExecutor | None = None
+        self._migrations_current = False
+        self.add_readiness_check("database", self._check_database)
+        self.add_readiness_check("migrations", self._check_migrations)
+        self.add_readiness_check("startup", self._check_startup)
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Runtime:
+        log_event(log, logging.INFO, "runtime.starting", role=self.role, instance_id=self.instance_id)
+        self._stack.push_async_callback(self.engine.dispose)
+        self._install_executor()
+        self._startup_task = asyncio.create_task(self._start_background(), name="runtime.startup")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        log_event(log, logging.INFO, "runtime.stopping", instance_id=self.instance_id)
+        if self._startup_task is not None:
+            self._startup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._startup_task
+        try:
+            await asyncio.wait_for(self._stack.aclose(), self.settings.shutdown_timeout_seconds)
+        except TimeoutError:
+            log_event(log, logging.ERROR, "runtime.stop_timeout", timeout_s=self.settings.shutdown_timeout_seconds)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        log_event(log, logging.INFO, "runtime.stopped", instance_id=self.instance_id)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until every component has started (tests and the CLI use this)."""
+        await asyncio.wait_for(self._ready.wait(), timeout_s)
+
+    def _install_executor(self) -> None:
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.settings.event_loop_threadpool_max_workers, thread_name_prefix="backburner-pool"
+        )
+        asyncio.get_running_loop().set_default_executor(self._executor)
+
+    async def _start_background(self) -> None:
+        delay = STARTUP_BACKOFF_START_S
+        while True:
+            try:
+                await migrate.upgrade(self.engine)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # every failure here is retried: the database may come later
+                self._startup_error = f"database not available: {describe_error(exc)}"
+                log_event(log, logging.WARNING, "db.unavailable", error=describe_error(exc), retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, float(self.settings.poll_lock_retry_interval_seconds))
+        log_event(log, logging.INFO, "db.migrated", backend=self.engine.dialect.name,
+                  revisions=",".join(sorted(migrate.head_revisions())))
+        try:
+            await self._start_components()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._startup_error = f"a component failed to start: {describe_error(exc)}"
+            log.exception("runtime.start_failed", extra={"event": "runtime.start_failed"})
+            return
+        self._startup_error = None
+        self._ready.set()
+        log_event(log, logging.INFO, "runtime.ready", instance_id=self.instance_id, role=self.role)
+
+    async def _start_components(self) -> None:
+        """Start the database-backed components in dependency order; each stops in reverse."""
+
+    async def enter_component(self, name: str, component: Any) -> Any:
+        """Start an async-context-manager component and keep it for shutdown and diagnostics."""
+        self.components[name] = component
+        return await self._stack.enter_async_context(component)
+
+    # --- readiness --------------------------------------------------------------------------
+
+    def add_readiness_check(self, name: str, check: ReadinessCheck) -> None:
+        self._checks[name] = check
+
+    async def readiness(self) -> dict[str, CheckResult]:
+        async def guarded(check: ReadinessCheck) -> CheckResult:
+            try:
+                return await asyncio.wait_for(check(), READINESS_TIMEOUT_S)
+            except TimeoutError:
+                return CheckResult(False, f"no answer within {READINESS_TIMEOUT_S} s")
+            except Exception as exc:
+                return CheckResult(False, describe_error(exc))
+
+        names = list(self._checks)
+        results = await asyncio.gather(*(guarded(self._checks[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def _check_database(self) -> CheckResult:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return CheckResult(True)
+
+    async def _check_migrations(self) -> CheckResult:
+        if self._migrations_current:  # a schema never moves backwards under a running process
+            return CheckResult(True)
+        current, heads = await migrate.current_revisions(self.engine), migrate.head_revisions()
+        if current != heads:
+            return CheckResult(False, f"database at {sorted(current) or 'no revision'}, code expects {sorted(heads)}")
+        self._migrations_current = True
+        return CheckResult(True)
+
+    async def _check_startup(self) -> CheckResult:
+        return CheckResult(self._startup_error is None, self._startup_error or "ok")
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming the error, without the noise of chained driver exceptions."""
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = message[0] if message else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

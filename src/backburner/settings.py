@@ -1,0 +1,321 @@
+"""Settings: one object, built at the edge from defaults < profile < YAML file < environment < flags.
+
+Every value remembers where it came from, so that a bad value can be reported with its source and
+`backburner config show` can say why each setting has the value it has.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+DEFAULT_TIMEOUT_MESSAGE = "File processing timed out after {} minutes. Please try again."
+
+SUPPORTED_DATABASE_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres")
+
+
+def _section(name: str, *, secret: bool = False) -> dict[str, Any]:
+    return {"section": name, "secret": secret}
+
+
+def _field(default: Any, section: str, description: str, *, secret: bool = False, **kw: Any) -> Any:
+    return Field(default, description=description, json_schema_extra=_section(section, secret=secret), **kw)
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one Backburner process.
+
+    Built by `backburner.config_loader.load_settings`, never at import time. Field names are the
+    operator-facing names (the Letta names are kept as they are), with units in the names.
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The layered loader reads every source itself so that it can record provenance;
+        # the model only validates what it is given.
+        return (init_settings,)
+
+    # --- server -------------------------------------------------------------------------------
+    host: str = _field("127.0.0.1", "server", "Address the API listens on.")
+    port: int = _field(8283, "server", "Port the API listens on.", ge=1, le=65535)
+    data_dir: Path = _field(Path(".backburner"), "server", "Directory for the SQLite database and blobs.")
+    shutdown_timeout_seconds: float = _field(
+        10.0, "server", "Upper bound on a graceful shutdown before remaining work is abandoned.", gt=0
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _field(
+        "INFO", "server", "Minimum level of log records."
+    )
+    log_format: Literal["text", "json"] = _field("text", "server", "`text` for people, `json` for log shippers.")
+
+    # --- database -----------------------------------------------------------------------------
+    database_url: str | None = _field(
+        None, "database", "SQLAlchemy URL; default is a SQLite file `backburner.db` in `data_dir`.", secret=True
+    )
+    db_pool_size: int = _field(25, "database", "Connections kept in the PostgreSQL pool.", gt=0, le=1000)
+    db_max_overflow: int = _field(10, "database", "Extra connections beyond the pool size.", ge=0, le=1000)
+    db_pool_timeout: int = _field(30, "database", "Seconds to wait for a pooled connection.", gt=0)
+
+    # --- background processing (Letta's names and defaults) -----------------------------------
+    enable_batch_job_polling: bool = _field(False, "background_processing", "Run the LLM batch poller.")
+    poll_running_llm_batches_interval_seconds: int = _field(
+        300, "background_processing", "Seconds between poll cycles over running LLM batches.", gt=0
+    )
+    poll_lock_retry_interval_seconds: int = _field(
+        480,
+        "background_processing",
+        "Follower lock retry interval in `poll` election mode; also caps the reconnect backoff.",
+        gt=0,
+    )
+    batch_job_polling_lookback_weeks: int = _field(
+        2, "background_processing", "Only batches created within this many weeks are polled.", ge=1
+    )
+    batch_job_polling_batch_size: int | None = _field(
+        None, "background_processing", "Most batches polled per cycle (none: all).", gt=0
+    )
+    event_loop_threadpool_max_workers: int = _field(
+        43, "background_processing", "Threads in the event loop's default executor.", gt=0, le=1024
+    )
+    file_processing_timeout_minutes: int = _field(
+        30, "background_processing", "A file not finished this long after upload ends in ERROR.", gt=0
+    )
+    file_processing_timeout_error_message: str = _field(
+        DEFAULT_TIMEOUT_MESSAGE,
+        "background_processing",
+        "Error message of a timed-out file; `{}` is replaced by the minutes.",
+    )
+
+    # --- leader election and scheduler --------------------------------------------------------
+    leader_lease_seconds: float = _field(
+        10.0, "leader", "Seconds a silent leader keeps the lock before the server frees it.", ge=2, le=3600
+    )
+    leader_election_mode: Literal["wait", "poll"] = _field(
+        "wait", "leader", "`wait`: followers block on the lock; `poll`: retry every poll interval."
+    )
+    leader_database_url: str | None = _field(
+        None, "leader", "Separate PostgreSQL URL for the lock connection (bypass a pooler).", secret=True
+    )
+    leader_election_name: str = _field(
+        "backburner-scheduler", "leader", "Name of the election; instances with the same name compete.",
+        min_length=1, max_length=200,
+    )
+    scheduler_heartbeat_interval_seconds: float = _field(
+        5.0, "scheduler", "Interval of the `heartbeat` housekeeping job.", gt=0
+    )
+    instance_heartbeat_interval_seconds: float = _field(
+        2.0, "scheduler", "Interval at which each instance records that it is alive.", gt=0
+    )
+    instance_expiry_seconds: float = _field(
+        60.0, "scheduler", "An instance silent this long is considered dead and its row removed.", gt=0
+    )
+
+    # --- LLM batches --------------------------------------------------------------------------
+    anthropic_api_key: SecretStr | None = _field(None, "providers", "Anthropic API key.", secret=True)
+    anthropic_base_url: AnyHttpUrl = _field(
+        AnyHttpUrl("https://api.anthropic.com"), "providers", "Anthropic API base URL."
+    )
+    openai_api_key: SecretStr | None = _field(None, "providers", "OpenAI API key.", secret=True)
+    openai_base_url: AnyHttpUrl = _field(
+        AnyHttpUrl("https://api.openai.com/v1"), "providers", "OpenAI API base URL."
+    )
+    provider_timeout_seconds: float = _field(60.0, "providers", "Timeout of one provider request.", gt=0)
+    batch_poll_concurrency: int = _field(
+        16, "batches", "Provider requests in flight at once during a poll cycle.", gt=0, le=1000
+    )
+    batch_poll_jitter_seconds: float = _field(
+        5.0, "batches", "Random delay added to each poll cycle so instances do not align.", ge=0
+    )
+    batch_poll_max_consecutive_errors: int = _field(
+        10, "batches", "Consecutive poll failures after which a batch is failed with the reason.", gt=0
+    )
+    batch_results_chunk_size: int = _field(
+        1000, "batches", "Item results upserted per transaction while streaming results.", gt=0, le=100_000
+    )
+    batch_missing_output_max_polls: int = _field(
+        10, "batches", "Polls to wait for a completed OpenAI batch's output file before failing it.", gt=0
+    )
+    batch_completion_handler: str | None = _field(
+        None, "batches", "`module:function` called with each completed batch (at least once)."
+    )
+    batch_completion_webhook_url: AnyHttpUrl | None = _field(
+        None, "batches", "URL that receives an HMAC-signed POST for each completed batch."
+    )
+    batch_completion_webhook_secret: SecretStr | None = _field(
+        None, "batches", "Secret for the webhook's HMAC-SHA256 signature.", secret=True
+    )
+    batch_completion_max_attempts: int = _field(
+        20, "batches", "Delivery attempts of a completion before it is marked failed.", gt=0
+    )
+
+    # --- file processing ----------------------------------------------------------------------
+    file_upload_max_bytes: int = _field(50 * 1024 * 1024, "files", "Largest accepted upload, in bytes.", gt=0)
+    file_processing_workers: int = _field(2, "files", "File workers per instance.", ge=0, le=256)
+    file_lease_seconds: float = _field(
+        30.0, "files", "A claimed file whose worker stops heartbeating is reclaimed after this.", gt=0
+    )
+    file_stall_timeout_minutes: float = _field(
+        5.0, "files", "A file with no progress for this long is reclaimed or failed.", gt=0
+    )
+    file_max_attempts: int = _field(3, "files", "Claims of one file before it is failed.", gt=0, le=100)
+    file_sweep_interval_seconds: float = _field(60.0, "files", "Interval of the timeout sweeper job.", gt=0)
+    chunk_size_chars: int = _field(1200, "files", "Target size of a chunk, in characters.", ge=50, le=100_000)
+    chunk_overlap_chars: int = _field(150, "files", "Characters repeated between chunks.", ge=0)
+    embedder: Literal["hash", "openai", "sentence-transformers"] = _field(
+        "hash", "embeddings", "Embedding backend; `hash` needs no model and works offline."
+    )
+    embedding_model: str = _field("text-embedding-3-small", "embeddings", "Model name for `openai`.")
+    embedding_model_path: Path | None = _field(
+        None, "embeddings", "Local model directory for `sentence-transformers` (never downloaded)."
+    )
+    embedding_dimensions: int = _field(256, "embeddings", "Vector size of the `hash` embedder.", gt=0, le=8192)
+    embedding_base_url: AnyHttpUrl = _field(
+        AnyHttpUrl("https://api.openai.com/v1"), "embeddings", "OpenAI-compatible `/v1` base URL."
+    )
+    embedding_api_key: SecretStr | None = _field(None, "embeddings", "Key of the embeddings endpoint.", secret=True)
+    embedding_batch_size: int = _field(
+        128, "embeddings", "Texts per embeddings request.", gt=0, le=2048
+    )
+    redis_url: str | None = _field(
+        None, "embeddings", "Redis URL for the embedding cache (process memory when unset).", secret=True
+    )
+
+    # --- watchdog -----------------------------------------------------------------------------
+    watchdog_enabled: bool = _field(True, "watchdog", "Watch the event loop for stalls and hangs.")
+    watchdog_check_interval_seconds: float = _field(
+        5.0, "watchdog", "Interval of the hang check (Letta's name).", gt=0
+    )
+    watchdog_timeout_threshold_seconds: float = _field(
+        15.0, "watchdog", "A loop blocked this long is hung: CRITICAL log, readiness degraded.", gt=0
+    )
+    watchdog_stall_threshold_seconds: float = _field(
+        0.25, "watchdog", "A loop blocked this long is stalled: reported with its culprit.", gt=0
+    )
+    watchdog_recovery_seconds: float = _field(
+        30.0, "watchdog", "Healthy time after a hang before readiness recovers.", ge=0
+    )
+    watchdog_alert_after_hangs: int = _field(
+        3, "watchdog", "Consecutive hangs before an alert is sent to the webhook.", gt=0
+    )
+    watchdog_alert_webhook_url: AnyHttpUrl | None = _field(
+        None, "watchdog", "URL that receives a JSON alert after repeated hangs."
+    )
+
+    # --- access -------------------------------------------------------------------------------
+    auth_mode: Literal["keys", "none"] = _field(
+        "none", "auth", "`keys`: every API route needs a key; `none`: open (loopback only)."
+    )
+    metrics_require_auth: bool = _field(False, "auth", "Require a key for `/metrics`.")
+
+    @field_validator("file_processing_timeout_error_message")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a valid template ({exc})") from None
+        if fields != [""]:
+            raise ValueError("must be a template with exactly one `{}` (for the minutes)")
+        return value
+
+    @field_validator("database_url", "leader_database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a parseable database URL") from None
+        if url.drivername not in SUPPORTED_DATABASE_DRIVERS:
+            raise ValueError(
+                f"driver {url.drivername!r} is not supported; use one of {', '.join(SUPPORTED_DATABASE_DRIVERS)}"
+            )
+        return value
+
+    @field_validator("leader_database_url")
+    @classmethod
+    def _leader_url_postgres(cls, value: str | None) -> str | None:
+        if value is not None and not make_url(value).drivername.startswith("postgres"):
+            raise ValueError("must be a PostgreSQL URL (the lock connection exists only on PostgreSQL)")
+        return value
+
+    @field_validator("batch_completion_handler")
+    @classmethod
+    def _handler_reference(cls, value: str | None) -> str | None:
+        if value is not None:
+            module, _, function = value.partition(":")
+            if not module or not function or not all(p.isidentifier() for p in module.split(".")):
+                raise ValueError("must look like `package.module:function`")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Settings:
+        if self.chunk_overlap_chars >= self.chunk_size_chars:
+            raise ValueError(
+                f"chunk_overlap_chars ({self.chunk_overlap_chars}) must be smaller than "
+                f"chunk_size_chars ({self.chunk_size_chars})"
+            )
+        if self.watchdog_stall_threshold_seconds >= self.watchdog_timeout_threshold_seconds:
+            raise ValueError(
+                "watchdog_stall_threshold_seconds must be smaller than watchdog_timeout_threshold_seconds"
+            )
+        if self.embedder == "sentence-transformers" and self.embedding_model_path is None:
+            raise ValueError("embedder `sentence-transformers` needs embedding_model_path (a local model)")
+        return self
+
+    # --- derived values ----------------------------------------------------------------------
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL with the async driver made explicit."""
+        return async_database_url(self.database_url or f"sqlite:///{self.data_dir / 'backburner.db'}")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.effective_database_url.startswith("postgresql")
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    def timeout_message(self) -> str:
+        return self.file_processing_timeout_error_message.format(self.file_processing_timeout_minutes)
+
+
+def async_database_url(url: str) -> str:
+    """Map the URL spellings an operator writes to the async drivers Backburner uses."""
+    parsed = make_url(url)
+    driver = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+    }.get(parsed.drivername, parsed.drivername)
+    return parsed.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def field_section(name: str) -> str:
+    extra = Settings.model_fields[name].json_schema_extra
+    assert isinstance(extra, dict)
+    return str(extra["section"])
+
+
+def is_secret_field(name: str) -> bool:
+    extra = Settings.model_fields[name].json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get("secret"))
+
+
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(field_section(n) for n in Settings.model_fields))

@@ -1,0 +1,82 @@
+"""Fixtures shared by every tier: settings, fresh databases on SQLite and PostgreSQL, a runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.db.engine import create_engine
+from backburner.runtime import Runtime
+from backburner.settings_loader import LoadedSettings, load_settings
+from tests.support.databases import PostgresDatabases, SqliteDatabases
+
+MakeSettings = Callable[..., LoadedSettings]
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    databases = PostgresDatabases()
+    databases.setup()
+    yield databases
+    databases.teardown()
+
+
+@pytest.fixture(scope="session")
+def sqlite_databases(tmp_path_factory: pytest.TempPathFactory) -> SqliteDatabases:
+    databases = SqliteDatabases(tmp_path_factory.mktemp("sqlite-template"))
+    databases.setup()
+    return databases
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: PostgresDatabases) -> Iterator[str]:
+    url = postgres_databases.new()
+    yield url
+    postgres_databases.drop(url)
+
+
+@pytest.fixture
+def sqlite_url(sqlite_databases: SqliteDatabases, tmp_path: Path) -> str:
+    return sqlite_databases.new(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated database: every test using it runs on both backends."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> MakeSettings:
+    """Settings for a test: defaults plus overrides, never the developer's environment."""
+
+    def make(**overrides: Any) -> LoadedSettings:
+        values: dict[str, Any] = {"data_dir": tmp_path / "data"}
+        values.update(overrides)
+        return load_settings(flags=values, environ={})
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: MakeSettings, database_url: str) -> LoadedSettings:
+    return make_settings(database_url=database_url)
+
+
+@pytest.fixture
+async def engine(settings: LoadedSettings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def runtime(settings: LoadedSettings) -> AsyncIterator[Runtime]:
+    async with Runtime(settings, role="worker") as rt:
+        await rt.wait_ready(30)
+        yield rt
