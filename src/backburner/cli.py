@@ -6,18 +6,17 @@ import asyncio
 import json
 import signal
 import sys
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from backburner import __version__
+from backburner.auth.cli import keys_app
+from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
 from backburner.logs import configure_logging
-from backburner.settings_loader import LoadedSettings, SettingsError, load_settings
-
-EXIT_BAD_CONFIG = 2
+from backburner.settings_loader import LoadedSettings
 
 app = typer.Typer(
     name="backburner",
@@ -30,27 +29,10 @@ config_app = typer.Typer(help="Inspect and check the effective configuration.", 
 db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="YAML settings file (also BACKBURNER_CONFIG).", show_default=False),
-]
-ProfileOption = Annotated[
-    str | None,
-    typer.Option("--profile", help="`development` or `production` (also BACKBURNER_PROFILE).", show_default=False),
-]
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
 PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]
-
-def load_or_exit(config: Path | None, profile: str | None, **flags: Any) -> LoadedSettings:
-    """Load settings; on any problem print every message and exit with status 2, no traceback."""
-    try:
-        return load_settings(flags=flags, config_path=config, profile=profile)
-    except SettingsError as exc:
-        typer.echo("Invalid configuration:", err=True)
-        for problem in exc.problems:
-            typer.echo(f"  - {problem}", err=True)
-        raise typer.Exit(EXIT_BAD_CONFIG) from None
 
 
 def _version_callback(value: bool) -> None:
@@ -69,8 +51,12 @@ def _root(
 
 
 @app.command()
-def serve(host: HostOption = None, port: PortOption = None, config: ConfigOption = None,
-          profile: ProfileOption = None) -> None:
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    config: ConfigOption = None,
+    profile: ProfileOption = None,
+) -> None:
     """Run the API and the background work (scheduler, pollers, file workers)."""
     import uvicorn
 

@@ -12,7 +12,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def log_event(logger: logging.Logger, level: int, event: str, /, **fields: Any) -> None:
@@ -67,7 +72,14 @@ def configure_logging(level: str, fmt: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "httpx", "httpcore", "aiosqlite", "alembic", "apscheduler.executors.default"):
+    for noisy in (
+        "uvicorn.access",
+        "httpx",
+        "httpcore",
+        "aiosqlite",
+        "alembic",
+        "apscheduler.executors.default",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # uvicorn installs its own handlers; let its records reach ours instead.
     for name in ("uvicorn", "uvicorn.error"):

@@ -76,6 +76,15 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         log_event(log, logging.INFO, "runtime.starting", role=self.role, instance_id=self.instance_id)
+        if self.role == "serve" and self.settings.effective_auth_mode == "none":
+            log_event(
+                log,
+                logging.WARNING,
+                "auth.disabled",
+                detail=f"auth_mode is none: anyone who can reach {self.settings.host}:{self.settings.port} "
+                "may submit batches, read every file and use the admin routes; "
+                "set auth_mode=keys to require keys",
+            )
         self._stack.push_async_callback(self.engine.dispose)
         self._install_executor()
         self._startup_task = asyncio.create_task(self._start_background(), name="runtime.startup")
@@ -92,7 +101,9 @@ class Runtime:
         try:
             await asyncio.wait_for(self._stack.aclose(), self.settings.shutdown_timeout_seconds)
         except TimeoutError:
-            log_event(log, logging.ERROR, "runtime.stop_timeout", timeout_s=self.settings.shutdown_timeout_seconds)
+            log_event(
+                log, logging.ERROR, "runtime.stop_timeout", timeout_s=self.settings.shutdown_timeout_seconds
+            )
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         log_event(log, logging.INFO, "runtime.stopped", instance_id=self.instance_id)
@@ -120,8 +131,13 @@ class Runtime:
                 log_event(log, logging.WARNING, "db.unavailable", error=describe_error(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, float(self.settings.poll_lock_retry_interval_seconds))
-        log_event(log, logging.INFO, "db.migrated", backend=self.engine.dialect.name,
-                  revisions=",".join(sorted(migrate.head_revisions())))
+        log_event(
+            log,
+            logging.INFO,
+            "db.migrated",
+            backend=self.engine.dialect.name,
+            revisions=",".join(sorted(migrate.head_revisions())),
+        )
         try:
             await self._start_components()
         except asyncio.CancelledError:
@@ -170,7 +186,9 @@ class Runtime:
             return CheckResult(True)
         current, heads = await migrate.current_revisions(self.engine), migrate.head_revisions()
         if current != heads:
-            return CheckResult(False, f"database at {sorted(current) or 'no revision'}, code expects {sorted(heads)}")
+            return CheckResult(
+                False, f"database at {sorted(current) or 'no revision'}, code expects {sorted(heads)}"
+            )
         self._migrations_current = True
         return CheckResult(True)
 

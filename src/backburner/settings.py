@@ -6,6 +6,7 @@ Every value remembers where it came from, so that a bad value can be reported wi
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -60,11 +61,16 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = _field(
         "INFO", "server", "Minimum level of log records."
     )
-    log_format: Literal["text", "json"] = _field("text", "server", "`text` for people, `json` for log shippers.")
+    log_format: Literal["text", "json"] = _field(
+        "text", "server", "`text` for people, `json` for log shippers."
+    )
 
     # --- database -----------------------------------------------------------------------------
     database_url: str | None = _field(
-        None, "database", "SQLAlchemy URL; default is a SQLite file `backburner.db` in `data_dir`.", secret=True
+        None,
+        "database",
+        "SQLAlchemy URL; default is a SQLite file `backburner.db` in `data_dir`.",
+        secret=True,
     )
     db_pool_size: int = _field(25, "database", "Connections kept in the PostgreSQL pool.", gt=0, le=1000)
     db_max_overflow: int = _field(10, "database", "Extra connections beyond the pool size.", ge=0, le=1000)
@@ -110,8 +116,11 @@ class Settings(BaseSettings):
         None, "leader", "Separate PostgreSQL URL for the lock connection (bypass a pooler).", secret=True
     )
     leader_election_name: str = _field(
-        "backburner-scheduler", "leader", "Name of the election; instances with the same name compete.",
-        min_length=1, max_length=200,
+        "backburner-scheduler",
+        "leader",
+        "Name of the election; instances with the same name compete.",
+        min_length=1,
+        max_length=200,
     )
     scheduler_heartbeat_interval_seconds: float = _field(
         5.0, "scheduler", "Interval of the `heartbeat` housekeeping job.", gt=0
@@ -181,14 +190,16 @@ class Settings(BaseSettings):
     embedding_model_path: Path | None = _field(
         None, "embeddings", "Local model directory for `sentence-transformers` (never downloaded)."
     )
-    embedding_dimensions: int = _field(256, "embeddings", "Vector size of the `hash` embedder.", gt=0, le=8192)
+    embedding_dimensions: int = _field(
+        256, "embeddings", "Vector size of the `hash` embedder.", gt=0, le=8192
+    )
     embedding_base_url: AnyHttpUrl = _field(
         AnyHttpUrl("https://api.openai.com/v1"), "embeddings", "OpenAI-compatible `/v1` base URL."
     )
-    embedding_api_key: SecretStr | None = _field(None, "embeddings", "Key of the embeddings endpoint.", secret=True)
-    embedding_batch_size: int = _field(
-        128, "embeddings", "Texts per embeddings request.", gt=0, le=2048
+    embedding_api_key: SecretStr | None = _field(
+        None, "embeddings", "Key of the embeddings endpoint.", secret=True
     )
+    embedding_batch_size: int = _field(128, "embeddings", "Texts per embeddings request.", gt=0, le=2048)
     redis_url: str | None = _field(
         None, "embeddings", "Redis URL for the embedding cache (process memory when unset).", secret=True
     )
@@ -215,10 +226,23 @@ class Settings(BaseSettings):
     )
 
     # --- access -------------------------------------------------------------------------------
-    auth_mode: Literal["keys", "none"] = _field(
-        "none", "auth", "`keys`: every API route needs a key; `none`: open (loopback only)."
+    auth_mode: Literal["keys", "none"] | None = _field(
+        None,
+        "auth",
+        "`keys`: every API route needs a key; `none`: open, allowed on a loopback host only. "
+        "Unset: `none` on a loopback host, `keys` otherwise.",
     )
     metrics_require_auth: bool = _field(False, "auth", "Require a key for `/metrics`.")
+    api_max_body_bytes: int = _field(
+        1024 * 1024, "auth", "Largest request body of a JSON route, in bytes.", gt=0
+    )
+    batch_max_body_bytes: int = _field(
+        300 * 1024 * 1024, "auth", "Largest body of a batch submission, in bytes.", gt=0
+    )
+    submissions_per_minute: int = _field(
+        60, "auth", "Batch submissions and uploads one key may make per minute.", gt=0
+    )
+    api_max_page_size: int = _field(500, "auth", "Largest `limit` a listing accepts.", gt=0, le=10_000)
 
     @field_validator("file_processing_timeout_error_message")
     @classmethod
@@ -242,7 +266,8 @@ class Settings(BaseSettings):
             raise ValueError("not a parseable database URL") from None
         if url.drivername not in SUPPORTED_DATABASE_DRIVERS:
             raise ValueError(
-                f"driver {url.drivername!r} is not supported; use one of {', '.join(SUPPORTED_DATABASE_DRIVERS)}"
+                f"driver {url.drivername!r} is not supported; "
+                f"use one of {', '.join(SUPPORTED_DATABASE_DRIVERS)}"
             )
         return value
 
@@ -273,6 +298,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 "watchdog_stall_threshold_seconds must be smaller than watchdog_timeout_threshold_seconds"
             )
+        if self.auth_mode == "none" and not is_loopback_host(self.host):
+            raise ValueError(
+                f"auth_mode 'none' leaves every API route open, so it is allowed only on a loopback host; "
+                f"host is {self.host!r} (set auth_mode to 'keys', or host to 127.0.0.1)"
+            )
         if self.embedder == "sentence-transformers" and self.embedding_model_path is None:
             raise ValueError("embedder `sentence-transformers` needs embedding_model_path (a local model)")
         return self
@@ -285,6 +315,12 @@ class Settings(BaseSettings):
         return async_database_url(self.database_url or f"sqlite:///{self.data_dir / 'backburner.db'}")
 
     @property
+    def effective_auth_mode(self) -> Literal["keys", "none"]:
+        if self.auth_mode is not None:
+            return self.auth_mode
+        return "none" if is_loopback_host(self.host) else "keys"
+
+    @property
     def is_postgres(self) -> bool:
         return self.effective_database_url.startswith("postgresql")
 
@@ -294,6 +330,15 @@ class Settings(BaseSettings):
 
     def timeout_message(self) -> str:
         return self.file_processing_timeout_error_message.format(self.file_processing_timeout_minutes)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def async_database_url(url: str) -> str:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -66,8 +66,10 @@ class LoadedSettings:
         """Every effective setting with its source, secrets masked, JSON-ready."""
         dumped = self.settings.model_dump(mode="json")
         return {
-            name: {"value": masked_value(name, getattr(self.settings, name), dumped[name]),
-                   "source": self.sources.get(name, DEFAULT_SOURCE)}
+            name: {
+                "value": masked_value(name, getattr(self.settings, name), dumped[name]),
+                "source": self.sources.get(name, DEFAULT_SOURCE),
+            }
             for name in Settings.model_fields
         }
 
@@ -94,8 +96,9 @@ def load_settings(
     environ = os.environ if environ is None else environ
     layers = _Layers()
 
-    profile_name, profile_source = (profile, "flag --profile") if profile else (
-        environ.get(PROFILE_ENV) or None, f"env {PROFILE_ENV}")
+    profile_name, profile_source = (
+        (profile, "flag --profile") if profile else (environ.get(PROFILE_ENV) or None, f"env {PROFILE_ENV}")
+    )
     if profile_name:
         if profile_name not in PROFILES:
             layers.problems.append(
@@ -106,8 +109,11 @@ def load_settings(
             for name, value in PROFILES[profile_name].items():
                 layers.put(name, value, f"profile {profile_name}")
 
-    path_value, path_source = (str(config_path), "flag --config") if config_path else (
-        environ.get(CONFIG_ENV) or None, f"env {CONFIG_ENV}")
+    path_value, path_source = (
+        (str(config_path), "flag --config")
+        if config_path
+        else (environ.get(CONFIG_ENV) or None, f"env {CONFIG_ENV}")
+    )
     path = Path(path_value) if path_value else None
     if path is not None:
         _read_yaml(path, path_source, layers)
@@ -143,7 +149,9 @@ def _read_yaml(path: Path, source: str, layers: _Layers) -> None:
     if document is None:
         return
     if not isinstance(document, dict):
-        layers.problems.append(f"config file {path} must hold a mapping of settings, not {type(document).__name__}")
+        layers.problems.append(
+            f"config file {path} must hold a mapping of settings, not {type(document).__name__}"
+        )
         return
     for key, value in document.items():
         key = str(key)
@@ -190,7 +198,7 @@ def _flatten_nested_env(var: str) -> str:
     """`BACKBURNER_WATCHDOG__ENABLED` is the nested spelling of `BACKBURNER_WATCHDOG_ENABLED`."""
     if "__" not in var:
         return var
-    section, _, name = var[len(ENV_PREFIX):].partition("__")
+    section, _, name = var[len(ENV_PREFIX) :].partition("__")
     candidate = name.lower()
     if candidate in Settings.model_fields and section.lower() in (field_section(candidate), LETTA_SECTION):
         return ENV_PREFIX + name
@@ -198,8 +206,20 @@ def _flatten_nested_env(var: str) -> str:
 
 
 def _means_none(name: str, raw: str) -> bool:
-    optional = not Settings.model_fields[name].is_required() and Settings.model_fields[name].default is None
-    return optional and raw.strip().lower() in ("", "none", "null")
+    info = Settings.model_fields[name]
+    optional = not info.is_required() and info.default is None
+    return (
+        optional
+        and raw.strip().lower() in ("", "none", "null")
+        and raw not in _literal_values(info.annotation)
+    )
+
+
+def _literal_values(annotation: Any) -> set[Any]:
+    """Every value of the `Literal[...]`s inside an annotation (`"none"` may be a real choice)."""
+    if get_origin(annotation) is Literal:
+        return set(get_args(annotation))
+    return {value for arg in get_args(annotation) for value in _literal_values(arg)}
 
 
 def _explain(exc: ValidationError, layers: _Layers) -> list[str]:
@@ -216,7 +236,8 @@ def _explain(exc: ValidationError, layers: _Layers) -> list[str]:
             involved = [n for n in Settings.model_fields if n in message]
             origin = ", ".join(
                 f"{n} = {_shown_value(n, layers.values.get(n))} from {layers.sources.get(n, DEFAULT_SOURCE)}"
-                for n in involved if n in layers.values
+                for n in involved
+                if n in layers.values
             )
             problems.append(f"settings conflict: {message}" + (f" ({origin})" if origin else ""))
     return problems
@@ -240,7 +261,7 @@ def masked_value(name: str, value: Any, dumped: Any) -> Any:
         return None
     if isinstance(value, SecretStr):
         return MASK
-    if is_secret_field(name) or isinstance(dumped, str) and "://" in dumped:
+    if is_secret_field(name) or (isinstance(dumped, str) and "://" in dumped):
         return mask_url(str(dumped)) if "://" in str(dumped) else MASK
     return dumped
 

@@ -22,7 +22,9 @@ def test_serve_becomes_ready_and_exits_0_within_5s_of_sigterm(
     proc = BackburnerProcess(
         ["serve", "--port", str(port)],
         env={"BACKBURNER_DATABASE_URL": url, "BACKBURNER_DATA_DIR": str(tmp_path / "data")},
-        cwd=tmp_path, log_path=tmp_path / "serve.log", port=port,
+        cwd=tmp_path,
+        log_path=tmp_path / "serve.log",
+        port=port,
     )
     try:
         proc.wait_ready(30)

@@ -73,7 +73,9 @@ async def test_readyz_is_200_when_started(make_settings: MakeSettings, database_
 
 
 @pytest.mark.parametrize("driver_url", ["sqlite:///{dir}/plain.db"])
-async def test_plain_sqlite_url_is_given_the_async_driver(make_settings: MakeSettings, tmp_path, driver_url: str) -> None:  # type: ignore[no-untyped-def]
+async def test_plain_sqlite_url_is_given_the_async_driver(
+    make_settings: MakeSettings, tmp_path, driver_url: str
+) -> None:  # type: ignore[no-untyped-def]
     loaded = make_settings(database_url=driver_url.format(dir=tmp_path))
     assert loaded.settings.effective_database_url.startswith("sqlite+aiosqlite:///")
     async with Runtime(loaded, role="worker") as runtime:

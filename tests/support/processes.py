@@ -39,16 +39,20 @@ def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, interv
 class BackburnerProcess:
     """One `backburner` subprocess with its own log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-                 port: int | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path, port: int | None = None
+    ) -> None:
         self.args = args
         self.port = port
         self.log_path = log_path
         self._log = log_path.open("ab")
         full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONUNBUFFERED": "1", **env}
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "backburner", *args], env=full_env, cwd=cwd,
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "backburner", *args],
+            env=full_env,
+            cwd=cwd,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
     @property

@@ -95,8 +95,11 @@ def test_profiles(profile: str) -> None:
     }[profile]
     loaded = load(profile=profile)
     s = loaded.settings
-    got = (s.poll_running_llm_batches_interval_seconds, s.file_processing_timeout_minutes,
-           s.event_loop_threadpool_max_workers)
+    got = (
+        s.poll_running_llm_batches_interval_seconds,
+        s.file_processing_timeout_minutes,
+        s.event_loop_threadpool_max_workers,
+    )
     assert got == expected
     assert s.enable_batch_job_polling is True
     assert loaded.sources["file_processing_timeout_minutes"] == f"profile {profile}"
@@ -121,7 +124,10 @@ def test_each_source_overrides_the_one_below(tmp_path: Path) -> None:
     assert (loaded.settings.file_processing_timeout_minutes, loaded.sources[name]) == (22, f"env {env_name}")
     # flag over environment
     loaded = load(profile="development", config_path=path, environ={env_name: "22"}, flags={name: 23})
-    assert (loaded.settings.file_processing_timeout_minutes, loaded.sources[name]) == (23, f"flag --{name.replace('_', '-')}")
+    assert (loaded.settings.file_processing_timeout_minutes, loaded.sources[name]) == (
+        23,
+        f"flag --{name.replace('_', '-')}",
+    )
 
 
 def test_config_file_from_environment(tmp_path: Path) -> None:
@@ -185,38 +191,104 @@ def test_settings_reject_unknown_fields_directly() -> None:
 
 # Each bad configuration: (environment, YAML text or None, flag args, words the message must hold).
 BAD_CONFIGURATIONS = {
-    "negative interval": ({"BACKBURNER_POLL_RUNNING_LLM_BATCHES_INTERVAL_SECONDS": "-5"}, None, [],
-                          ["poll_running_llm_batches_interval_seconds", "-5",
-                           "env BACKBURNER_POLL_RUNNING_LLM_BATCHES_INTERVAL_SECONDS", "greater than 0"]),
-    "zero timeout": ({}, "background_processing:\n  file_processing_timeout_minutes: 0\n", [],
-                     ["file_processing_timeout_minutes", "0", "file ", "greater than 0"]),
-    "lookback below a week": ({"BACKBURNER_BATCH_JOB_POLLING_LOOKBACK_WEEKS": "0"}, None, [],
-                              ["batch_job_polling_lookback_weeks", "greater than or equal to 1"]),
-    "message without placeholder": ({"BACKBURNER_FILE_PROCESSING_TIMEOUT_ERROR_MESSAGE": "timed out"}, None, [],
-                                    ["file_processing_timeout_error_message", "timed out", "exactly one `{}`"]),
-    "message with two placeholders": ({}, "background_processing:\n  file_processing_timeout_error_message: '{} {}'\n",
-                                      [], ["file_processing_timeout_error_message", "exactly one"]),
-    "broken template": ({"BACKBURNER_FILE_PROCESSING_TIMEOUT_ERROR_MESSAGE": "after { minutes"}, None, [],
-                        ["file_processing_timeout_error_message", "not a valid template"]),
+    "negative interval": (
+        {"BACKBURNER_POLL_RUNNING_LLM_BATCHES_INTERVAL_SECONDS": "-5"},
+        None,
+        [],
+        [
+            "poll_running_llm_batches_interval_seconds",
+            "-5",
+            "env BACKBURNER_POLL_RUNNING_LLM_BATCHES_INTERVAL_SECONDS",
+            "greater than 0",
+        ],
+    ),
+    "zero timeout": (
+        {},
+        "background_processing:\n  file_processing_timeout_minutes: 0\n",
+        [],
+        ["file_processing_timeout_minutes", "0", "file ", "greater than 0"],
+    ),
+    "lookback below a week": (
+        {"BACKBURNER_BATCH_JOB_POLLING_LOOKBACK_WEEKS": "0"},
+        None,
+        [],
+        ["batch_job_polling_lookback_weeks", "greater than or equal to 1"],
+    ),
+    "message without placeholder": (
+        {"BACKBURNER_FILE_PROCESSING_TIMEOUT_ERROR_MESSAGE": "timed out"},
+        None,
+        [],
+        ["file_processing_timeout_error_message", "timed out", "exactly one `{}`"],
+    ),
+    "message with two placeholders": (
+        {},
+        "background_processing:\n  file_processing_timeout_error_message: '{} {}'\n",
+        [],
+        ["file_processing_timeout_error_message", "exactly one"],
+    ),
+    "broken template": (
+        {"BACKBURNER_FILE_PROCESSING_TIMEOUT_ERROR_MESSAGE": "after { minutes"},
+        None,
+        [],
+        ["file_processing_timeout_error_message", "not a valid template"],
+    ),
     "pool size zero": ({"BACKBURNER_DB_POOL_SIZE": "0"}, None, [], ["db_pool_size", "'0'", "greater than 0"]),
     "negative overflow": ({}, "database:\n  db_max_overflow: -1\n", [], ["db_max_overflow", "-1"]),
-    "unsupported driver": ({"BACKBURNER_DATABASE_URL": "mysql://root@localhost/x"}, None, [],
-                           ["database_url", "mysql", "not supported"]),
-    "unparseable url": ({"BACKBURNER_DATABASE_URL": "not a url"}, None, [],
-                        ["database_url", "not a parseable database URL"]),
-    "not a number": ({"BACKBURNER_DB_POOL_TIMEOUT": "soon"}, None, [], ["db_pool_timeout", "soon", "integer"]),
-    "bad flag": ({}, None, ["--port", "70000"], ["port", "70000", "flag --port", "less than or equal to 65535"]),
-    "unknown profile": ({"BACKBURNER_PROFILE": "staging"}, None, [], ["staging", "env BACKBURNER_PROFILE",
-                                                                    "development, production"]),
-    "unknown key": ({}, "background_processing:\n  enable_batch_polling: true\n", [],
-                    ["enable_batch_polling", "did you mean 'enable_batch_job_polling'"]),
-    "unknown env": ({"BACKBURNER_EVENT_LOOP_THREADPOOL_WORKERS": "3"}, None, [],
-                    ["BACKBURNER_EVENT_LOOP_THREADPOOL_WORKERS", "did you mean"]),
-    "bad election mode": ({"BACKBURNER_LEADER_ELECTION_MODE": "race"}, None, [],
-                          ["leader_election_mode", "race", "'wait' or 'poll'"]),
+    "unsupported driver": (
+        {"BACKBURNER_DATABASE_URL": "mysql://root@localhost/x"},
+        None,
+        [],
+        ["database_url", "mysql", "not supported"],
+    ),
+    "unparseable url": (
+        {"BACKBURNER_DATABASE_URL": "not a url"},
+        None,
+        [],
+        ["database_url", "not a parseable database URL"],
+    ),
+    "not a number": (
+        {"BACKBURNER_DB_POOL_TIMEOUT": "soon"},
+        None,
+        [],
+        ["db_pool_timeout", "soon", "integer"],
+    ),
+    "bad flag": (
+        {},
+        None,
+        ["--port", "70000"],
+        ["port", "70000", "flag --port", "less than or equal to 65535"],
+    ),
+    "unknown profile": (
+        {"BACKBURNER_PROFILE": "staging"},
+        None,
+        [],
+        ["staging", "env BACKBURNER_PROFILE", "development, production"],
+    ),
+    "unknown key": (
+        {},
+        "background_processing:\n  enable_batch_polling: true\n",
+        [],
+        ["enable_batch_polling", "did you mean 'enable_batch_job_polling'"],
+    ),
+    "unknown env": (
+        {"BACKBURNER_EVENT_LOOP_THREADPOOL_WORKERS": "3"},
+        None,
+        [],
+        ["BACKBURNER_EVENT_LOOP_THREADPOOL_WORKERS", "did you mean"],
+    ),
+    "bad election mode": (
+        {"BACKBURNER_LEADER_ELECTION_MODE": "race"},
+        None,
+        [],
+        ["leader_election_mode", "race", "'wait' or 'poll'"],
+    ),
     "invalid yaml": ({}, "background_processing: [unclosed\n", [], ["not valid YAML"]),
-    "missing config file": ({"BACKBURNER_CONFIG": "/nonexistent/backburner.yaml"}, None, [],
-                            ["/nonexistent/backburner.yaml", "does not exist"]),
+    "missing config file": (
+        {"BACKBURNER_CONFIG": "/nonexistent/backburner.yaml"},
+        None,
+        [],
+        ["/nonexistent/backburner.yaml", "does not exist"],
+    ),
 }
 
 
@@ -228,8 +300,9 @@ def test_bad_configuration_exits_2_naming_setting_value_and_source(case: str, tm
         args += ["--config", str(write(tmp_path, yaml_text))]
     if flags:  # flags other than --config belong to serve; validate the same way serve would
         args = [sys.executable, "-m", "backburner", "serve", *flags]
-    result = subprocess.run(args, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True,
-                            timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        args, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     for word in words:
@@ -238,8 +311,20 @@ def test_bad_configuration_exits_2_naming_setting_value_and_source(case: str, tm
 
 def test_config_validate_accepts_good_file(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "backburner", "config", "validate", "--config", str(write(tmp_path, LETTA_YAML))],
-        env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "backburner",
+            "config",
+            "validate",
+            "--config",
+            str(write(tmp_path, LETTA_YAML)),
+        ],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "configuration is valid" in result.stdout
@@ -248,9 +333,15 @@ def test_config_validate_accepts_good_file(tmp_path: Path) -> None:
 def test_config_show_json_masks_secrets(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "backburner", "config", "show", "--json", "--profile", "production"],
-        env={"PATH": "/usr/bin:/bin", "BACKBURNER_OPENAI_API_KEY": "sk-very-secret",
-             "BACKBURNER_DATABASE_URL": "postgresql://u:pw123@h/db"},
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "BACKBURNER_OPENAI_API_KEY": "sk-very-secret",
+            "BACKBURNER_DATABASE_URL": "postgresql://u:pw123@h/db",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "sk-very-secret" not in result.stdout and "pw123" not in result.stdout
@@ -258,7 +349,9 @@ def test_config_show_json_masks_secrets(tmp_path: Path) -> None:
     entry = document["settings"]["openai_api_key"]
     assert entry == {"value": MASK, "source": "env BACKBURNER_OPENAI_API_KEY"}
     assert document["settings"]["poll_running_llm_batches_interval_seconds"] == {
-        "value": 300, "source": "profile production"}
+        "value": 300,
+        "source": "profile production",
+    }
     assert document["settings"]["port"] == {"value": 8283, "source": "default"}
 
 
@@ -266,7 +359,10 @@ def test_config_show_table_lists_sources(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "backburner", "config", "show"],
         env={"PATH": "/usr/bin:/bin", "BACKBURNER_PORT": "9001", "COLUMNS": "200"},
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if " port " in line)

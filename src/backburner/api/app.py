@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from backburner import __version__
 from backburner.api import health
 from backburner.api.http_metrics import HttpMetricsMiddleware
+from backburner.api.limits import LimitsMiddleware
+from backburner.auth.middleware import AuthMiddleware
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
 
@@ -27,6 +29,9 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
         description="Background processing for LLM agent servers.",
         lifespan=lifespan,
     )
+    # Added innermost first: metrics see every answer, auth runs before the limits that need the key.
+    app.add_middleware(LimitsMiddleware)
+    app.add_middleware(AuthMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health.router)
     return app

@@ -1,4 +1,5 @@
 """Imports every table module so that the shared metadata knows all tables."""
 
-import backburner.db.tables  # noqa: F401
+import backburner.auth.tables
+import backburner.db.tables
 import backburner.leader.tables  # noqa: F401

@@ -21,7 +21,8 @@ class NotLeader(Exception):
         self.epoch = epoch
         self.current_epoch = current_epoch
         super().__init__(
-            f"not the leader of {election!r}: this term is epoch {epoch}, the current epoch is {current_epoch}"
+            f"not the leader of {election!r}: this term is epoch {epoch}, "
+            f"the current epoch is {current_epoch}"
         )
 
 

@@ -1,0 +1,95 @@
+"""The only SQL for API keys and organizations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.auth.principal import Principal
+from backburner.auth.tables import api_keys
+from backburner.auth.tokens import Token, hash_secret, new_token, parse_token, secret_matches
+from backburner.db.tables import organizations
+from backburner.ids import new_id
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    organization: str
+    name: str
+    is_admin: bool
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class UnknownKey(Exception):
+    pass
+
+
+async def create_key(
+    engine: AsyncEngine, *, organization: str, name: str, is_admin: bool, now: datetime
+) -> tuple[KeyInfo, str]:
+    """Create a key (and its organization if new); returns the key and its token, shown once."""
+    token = new_token()
+    async with engine.begin() as conn:
+        org_id = (
+            await conn.execute(select(organizations.c.id).where(organizations.c.name == organization))
+        ).scalar_one_or_none()
+        if org_id is None:
+            org_id = new_id("org")
+            await conn.execute(organizations.insert().values(id=org_id, name=organization, created_at=now))
+        await conn.execute(
+            api_keys.insert().values(
+                id=token.key_id,
+                organization_id=org_id,
+                name=name,
+                is_admin=is_admin,
+                secret_hash=hash_secret(token.secret),
+                created_at=now,
+            )
+        )
+    return KeyInfo(token.key_id, organization, name, is_admin, now, None), token.render()
+
+
+async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
+    query = (
+        select(api_keys, organizations.c.name.label("organization"))
+        .join(organizations, organizations.c.id == api_keys.c.organization_id)
+        .order_by(api_keys.c.created_at)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [
+        KeyInfo(r["id"], r["organization"], r["name"], r["is_admin"], r["created_at"], r["revoked_at"])
+        for r in rows
+    ]
+
+
+async def revoke_key(engine: AsyncEngine, key_id: str, now: datetime) -> None:
+    async with engine.begin() as conn:
+        result = await conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
+        if result.rowcount == 0:
+            exists = (await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))).first()
+            raise UnknownKey(f"no key {key_id!r}" if exists is None else f"key {key_id!r} is already revoked")
+
+
+async def authenticate(engine: AsyncEngine, token_text: str) -> Principal | None:
+    """The principal of a valid, unrevoked key; None for anything else."""
+    token: Token | None = parse_token(token_text)
+    if token is None:
+        return None
+    query = select(api_keys.c.organization_id, api_keys.c.is_admin, api_keys.c.secret_hash).where(
+        api_keys.c.id == token.key_id, api_keys.c.revoked_at.is_(None)
+    )
+    async with engine.connect() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None or not secret_matches(token.secret, row.secret_hash):
+        return None
+    return Principal(row.organization_id, bool(row.is_admin), token.key_id)

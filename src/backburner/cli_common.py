@@ -1,0 +1,44 @@
+"""Options and helpers shared by every `backburner` sub-command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from backburner.settings_loader import LoadedSettings, SettingsError, load_settings
+
+EXIT_BAD_CONFIG = 2
+DEFAULT_SERVER_URL = "http://127.0.0.1:8283"
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML settings file (also BACKBURNER_CONFIG).", show_default=False),
+]
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", help="`development` or `production` (also BACKBURNER_PROFILE).", show_default=False
+    ),
+]
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar="BACKBURNER_URL", help="Address of a running Backburner server.")
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key", envvar="BACKBURNER_API_KEY", help="API key for the server.", show_default=False
+    ),
+]
+
+
+def load_or_exit(config: Path | None, profile: str | None, **flags: Any) -> LoadedSettings:
+    """Load settings; on any problem print every message and exit with status 2, no traceback."""
+    try:
+        return load_settings(flags=flags, config_path=config, profile=profile)
+    except SettingsError as exc:
+        typer.echo("Invalid configuration:", err=True)
+        for problem in exc.problems:
+            typer.echo(f"  - {problem}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
