@@ -1,0 +1,62 @@
+"""``backburner emulator``: serve the provider emulator from the command line.
+
+Mount it with ``register(app)`` (adds the ``emulator`` command) or
+``app.add_typer(emulator_cli, name="emulator")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from backburner.emulator.config import DEFAULT_HOST, DEFAULT_PORT, EmulatorConfig
+from backburner.emulator.server import run_emulator
+
+
+def load_config(path: Path | None) -> EmulatorConfig:
+    """Reads an EmulatorConfig from a YAML or JSON file; no file means the defaults."""
+    if path is None:
+        return EmulatorConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return EmulatorConfig.model_validate(raw)
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise typer.BadParameter(f"{path}: {exc}", param_hint="--config") from exc
+
+
+def emulator(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    complete_after: Annotated[
+        float | None,
+        typer.Option(
+            "--complete-after",
+            min=0,
+            help="Seconds after creation at which each batch ends (default 5, or the config file's value).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML or JSON file of EmulatorConfig fields (faults, scenario, ...)."),
+    ] = None,
+) -> None:
+    """Serve a local Anthropic Message Batches and OpenAI Batch API, with fault injection."""
+    settings = load_config(config)
+    typer.echo(
+        f"Provider emulator on http://{host}:{port} "
+        f"(Anthropic base_url http://{host}:{port}, OpenAI base_url http://{host}:{port}/v1)"
+    )
+    run_emulator(host, port, complete_after, config=settings)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the ``emulator`` command to ``app``."""
+    app.command("emulator")(emulator)
+
+
+emulator_cli = typer.Typer(help="Serve the provider emulator.")
+emulator_cli.callback(invoke_without_command=True)(emulator)

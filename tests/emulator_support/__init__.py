@@ -1,0 +1,1 @@
+"""Helpers for the emulator's own tests."""
