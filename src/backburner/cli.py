@@ -15,6 +15,7 @@ from rich.table import Table
 from backburner import __version__
 from backburner.auth.cli import keys_app
 from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
+from backburner.files.cli import files_app
 from backburner.logs import configure_logging
 from backburner.settings_loader import LoadedSettings
 
@@ -30,6 +31,7 @@ db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(files_app, name="files")
 
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
 PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]

@@ -152,6 +152,10 @@ class Runtime:
 
     async def _start_components(self) -> None:
         """Start the database-backed components in dependency order; each stops in reverse."""
+        from backburner.files.component import COMPONENT_NAME, FileProcessing
+
+        # Registers the file sweeper job: before the scheduler.
+        await self.enter_component(COMPONENT_NAME, FileProcessing(self))
 
     async def enter_component(self, name: str, component: Any) -> Any:
         """Start an async-context-manager component and keep it for shutdown and diagnostics."""

@@ -2,4 +2,5 @@
 
 import backburner.auth.tables
 import backburner.db.tables
+import backburner.files.tables
 import backburner.leader.tables  # noqa: F401

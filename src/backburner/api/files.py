@@ -1,0 +1,334 @@
+"""Sources and files: upload (streamed), status, listing with timeouts applied, delete, search."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.upload_stream import MultipartError, stream_file_part
+from backburner.files.component import file_processing
+from backburner.files.embedders import EmbeddingError
+from backburner.files.service import FileService, SearchHit, UploadRefused
+from backburner.files.states import FileStatus, IllegalTransition
+from backburner.files.store import (
+    DuplicateSource,
+    FileNotFound,
+    FileRecord,
+    InvalidCursor,
+    SourceNotFound,
+    SourceRecord,
+    encode_cursor,
+)
+from backburner.runtime import Runtime
+
+router = APIRouter(prefix="/v1", tags=["files"])
+
+OrganizationId = Annotated[str, Depends(get_organization_id)]
+DEFAULT_PAGE_SIZE = 100
+MAX_SEARCH_K = 100
+
+
+def get_file_service(runtime: Runtime = Depends(get_runtime)) -> FileService:
+    try:
+        return file_processing(runtime)
+    except LookupError:
+        raise HTTPException(503, "file processing is starting; retry shortly") from None
+
+
+Files = Annotated[FileService, Depends(get_file_service)]
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+class SourceCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class SourceOut(BaseModel):
+    id: str
+    name: str
+    description: str | None
+    created_at: datetime
+
+
+class StageSeconds(BaseModel):
+    queued: float | None = Field(description="From upload to the first claim by a worker.")
+    parse: float | None
+    chunk: float | None
+    embed: float | None = Field(description="Time spent computing embeddings (batches overlap writes).")
+    store: float | None = Field(description="Time spent writing passages.")
+
+
+class FileOut(BaseModel):
+    id: str
+    source_id: str
+    file_name: str
+    content_type: str | None
+    size_bytes: int
+    sha256: str
+    status: FileStatus
+    error_message: str | None
+    total_chunks: int | None
+    chunks_embedded: int
+    attempts: int
+    embedding_model: str | None
+    stage_seconds: StageSeconds
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class UploadOut(FileOut):
+    duplicate: bool = Field(description="True when the source already held this content: this is that file.")
+
+
+class FilePage(BaseModel):
+    files: list[FileOut]
+    next_cursor: str | None = Field(description="Pass as `after` for the next page; null on the last page.")
+
+
+class SearchResult(BaseModel):
+    score: float
+    passage_id: int
+    file_id: str
+    file_name: str
+    chunk_index: int
+    text: str
+
+
+class SearchOut(BaseModel):
+    query: str
+    results: list[SearchResult]
+
+
+def source_out(source: SourceRecord) -> dict[str, Any]:
+    return {
+        "id": source.id,
+        "name": source.name,
+        "description": source.description,
+        "created_at": source.created_at,
+    }
+
+
+def file_out(file: FileRecord) -> dict[str, Any]:
+    return {
+        "id": file.id,
+        "source_id": file.source_id,
+        "file_name": file.file_name,
+        "content_type": file.content_type,
+        "size_bytes": file.size_bytes,
+        "sha256": file.sha256,
+        "status": file.status.value,
+        "error_message": file.error_message,
+        "total_chunks": file.total_chunks,
+        "chunks_embedded": file.chunks_embedded,
+        "attempts": file.attempts,
+        "embedding_model": file.embedding_model,
+        "stage_seconds": file.stage_seconds(),
+        "created_at": file.created_at,
+        "updated_at": file.updated_at,
+        "started_at": file.started_at,
+        "finished_at": file.finished_at,
+    }
+
+
+def _not_found(exc: LookupError) -> HTTPException:
+    return HTTPException(404, str(exc))
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+@router.post("/sources", status_code=201, response_model=SourceOut, summary="Create a source of files")
+async def create_source(body: SourceCreate, files: Files, organization_id: OrganizationId) -> Any:
+    try:
+        return source_out(await files.create_source(organization_id, body.name, body.description))
+    except DuplicateSource as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+@router.get("/sources", response_model=list[SourceOut], summary="List the sources")
+async def list_sources(files: Files, organization_id: OrganizationId) -> Any:
+    return [source_out(source) for source in await files.list_sources(organization_id)]
+
+
+@router.get("/sources/{source_id}", response_model=SourceOut, summary="One source")
+async def get_source(source_id: str, files: Files, organization_id: OrganizationId) -> Any:
+    try:
+        return source_out(await files.get_source(organization_id, source_id))
+    except SourceNotFound as exc:
+        raise _not_found(exc) from None
+
+
+# --- files ------------------------------------------------------------------------------------
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/sources/{source_id}/files",
+    status_code=201,
+    response_model=UploadOut,
+    summary="Upload a file (multipart, field `file`); it is processed in the background",
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        200: {"description": "The source already holds this content: that file is returned"},
+        400: {"description": "Empty file or malformed body"},
+        409: {"description": "Duplicate content with `duplicate_handling=error`"},
+        413: {"description": "Larger than `file_upload_max_bytes`"},
+        415: {"description": "Unsupported type, or binary content named as text"},
+    },
+)
+async def upload_file(
+    source_id: str,
+    request: Request,
+    response: Response,
+    files: Files,
+    organization_id: OrganizationId,
+    duplicate_handling: Literal["skip", "error", "allow"] = Query(
+        "skip",
+        description="Same content already in the source: return that file, refuse (409), or store anew.",
+    ),
+) -> Any:
+    try:
+        part = await stream_file_part(request)
+        result = await files.upload(
+            organization_id,
+            source_id,
+            part.file_name,
+            part.content_type,
+            part.chunks,
+            on_duplicate=duplicate_handling,
+        )
+    except SourceNotFound as exc:
+        raise _not_found(exc) from None
+    except MultipartError as exc:
+        raise HTTPException(400, str(exc)) from None
+    except UploadRefused as exc:
+        raise HTTPException(exc.status_code, str(exc)) from None
+    if result.duplicate:
+        response.status_code = 200
+    return {**file_out(result.file), "duplicate": result.duplicate}
+
+
+@router.get(
+    "/sources/{source_id}/files",
+    response_model=FilePage,
+    summary="List a source's files, oldest first, a page at a time",
+)
+async def list_files(
+    source_id: str,
+    files: Files,
+    organization_id: OrganizationId,
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Files per page (at most `api_max_page_size`)."),
+    after: str | None = Query(None, max_length=500, description="`next_cursor` of the previous page."),
+    check_status_updates: bool = Query(
+        False, description="First time out every unfinished file of the source past its deadline."
+    ),
+) -> Any:
+    max_page = files.settings.api_max_page_size
+    if limit > max_page:
+        raise HTTPException(422, f"limit must be at most {max_page} (api_max_page_size)")
+    try:
+        page = await files.list_files(
+            organization_id, source_id, limit=limit, after=after, check_status_updates=check_status_updates
+        )
+    except SourceNotFound as exc:
+        raise _not_found(exc) from None
+    except InvalidCursor as exc:
+        raise HTTPException(400, str(exc)) from None
+    next_cursor = encode_cursor(page[-1]) if len(page) == limit else None
+    # Serialised directly (datetimes as pydantic writes them): a 10,000-file listing should not
+    # pay for validating what the store made.
+    body = {"files": [file_out(file) for file in page], "next_cursor": next_cursor}
+    return Response(orjson.dumps(body, option=orjson.OPT_UTC_Z), media_type="application/json")
+
+
+@router.get("/files/{file_id}", response_model=FileOut, summary="A file's status, progress and stage timings")
+async def get_file(file_id: str, files: Files, organization_id: OrganizationId) -> Any:
+    try:
+        return file_out(await files.get_file(organization_id, file_id))
+    except FileNotFound as exc:
+        raise _not_found(exc) from None
+
+
+@router.delete(
+    "/files/{file_id}", status_code=204, summary="Delete a file: stops its work, removes blob and passages"
+)
+async def delete_file(file_id: str, files: Files, organization_id: OrganizationId) -> Response:
+    try:
+        await files.delete_file(organization_id, file_id)
+    except FileNotFound as exc:
+        raise _not_found(exc) from None
+    return Response(status_code=204)
+
+
+@router.post(
+    "/files/{file_id}/cancel",
+    response_model=FileOut,
+    summary="Stop processing a file: it ends in ERROR",
+    responses={409: {"description": "The file is finished already (COMPLETED or ERROR)"}},
+)
+async def cancel_file(file_id: str, files: Files, organization_id: OrganizationId) -> Any:
+    try:
+        return file_out(await files.cancel_file(organization_id, file_id))
+    except FileNotFound as exc:
+        raise _not_found(exc) from None
+    except IllegalTransition as exc:
+        raise HTTPException(409, str(exc)) from None
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def search_result(hit: SearchHit) -> dict[str, Any]:
+    return {
+        "score": hit.score,
+        "passage_id": hit.passage_id,
+        "file_id": hit.file_id,
+        "file_name": hit.file_name,
+        "chunk_index": hit.chunk_index,
+        "text": hit.text,
+    }
+
+
+@router.get(
+    "/sources/{source_id}/search",
+    response_model=SearchOut,
+    summary="The k passages most similar to the query (cosine similarity), best first",
+)
+async def search(
+    source_id: str,
+    files: Files,
+    organization_id: OrganizationId,
+    q: str = Query(min_length=1, max_length=10_000, description="The query text."),
+    k: int = Query(10, ge=1, le=MAX_SEARCH_K, description="How many passages."),
+) -> Any:
+    try:
+        hits = await files.search(organization_id, source_id, q, k)
+    except SourceNotFound as exc:
+        raise _not_found(exc) from None
+    except EmbeddingError as exc:
+        raise HTTPException(502, f"the query could not be embedded: {exc}") from None
+    return {"query": q, "results": [search_result(hit) for hit in hits]}

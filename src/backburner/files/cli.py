@@ -1,0 +1,258 @@
+"""`backburner files upload|list|status`: files on a running server, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import time
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
+
+EXIT_FAILED = 1
+TIMEOUT_S = 300.0
+TERMINAL = ("completed", "error")
+MAX_RETRY_AFTER_S = 60.0
+
+files_app = typer.Typer(
+    help="Upload files and follow their processing on a running server.", no_args_is_help=True
+)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+SourceOption = Annotated[str, typer.Option("--source", help="Source name; created if it does not exist.")]
+
+
+class ServerError(Exception):
+    pass
+
+
+def _client(url: str, api_key: str | None) -> httpx.Client:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT_S)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(EXIT_FAILED)
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json() if response.content else None
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    raise ServerError(f"the server answered {response.status_code}: {detail}")
+
+
+def _source_id(client: httpx.Client, name: str, *, create: bool) -> str:
+    for source in _json(client.get("/v1/sources")):
+        if source["name"] == name:
+            return str(source["id"])
+    if not create:
+        raise ServerError(f"no source named {name!r}")
+    return str(_json(client.post("/v1/sources", json={"name": name}))["id"])
+
+
+def _upload_one(client: httpx.Client, source_id: str, path: Path) -> dict[str, Any]:
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    while True:
+        with path.open("rb") as handle:  # httpx streams the file object in chunks
+            response = client.post(
+                f"/v1/sources/{source_id}/files", files={"file": (path.name, handle, content_type)}
+            )
+        if response.status_code != 429:  # over the uploads per minute: wait as told, then again
+            break
+        time.sleep(min(float(response.headers.get("retry-after", "1") or 1), MAX_RETRY_AFTER_S))
+    result: dict[str, Any] = _json(response)
+    return result
+
+
+@files_app.command("upload")
+def upload(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files to upload.", exists=True, dir_okay=False, readable=True)
+    ],
+    source: SourceOption,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Show a progress bar per file until each is COMPLETED or ERROR.")
+    ] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between status checks.")
+    ] = 0.5,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Upload files to a source; exit 1 if any upload is refused or (with --wait) any file fails."""
+    console = Console()
+    failed = False
+    uploaded: list[tuple[Path, dict[str, Any]]] = []
+    try:
+        with _client(url, api_key) as client:
+            source_id = _source_id(client, source, create=True)
+            for path in paths:
+                try:
+                    file = _upload_one(client, source_id, path)
+                except ServerError as exc:
+                    console.print(f"[red]refused[/red] {path}: {exc}")
+                    failed = True
+                    continue
+                note = " (same content already uploaded)" if file.get("duplicate") else ""
+                console.print(f"uploaded {path} as {file['id']}{note}")
+                uploaded.append((path, file))
+            if wait and uploaded:
+                failed = _follow(client, uploaded, console, poll_interval) or failed
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {url}: {exc}")
+    except ServerError as exc:
+        _fail(str(exc))
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _follow(
+    client: httpx.Client, uploaded: list[tuple[Path, dict[str, Any]]], console: Console, poll_interval: float
+) -> bool:
+    """Follow every file to its end with a progress bar each; True if any ended in ERROR."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks"),
+        TimeElapsedColumn(),
+    )
+    states: dict[str, dict[str, Any]] = {file["id"]: file for _, file in uploaded}
+    names = {file["id"]: path.name for path, file in uploaded}
+    with Progress(*columns, console=console) as progress:
+        tasks: dict[str, TaskID] = {
+            file_id: progress.add_task(_describe(names[file_id], file), total=None)
+            for file_id, file in states.items()
+        }
+        while True:
+            for file_id, task in tasks.items():
+                file = states[file_id]
+                if file["status"] not in TERMINAL:
+                    file = states[file_id] = _json(client.get(f"/v1/files/{file_id}"))
+                total = file.get("total_chunks")
+                done = file.get("chunks_embedded", 0)
+                if file["status"] == "completed" and total is not None:
+                    done = total
+                progress.update(
+                    task, description=_describe(names[file_id], file), total=total, completed=done
+                )
+            if all(file["status"] in TERMINAL for file in states.values()):
+                break
+            time.sleep(poll_interval)
+    for file_id, file in states.items():
+        if file["status"] == "error":
+            console.print(f"[red]error[/red] {names[file_id]} ({file_id}): {file.get('error_message')}")
+    return any(file["status"] == "error" for file in states.values())
+
+
+def _describe(name: str, file: dict[str, Any]) -> str:
+    status = file["status"]
+    colour = {"completed": "green", "error": "red"}.get(status, "yellow")
+    return f"{name} [{colour}]{status}[/{colour}]"
+
+
+@files_app.command("list")
+def list_files(
+    source: Annotated[
+        str | None, typer.Option("--source", help="Only this source (default: every source).")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List files with their status (timeouts are applied as they are listed)."""
+    rows: list[tuple[str, dict[str, Any]]] = []
+    try:
+        with _client(url, api_key) as client:
+            sources = _json(client.get("/v1/sources"))
+            for entry in sources:
+                if source is not None and entry["name"] != source:
+                    continue
+                rows.extend((entry["name"], file) for file in _all_files(client, entry["id"]))
+            if source is not None and not any(entry["name"] == source for entry in sources):
+                raise ServerError(f"no source named {source!r}")
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {url}: {exc}")
+    except ServerError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps([{"source": name, **file} for name, file in rows], indent=2))
+        return
+    table = Table(title="Files")
+    for column in ("source", "id", "name", "status", "chunks", "size", "error"):
+        table.add_column(column)
+    for name, file in rows:
+        chunks = (
+            f"{file['chunks_embedded']}/{file['total_chunks'] if file['total_chunks'] is not None else '?'}"
+        )
+        table.add_row(
+            name,
+            file["id"],
+            file["file_name"],
+            file["status"],
+            chunks,
+            str(file["size_bytes"]),
+            file.get("error_message") or "",
+        )
+    Console().print(table)
+
+
+def _all_files(client: httpx.Client, source_id: str) -> list[dict[str, Any]]:
+    files: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"check_status_updates": "true", "limit": 100}
+        if cursor is not None:
+            params["after"] = cursor
+        page = _json(client.get(f"/v1/sources/{source_id}/files", params=params))
+        files.extend(page["files"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return files
+
+
+@files_app.command("status")
+def status(
+    file_id: Annotated[str, typer.Argument(help="The file's id.")],
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show a file's status, error, progress and time per stage."""
+    try:
+        with _client(url, api_key) as client:
+            file = _json(client.get(f"/v1/files/{file_id}"))
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {url}: {exc}")
+    except ServerError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(file, indent=2))
+        return
+    table = Table(title=f"File {file_id}", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for key in (
+        "file_name",
+        "status",
+        "error_message",
+        "total_chunks",
+        "chunks_embedded",
+        "attempts",
+        "size_bytes",
+    ):
+        table.add_row(key, "" if file.get(key) is None else str(file[key]))
+    for stage, seconds in file["stage_seconds"].items():
+        table.add_row(f"{stage} (s)", "" if seconds is None else f"{seconds:.3f}")
+    Console().print(table)

@@ -1,0 +1,127 @@
+"""File processing as one runtime component: its workers, its sweeper job and the service.
+
+Entering it registers the leader-only sweeper job on `runtime.jobs` (so it must be entered before
+the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels them,
+and each gives its file back so that another instance takes it over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from backburner.files.blobs import LocalBlobStore
+from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
+from backburner.files.metrics import FileMetrics
+from backburner.files.offload import CpuPool
+from backburner.files.service import FileService
+from backburner.files.store import FileStore
+from backburner.files.sweeper import FileSweeper
+from backburner.files.worker import FileWorker, StopReason, WorkerConfig
+from backburner.logs import log_event
+
+if TYPE_CHECKING:
+    from backburner.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+COMPONENT_NAME = "files"
+STATUS_GAUGE_INTERVAL_S = 15.0
+
+
+class FileProcessing:
+    def __init__(self, runtime: Runtime) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.config = WorkerConfig.from_settings(settings)
+        self.metrics = FileMetrics(runtime.metrics.registry)
+        self.store = FileStore(runtime.engine)
+        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.pool = CpuPool(settings.file_processing_processes)
+        self.embedding: EmbeddingPath = build_embedding_path(settings, self.pool)
+        self.sweeper = FileSweeper(
+            self.store, self.config, runtime.clock, self.metrics, settings.file_sweep_interval_seconds
+        )
+        self.workers = [
+            FileWorker(
+                name=f"files.worker-{number}",
+                instance_id=runtime.instance_id,
+                store=self.store,
+                blobs=self.blobs,
+                pool=self.pool,
+                embedder=self.embedding.packed,
+                config=self.config,
+                clock=runtime.clock,
+                metrics=self.metrics,
+            )
+            for number in range(settings.file_processing_workers)
+        ]
+        self.service = FileService(
+            settings=settings,
+            store=self.store,
+            blobs=self.blobs,
+            embedding=self.embedding,
+            clock=runtime.clock,
+            metrics=self.metrics,
+            on_new_file=self.wake,
+            on_stop_file=lambda file_id: self.stop_file(file_id, "deleted"),
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> FileProcessing:
+        self.runtime.jobs.add(self.sweeper.job_spec())
+        for worker in self.workers:
+            self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.name))
+        self._tasks.append(asyncio.create_task(self._refresh_status_gauge(), name="files.status_gauge"))
+        log_event(
+            log, logging.INFO, "files.started", workers=len(self.workers), processes=self.pool.processes
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._tasks.clear()
+        self.pool.close()
+        await self.embedding.aclose()
+        log_event(log, logging.INFO, "files.stopped")
+
+    def wake(self) -> None:
+        for worker in self.workers:
+            worker.wake()
+
+    def stop_file(self, file_id: str, reason: StopReason) -> None:
+        for worker in self.workers:
+            worker.cancel_file(file_id, reason)
+
+    async def _supervise(self, worker: FileWorker) -> None:
+        """Run a worker; a bug that escapes it is logged and the worker starts again."""
+        while True:
+            try:
+                await worker.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("file worker crashed; restarting it", extra={"event": "files.worker_crashed"})
+                await asyncio.sleep(self.config.poll_interval_s)
+
+    async def _refresh_status_gauge(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):  # a scrape shows the last known counts meanwhile
+                self.metrics.set_counts(await self.store.count_by_status())
+            await asyncio.sleep(STATUS_GAUGE_INTERVAL_S)
+
+
+def file_processing(runtime: Runtime) -> FileService:
+    """The file service of a started runtime (LookupError while it is starting)."""
+    component = runtime.components.get(COMPONENT_NAME)
+    if not isinstance(component, FileProcessing):
+        raise LookupError("file processing has not started yet")
+    return component.service

@@ -1,0 +1,349 @@
+"""What the API does with sources and files: upload, read, list, delete, cancel and search.
+
+An upload is checked before anything is stored (name sanitised, a parser for its type, not empty,
+text that is really text), streamed to the blob store within the size limit while its SHA-256 is
+computed, compared with the source's files by content, and only then recorded as PENDING. A
+refused upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from backburner.clock import Clock
+from backburner.files.blobs import BlobStore, BlobTooLarge
+from backburner.files.embedding_path import EmbeddingPath
+from backburner.files.metrics import FileMetrics
+from backburner.files.names import sanitize_filename
+from backburner.files.parsers import (
+    parse_code,
+    parse_csv,
+    parse_html,
+    parse_json,
+    parse_jsonl,
+    parse_markdown,
+    parse_text,
+    parser_for,
+)
+from backburner.files.states import TERMINAL, is_timed_out
+from backburner.files.store import FileRecord, FileStore, NewFile, SourceRecord
+from backburner.files.textcodec import BinaryContent, decode_text
+from backburner.files.vectors import cosine, vector_from_bytes
+from backburner.ids import new_id
+from backburner.logs import log_event
+from backburner.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Enough of the start of a text upload to tell text from binary content before storing it.
+SNIFF_BYTES = 64 * 1024
+CONTENT_TYPE_MAX_CHARS = 200
+CANCELLED_MESSAGE = "Processing was cancelled."
+TEXT_PARSERS = frozenset(
+    {parse_text, parse_code, parse_markdown, parse_json, parse_jsonl, parse_csv, parse_html}
+)
+
+DuplicateHandling = Literal["skip", "error", "allow"]
+
+
+class UploadRefused(Exception):
+    """An upload that is refused before anything is stored; `status_code` is its HTTP answer."""
+
+    status_code = 400
+
+
+class UnsupportedFileType(UploadRefused):
+    status_code = 415
+
+    def __init__(self, file_name: str, content_type: str | None) -> None:
+        super().__init__(
+            f"unsupported file type: {file_name!r} ({content_type or 'no content type'}); "
+            "supported are text, source code, Markdown, HTML, PDF, DOCX, JSON and CSV"
+        )
+
+
+class BinaryUpload(UploadRefused):
+    status_code = 415
+
+    def __init__(self, file_name: str, reason: str) -> None:
+        super().__init__(f"{file_name!r} is named as a text file but its content is not text: {reason}")
+
+
+class EmptyUpload(UploadRefused):
+    def __init__(self, file_name: str) -> None:
+        super().__init__(f"{file_name!r} is empty")
+
+
+class UploadTooLarge(UploadRefused):
+    status_code = 413
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the file is larger than the upload limit of {max_bytes} bytes")
+
+
+class DuplicateFile(UploadRefused):
+    status_code = 409
+
+    def __init__(self, existing: FileRecord) -> None:
+        self.existing = existing
+        super().__init__(f"this source already holds the same content as file {existing.id}")
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    file: FileRecord
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    score: float
+    passage_id: int
+    file_id: str
+    file_name: str
+    chunk_index: int
+    text: str
+
+
+class FileService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: FileStore,
+        blobs: BlobStore,
+        embedding: EmbeddingPath,
+        clock: Clock,
+        metrics: FileMetrics,
+        on_new_file: Callable[[], None] = lambda: None,
+        on_stop_file: Callable[[str], None] = lambda file_id: None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.blobs = blobs
+        self.embedding = embedding
+        self.clock = clock
+        self.metrics = metrics
+        self._on_new_file = on_new_file
+        self._on_stop_file = on_stop_file
+
+    # --- sources --------------------------------------------------------------------------------
+
+    async def create_source(self, organization_id: str, name: str, description: str | None) -> SourceRecord:
+        return await self.store.create_source(
+            organization_id, new_id("source"), name.strip(), description, self.clock.now()
+        )
+
+    async def list_sources(self, organization_id: str) -> list[SourceRecord]:
+        return await self.store.list_sources(organization_id)
+
+    async def get_source(self, organization_id: str, source_id: str) -> SourceRecord:
+        return await self.store.get_source(organization_id, source_id)
+
+    # --- upload -------------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        organization_id: str,
+        source_id: str,
+        file_name: str,
+        content_type: str | None,
+        content: AsyncIterable[bytes],
+        *,
+        on_duplicate: DuplicateHandling = "skip",
+    ) -> UploadResult:
+        """Store an upload and record it as PENDING; raises an `UploadRefused` when refused.
+
+        A file whose content the source already holds (by SHA-256, not counting failed files)
+        is, by `on_duplicate`: returned instead (`skip`), refused (`error`) or stored anew (`allow`).
+        """
+        await self.store.get_source(organization_id, source_id)
+        name = sanitize_filename(file_name)
+        media_type = _media_type(content_type)
+        parser = parser_for(name, media_type)
+        if parser is None:
+            raise UnsupportedFileType(name, media_type)
+        stream = aiter(content)
+        prefix = await _read_prefix(stream, SNIFF_BYTES)
+        if not prefix:
+            raise EmptyUpload(name)
+        if parser in TEXT_PARSERS:
+            try:
+                decode_text(prefix)
+            except BinaryContent as exc:
+                raise BinaryUpload(name, str(exc)) from None
+        file_id = new_id("file")
+        key = f"files/{file_id}"
+        max_bytes = self.settings.file_upload_max_bytes
+        try:
+            info = await self.blobs.write_stream(key, _prepend(prefix, stream), max_bytes=max_bytes)
+        except BlobTooLarge:
+            raise UploadTooLarge(max_bytes) from None
+        try:
+            existing = await self.store.find_duplicate(organization_id, source_id, info.sha256)
+            if existing is not None and on_duplicate != "allow":
+                await self.blobs.delete(key)
+                if on_duplicate == "error":
+                    raise DuplicateFile(existing)
+                log_event(log, logging.INFO, "file.duplicate", file_id=existing.id, source_id=source_id)
+                return UploadResult(existing, duplicate=True)
+            record = await self.store.create_file(
+                NewFile(
+                    id=file_id,
+                    organization_id=organization_id,
+                    source_id=source_id,
+                    file_name=name,
+                    content_type=media_type,
+                    size_bytes=info.size,
+                    sha256=info.sha256,
+                    blob_key=key,
+                ),
+                self.clock.now(),
+            )
+        except BaseException:
+            await asyncio.shield(self._remove_blob(key))
+            raise
+        log_event(
+            log,
+            logging.INFO,
+            "file.uploaded",
+            file_id=file_id,
+            source_id=source_id,
+            size_bytes=info.size,
+        )
+        self._on_new_file()
+        return UploadResult(record, duplicate=False)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def get_file(self, organization_id: str, file_id: str) -> FileRecord:
+        """The file; one past its deadline is timed out on this read."""
+        record = await self.store.get_file(organization_id, file_id)
+        now = self.clock.now()
+        minutes = self.settings.file_processing_timeout_minutes
+        if record.status in TERMINAL or not is_timed_out(record.created_at, now, minutes):
+            return record
+        timed_out = await self.store.time_out(
+            now,
+            minutes,
+            self.settings.timeout_message(),
+            organization_id=organization_id,
+            source_id=record.source_id,
+        )
+        self._timed_out_on_read(timed_out)
+        return await self.store.get_file(organization_id, file_id)
+
+    async def list_files(
+        self,
+        organization_id: str,
+        source_id: str,
+        *,
+        limit: int,
+        after: str | None = None,
+        check_status_updates: bool = False,
+    ) -> list[FileRecord]:
+        """A page of the source's files; with `check_status_updates`, every file of the source past
+        its deadline is timed out first, in one UPDATE."""
+        await self.store.get_source(organization_id, source_id)
+        if check_status_updates:
+            timed_out = await self.store.time_out(
+                self.clock.now(),
+                self.settings.file_processing_timeout_minutes,
+                self.settings.timeout_message(),
+                organization_id=organization_id,
+                source_id=source_id,
+            )
+            self._timed_out_on_read(timed_out)
+        return await self.store.list_files(organization_id, source_id, limit, after)
+
+    def _timed_out_on_read(self, file_ids: list[str]) -> None:
+        if file_ids:
+            self.metrics.timeouts.labels(enforcer="read").inc(len(file_ids))
+        for file_id in file_ids:
+            log_event(log, logging.WARNING, "file.timed_out", file_id=file_id, enforcer="read")
+            self._on_stop_file(file_id)
+
+    # --- removing and cancelling ------------------------------------------------------------
+
+    async def delete_file(self, organization_id: str, file_id: str) -> FileRecord:
+        """Remove the file, its passages and its blob; a worker on it stops without writing."""
+        record = await self.store.delete_file(organization_id, file_id)
+        self._on_stop_file(file_id)
+        await self._remove_blob(record.blob_key)
+        log_event(log, logging.INFO, "file.deleted", file_id=file_id)
+        return record
+
+    async def cancel_file(self, organization_id: str, file_id: str) -> FileRecord:
+        """Move an unfinished file to ERROR; `IllegalTransition` when it is finished already."""
+        record = await self.store.fail(
+            file_id, CANCELLED_MESSAGE, self.clock.now(), organization_id=organization_id
+        )
+        self._on_stop_file(file_id)
+        log_event(log, logging.INFO, "file.cancelled", file_id=file_id)
+        return record
+
+    async def _remove_blob(self, key: str) -> None:
+        try:
+            await self.blobs.delete(key)
+        except Exception as exc:  # an orphan blob wastes space but harms nobody
+            log_event(log, logging.WARNING, "file.blob_delete_failed", blob_key=key, error=repr(exc))
+
+    # --- search -------------------------------------------------------------------------------
+
+    async def search(self, organization_id: str, source_id: str, query: str, k: int) -> list[SearchHit]:
+        """The `k` passages of the source most similar to `query` (cosine), best first."""
+        await self.store.get_source(organization_id, source_id)
+        embedder = self.embedding.query
+        [query_vector] = await embedder.embed([query])
+        best: list[tuple[float, int]] = []
+        async with self.store.passage_vectors(organization_id, source_id, embedder.model) as partitions:
+            async for rows in partitions:
+                best = await asyncio.to_thread(_top_k, query_vector, rows, k, best)
+        found = await self.store.passages_by_id(organization_id, [passage_id for _, passage_id in best])
+        return [
+            SearchHit(score, hit.passage_id, hit.file_id, hit.file_name, hit.chunk_index, hit.text)
+            for score, passage_id in best
+            if (hit := found.get(passage_id)) is not None
+        ]
+
+
+def _top_k(
+    query: list[float], rows: Sequence[Any], k: int, best: list[tuple[float, int]]
+) -> list[tuple[float, int]]:
+    scored = list(best)
+    for passage_id, packed in rows:
+        vector = vector_from_bytes(packed)
+        if len(vector) == len(query):  # a vector of another size comes from another model
+            scored.append((cosine(query, vector), passage_id))
+    return heapq.nlargest(k, scored)
+
+
+def _media_type(content_type: str | None) -> str | None:
+    if not content_type:
+        return None
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type[:CONTENT_TYPE_MAX_CHARS] or None
+
+
+async def _read_prefix(stream: AsyncIterator[bytes], size: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while total < size:
+        try:
+            chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
+
+
+async def _prepend(prefix: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield prefix
+    async for chunk in stream:
+        yield chunk

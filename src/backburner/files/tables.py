@@ -1,0 +1,87 @@
+"""Tables of file processing: sources, files (with their lease and progress) and passages."""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from backburner.db.metadata import metadata
+from backburner.db.types import UTCDateTime
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+PassageId = BigInteger().with_variant(Integer(), "sqlite")
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("organization_id", "name"),
+)
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("source_id", String(64), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("file_name", String(255), nullable=False),
+    Column("content_type", String(200)),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(1024), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("error_message", Text),
+    # Claims so far; a claim beyond `file_max_attempts` is refused and the file fails.
+    Column("attempts", Integer, nullable=False, default=0),
+    # Unique per claim, so a worker whose lease was taken over can never write again.
+    Column("lease_owner", String(200)),
+    Column("lease_expires_at", UTCDateTime()),
+    Column("heartbeat_at", UTCDateTime()),
+    # A status change or a stored batch of passages; the stall timeout counts from here.
+    Column("last_progress_at", UTCDateTime()),
+    Column("total_chunks", Integer),
+    Column("chunks_embedded", Integer, nullable=False, default=0),
+    Column("embedding_model", String(200)),
+    Column("parse_seconds", Float),
+    Column("chunk_seconds", Float),
+    Column("embed_seconds", Float),
+    Column("store_seconds", Float),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Index("ix_files_source_id_created_at_id", "source_id", "created_at", "id"),
+    Index("ix_files_source_id_sha256", "source_id", "sha256"),
+    Index("ix_files_status_created_at", "status", "created_at"),
+)
+
+passages = Table(
+    "passages",
+    metadata,
+    Column("id", PassageId, primary_key=True, autoincrement=True),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    # Denormalised from the file so that a search reads one table; no foreign key, since the
+    # file's own cascade already removes the passages with it.
+    Column("source_id", String(64), nullable=False),
+    Column("file_id", String(64), ForeignKey("files.id", ondelete="CASCADE"), nullable=False),
+    Column("chunk_index", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    # A resumed file inserts with ON CONFLICT DO NOTHING on this key: never a passage twice.
+    UniqueConstraint("file_id", "chunk_index"),
+    Index("ix_passages_source_id", "source_id"),
+)
