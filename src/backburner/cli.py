@@ -17,6 +17,7 @@ from backburner.auth.cli import keys_app
 from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging
+from backburner.scheduler.cli import scheduler_app
 from backburner.settings_loader import LoadedSettings
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(files_app, name="files")
+app.add_typer(scheduler_app, name="scheduler")
 
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
 PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]

@@ -157,6 +157,12 @@ class Runtime:
         # Registers the file sweeper job: before the scheduler.
         await self.enter_component(COMPONENT_NAME, FileProcessing(self))
 
+        # KEEP LAST: leader election, the scheduler and membership. The scheduler takes the jobs
+        # registered by the components above; insert new components BEFORE this block.
+        from backburner.scheduler.wiring import start_scheduling
+
+        await start_scheduling(self)
+
     async def enter_component(self, name: str, component: Any) -> Any:
         """Start an async-context-manager component and keep it for shutdown and diagnostics."""
         self.components[name] = component

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backburner import __version__
-from backburner.api import files, health
+from backburner.api import admin_scheduler, files, health
 from backburner.api.http_metrics import HttpMetricsMiddleware
 from backburner.api.limits import LimitsMiddleware
 from backburner.auth.middleware import AuthMiddleware
@@ -35,4 +35,5 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health.router)
     app.include_router(files.router)
+    app.include_router(admin_scheduler.router)
     return app

@@ -4,7 +4,7 @@ term of office, with the fencing token (epoch) that every leader-only write must
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,10 +58,12 @@ class Elector(Protocol):
     backend: str  # "postgres" | "file" | "memory"
     mode: str
     lease_seconds: float
+    state: str  # starting | connecting | waiting | leading | retrying (for diagnostics)
 
-    def terms(self) -> AsyncIterator[Leadership]:
+    def terms(self) -> AsyncGenerator[Leadership, None]:
         """Each iteration waits for this instance to lead and yields the term; the term's `lost`
-        event is set before the next iteration can begin."""
+        event is set before the next iteration can begin. Closing the generator (`aclose`) while
+        a term is open releases the lock at once (graceful shutdown)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -13,6 +13,10 @@ leader_epochs = Table(
     Column("epoch", BigInteger, nullable=False),
     Column("holder", String(200), nullable=False),
     Column("acquired_at", UTCDateTime(), nullable=False),
+    # Written by the leader's `heartbeat` job, through the fence: proof that the term is alive.
+    Column("heartbeat_at", UTCDateTime()),
+    # Set when the holder ended its term while still current (graceful release or step-down).
+    Column("released_at", UTCDateTime()),
 )
 
 # Every run of a leader-only job; (job_id, fire_time) is unique so a tick runs once.
@@ -21,10 +25,12 @@ job_runs = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("job_id", String(200), nullable=False),
+    Column("election", String(200), nullable=False),
     Column("fire_time", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime()),
-    Column("outcome", String(20), nullable=False),  # running | succeeded | failed | cancelled
+    # running | succeeded | failed | cancelled | abandoned (closed by the next term)
+    Column("outcome", String(20), nullable=False),
     Column("error", Text),
     Column("duration_s", Float),
     Column("epoch", BigInteger, nullable=False),

@@ -20,11 +20,14 @@ def upgrade() -> None:
         sa.Column("epoch", sa.BigInteger, nullable=False),
         sa.Column("holder", sa.String(200), nullable=False),
         sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("heartbeat_at", sa.DateTime(timezone=True)),
+        sa.Column("released_at", sa.DateTime(timezone=True)),
     )
     op.create_table(
         "job_runs",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("job_id", sa.String(200), nullable=False),
+        sa.Column("election", sa.String(200), nullable=False),
         sa.Column("fire_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True)),
@@ -36,6 +39,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("job_id", "fire_time", name="uq_job_runs_job_id_fire_time"),
     )
     op.create_index("ix_job_runs_job_id_started_at", "job_runs", ["job_id", "started_at"])
+    op.create_index("ix_job_runs_election_finished_at", "job_runs", ["election", "finished_at"])
     op.create_table(
         "instances",
         sa.Column("instance_id", sa.String(200), primary_key=True),
@@ -50,6 +54,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("instances")
+    op.drop_index("ix_job_runs_election_finished_at", "job_runs")
     op.drop_index("ix_job_runs_job_id_started_at", "job_runs")
     op.drop_table("job_runs")
     op.drop_table("leader_epochs")

@@ -1,0 +1,1 @@
+"""Membership: every instance records that it is alive in the `instances` table."""

@@ -1,0 +1,94 @@
+"""The scheduler's status as JSON-ready data: this instance's view plus the database's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.leader import store as leader_store
+from backburner.membership import store as membership_store
+from backburner.runtime import describe_error
+from backburner.scheduler import runs
+from backburner.scheduler.service import SchedulerService
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _last_run(record: runs.RunRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {
+        "outcome": record.outcome,
+        "duration": record.duration_s,
+        "error": record.error,
+        "fire_time": _iso(record.fire_time),
+        "started_at": _iso(record.started_at),
+        "finished_at": _iso(record.finished_at),
+        "epoch": record.epoch,
+        "instance_id": record.instance_id,
+    }
+
+
+async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> dict[str, Any]:
+    specs = service.job_specs()
+    elector = service.elector
+    status: dict[str, Any] = {
+        "instance_id": service.instance_id,
+        "is_leader": service.is_leader,
+        "election": {
+            "name": service.election,
+            "backend": elector.backend,
+            "mode": elector.mode,
+            "lease_seconds": elector.lease_seconds,
+            "state": elector.state,
+        },
+        "leader": None,
+        "jobs": [],
+        "instances": [],
+        "database_error": None,
+    }
+    last: dict[str, runs.RunRecord] = {}
+    try:
+        async with engine.connect() as conn:
+            election = await leader_store.read_election(conn, service.election)
+            last = await runs.last_runs(conn, [spec.id for spec in specs])
+            members = await membership_store.list_instances(conn)
+    except Exception as exc:  # the local view is still worth showing while the database is away
+        status["database_error"] = describe_error(exc)
+    else:
+        if election is not None and election.released_at is None:
+            status["leader"] = {
+                "instance_id": election.holder,
+                "epoch": election.epoch,
+                "since": _iso(election.acquired_at),
+                "heartbeat_at": _iso(election.heartbeat_at),
+            }
+        status["instances"] = [
+            {
+                "instance_id": m.instance_id,
+                "role": m.role,
+                "last_seen": _iso(m.last_seen_at),
+                "host": m.host,
+                "pid": m.pid,
+                "process": m.process,
+                "started": _iso(m.started_at),
+            }
+            for m in members
+        ]
+    status["jobs"] = [
+        {
+            "id": spec.id,
+            "name": spec.name,
+            "trigger": service.trigger_of(spec.id),
+            "interval_seconds": spec.interval_s,
+            "jitter_seconds": spec.jitter_s,
+            "next_run_time": _iso(service.next_run_time(spec.id)),
+            "last_run": _last_run(last.get(spec.id)),
+        }
+        for spec in specs
+    ]
+    return status
