@@ -161,9 +161,14 @@ async def test_claims_go_oldest_first_and_skip_timed_out_files(files: Files) -> 
 async def test_an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(files: Files) -> None:
     record = await files.new()
     first = await files.claim("worker-a", T0, lease_s=10)
-    assert (first.id, first.attempts, first.lease_owner) == (record.id, 1, "worker-a")
+    # The claim of a PENDING file is the start of its parsing: one compare-and-set.
+    assert (first.id, first.attempts, first.lease_owner, first.status) == (
+        record.id,
+        1,
+        "worker-a",
+        FileStatus.PARSING,
+    )
     old = Lease(record.id, "worker-a")
-    await files.store.transition(record.id, FileStatus.PARSING, T0, owner="worker-a")
     assert await files.store.heartbeat(old, T0 + timedelta(seconds=5), 10)  # renewed until T0 + 15 s
     assert (
         await files.store.claim(
@@ -218,7 +223,6 @@ async def test_passages_are_stored_once_per_chunk_and_progress_counts_them(
     record = await files.new()
     await files.claim("w1")
     lease = Lease(record.id, "w1")
-    await files.store.transition(record.id, FileStatus.PARSING, T0, owner="w1")
     await files.store.start_embedding(
         lease, T0, total_chunks=5, embedding_model="m", parse_s=0.1, chunk_s=0.1
     )
@@ -240,7 +244,6 @@ async def test_a_batch_from_a_worker_that_lost_its_lease_is_rolled_back(
     record = await files.new()
     await files.claim("w1", lease_s=10)
     old = Lease(record.id, "w1")
-    await files.store.transition(record.id, FileStatus.PARSING, T0, owner="w1")
     await files.store.start_embedding(old, T0, total_chunks=2, embedding_model="m", parse_s=0, chunk_s=0)
     await files.claim("w2", T0 + timedelta(seconds=11))
     with pytest.raises(LeaseLost):
@@ -350,3 +353,17 @@ async def test_the_sweeper_job_times_out_files_that_no_worker_ever_took(
         after = await files.store.get_file(ORG, record.id)
         assert (after.status, after.error_message) == (FileStatus.ERROR, "timed out after 30")
     assert metrics.timeouts.labels(enforcer="sweeper")._value.get() == 3
+
+
+async def test_the_last_batch_completes_the_file_in_its_own_transaction(files: Files) -> None:
+    record = await files.new()
+    await files.claim("w1")
+    lease = Lease(record.id, "w1")
+    await files.store.start_embedding(lease, T0, total_chunks=2, embedding_model="m", parse_s=0, chunk_s=0)
+    rows = [PassageRow(i, f"chunk {i}", b"\x00" * 8) for i in range(2)]
+    await files.store.store_passages(lease, record, rows, T0, lease_s=30, embed_s=1, store_s=1, finish=True)
+    done = await files.store.get_file(ORG, record.id)
+    assert (done.status, done.chunks_embedded, done.lease_owner) == (FileStatus.COMPLETED, 2, None)
+    assert done.finished_at == T0 and done.store_seconds is not None and done.store_seconds >= 1
+    with pytest.raises(LeaseLost):  # nothing more can be written to a finished file
+        await files.store.store_passages(lease, record, rows, T0, lease_s=30, embed_s=1, store_s=1)

@@ -60,7 +60,7 @@ class WorkerConfig:
     chunk_overlap_chars: int
     batch_size: int
     poll_interval_s: float
-    embed_batches_in_flight: int = 2
+    embed_batches_in_flight: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -219,7 +219,7 @@ class FileWorker:
 
     async def _pipeline(self, file: FileRecord, active: ActiveFile) -> None:
         lease, config = active.lease, self.config
-        if file.status is FileStatus.PENDING:
+        if file.status is FileStatus.PENDING:  # the claim moves it to PARSING; kept for safety
             file = await self.store.transition(
                 file.id, FileStatus.PARSING, self._progress(active), owner=lease.owner
             )
@@ -245,13 +245,21 @@ class FileWorker:
             parse_s=document.parse_s,
             chunk_s=document.chunk_s,
         )
-        stored = await self.store.stored_chunk_indexes(file.id)
+        # `chunks_embedded` counts the stored passages (both change in one transaction).
+        stored = await self.store.stored_chunk_indexes(file.id) if file.chunks_embedded else set()
         todo = [chunk for chunk in document.chunks if chunk.index not in stored]
         if stored:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
-        embed_s, store_s = await self._embed_and_store(file, active, todo)
-        done = await self.store.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
-        self._observe_finished(done)
+        if todo:
+            await self._embed_and_store(file, active, todo)  # its last batch completes the file
+        else:
+            await self.store.complete(
+                lease,
+                self._progress(active),
+                embed_s=file.embed_seconds or 0.0,
+                store_s=file.store_seconds or 0.0,
+            )
+        self._observe_finished(await self.store.get_file(file.organization_id, file.id))
 
     async def _embed_and_store(
         self, file: FileRecord, active: ActiveFile, todo: Sequence[Chunk]
@@ -263,8 +271,11 @@ class FileWorker:
         embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
         in_flight: deque[tuple[list[Chunk], asyncio.Task[tuple[list[bytes], float]]]] = deque()
 
+        last_batch = len(batches) - 1
+        written = 0
+
         async def write_next() -> None:
-            nonlocal embed_s, store_s
+            nonlocal embed_s, store_s, written
             batch, task = in_flight.popleft()
             vectors, batch_embed_s = await task
             embed_s += batch_embed_s
@@ -278,7 +289,9 @@ class FileWorker:
                 lease_s=self.config.lease_s,
                 embed_s=embed_s,
                 store_s=store_s,
+                finish=written == last_batch,
             )
+            written += 1
             store_s += time.perf_counter() - started
             self.metrics.passages.inc(len(rows))
 
