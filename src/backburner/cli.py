@@ -14,7 +14,9 @@ from rich.table import Table
 
 from backburner import __version__
 from backburner.auth.cli import keys_app
+from backburner.batches.cli import batches_app
 from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
+from backburner.emulator.cli import emulator_cli
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging
 from backburner.scheduler.cli import scheduler_app
@@ -32,6 +34,8 @@ db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(batches_app, name="batches")
+app.add_typer(emulator_cli, name="emulator")
 app.add_typer(files_app, name="files")
 app.add_typer(scheduler_app, name="scheduler")
 

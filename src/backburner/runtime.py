@@ -152,6 +152,11 @@ class Runtime:
 
     async def _start_components(self) -> None:
         """Start the database-backed components in dependency order; each stops in reverse."""
+        from backburner.batches.component import BatchesComponent
+
+        # Registers the batch poll and delivery jobs: before the scheduler.
+        await self.enter_component("batches", BatchesComponent(self))
+
         from backburner.files.component import COMPONENT_NAME, FileProcessing
 
         # Registers the file sweeper job: before the scheduler.

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backburner import __version__
-from backburner.api import admin_scheduler, files, health
+from backburner.api import admin_scheduler, batches, files, health
 from backburner.api.http_metrics import HttpMetricsMiddleware
 from backburner.api.limits import LimitsMiddleware
 from backburner.auth.middleware import AuthMiddleware
@@ -34,6 +34,8 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
     app.add_middleware(AuthMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
     app.include_router(health.router)
+    app.include_router(batches.router)
+    app.include_router(batches.admin_router)
     app.include_router(files.router)
     app.include_router(admin_scheduler.router)
     return app

@@ -42,6 +42,7 @@ def _route_template(scope: Scope) -> str:
         return str(route.path)
     for candidate in scope["app"].router.routes:
         match, _ = candidate.matches(scope)
-        if match == Match.FULL:
+        # An included router (FastAPI's `_IncludedRouter`) matches too but has no path template.
+        if match == Match.FULL and hasattr(candidate, "path"):
             return str(candidate.path)
     return "<unmatched>"

@@ -1,6 +1,7 @@
 """Imports every table module so that the shared metadata knows all tables."""
 
 import backburner.auth.tables
+import backburner.batches.tables
 import backburner.db.tables
 import backburner.files.tables
 import backburner.leader.tables  # noqa: F401

@@ -1,0 +1,258 @@
+"""LLM batch routes: submit, list, show, results (streamed JSONL), cancel; and the admin view."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from backburner.api.deps import get_organization_id, get_runtime
+from backburner.batches.component import BatchesComponent
+from backburner.batches.domain import POLLED_STATUSES, Batch, BatchStatus
+from backburner.batches.providers.base import ProviderError
+from backburner.batches.providers.registry import ProviderNotConfigured
+from backburner.batches.service import BatchConflict, BatchNotFound, SubmitFailed, SubmitUncertain
+from backburner.batches.validation import SubmissionError, parse_jsonl_requests, validate_submission
+from backburner.runtime import Runtime
+
+router = APIRouter(tags=["batches"])
+admin_router = APIRouter(tags=["admin"])
+
+JSONL_TYPES = frozenset({"application/jsonl", "application/x-ndjson", "application/x-jsonlines"})
+DEFAULT_PAGE_SIZE = 50
+ADMIN_RUNNING_LIMIT = 1000
+
+
+class _Problem(Exception):
+    def __init__(
+        self, status_code: int, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+        self.headers = headers
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(
+            {"detail": self.detail, **self.extra}, status_code=self.status_code, headers=self.headers
+        )
+
+
+def get_batches(runtime: Runtime = Depends(get_runtime)) -> BatchesComponent:
+    component = runtime.components.get("batches")
+    if not isinstance(component, BatchesComponent):
+        raise HTTPException(503, "the batches component has not started yet; retry shortly")
+    return component
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def batch_view(batch: Batch) -> dict[str, Any]:
+    return {
+        "id": batch.id,
+        "provider": batch.provider,
+        "model": batch.model,
+        "status": batch.status.value,
+        "provider_batch_id": batch.provider_batch_id,
+        "provider_status": batch.provider_status,
+        "request_count": batch.request_count,
+        "counts": {
+            "succeeded": batch.succeeded_count,
+            "errored": batch.errored_count,
+            "canceled": batch.canceled_count,
+            "expired": batch.expired_count,
+            "missing": batch.missing_count,
+        },
+        "failure_reason": batch.failure_reason,
+        "created_at": _iso(batch.created_at),
+        "submitted_at": _iso(batch.submitted_at),
+        "ended_at": _iso(batch.ended_at),
+        "cancel_requested_at": _iso(batch.cancel_requested_at),
+        "last_polled_at": _iso(batch.last_polled_at),
+        "next_poll_at": _iso(batch.next_poll_at),
+        "consecutive_errors": batch.consecutive_errors,
+        "last_error": batch.last_error,
+    }
+
+
+def _provider_problem(exc: ProviderError, **extra: Any) -> _Problem:
+    if exc.status_code in (429, 529) or (exc.status_code is not None and exc.status_code >= 500):
+        retry = exc.retry_after_s if exc.retry_after_s is not None else 30.0
+        return _Problem(
+            503, f"the provider is unavailable: {exc}", {"retry-after": str(math.ceil(retry))}, **extra
+        )
+    return _Problem(502, f"the provider refused the request: {exc}", **extra)
+
+
+@router.post(
+    "/v1/batches",
+    status_code=201,
+    summary="Submit a batch: JSON {provider, model, requests: [{custom_id, params}]}, or JSONL with "
+    "?provider=&model=",
+    responses={
+        200: {"description": "An earlier submission with the same Idempotency-Key"},
+        413: {"description": "Too many requests or too many bytes for the provider"},
+        422: {"description": "Invalid submission; `detail` names the problem; nothing was sent"},
+        502: {"description": "The provider refused the batch; it is recorded as failed"},
+        503: {"description": "The provider is unavailable or not configured"},
+        504: {"description": "No answer from the provider; the batch will be reconciled"},
+    },
+)
+async def submit_batch(
+    request: Request,
+    provider: str | None = Query(None, description="Provider, for a JSONL body."),
+    model: str | None = Query(None, description="Model, for a JSONL body."),
+    idempotency_key: str | None = Header(None, max_length=200),
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> JSONResponse:
+    try:
+        submission = validate_submission(await _payload(request, provider, model))
+    except SubmissionError as exc:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+    try:
+        outcome = await batches.service.submit(organization_id, submission, idempotency_key)
+    except ProviderNotConfigured as exc:
+        return _Problem(503, str(exc)).response()
+    except SubmitFailed as exc:
+        return _provider_problem(exc.error, batch=batch_view(exc.batch)).response()
+    except SubmitUncertain as exc:
+        detail = f"no answer from the provider ({exc.error}); the batch will be reconciled by the poller"
+        return _Problem(504, detail, batch=batch_view(exc.batch)).response()
+    return JSONResponse(batch_view(outcome.batch), status_code=201 if outcome.created else 200)
+
+
+async def _payload(request: Request, provider: str | None, model: str | None) -> Any:
+    body = await request.body()
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in JSONL_TYPES:
+        return {"provider": provider, "model": model, "requests": parse_jsonl_requests(body.splitlines())}
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise SubmissionError(f"the body is not valid JSON: {exc}") from None
+
+
+@router.get("/v1/batches", summary="Batches of the organization, newest first")
+async def list_batches(
+    request: Request,
+    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1),
+    before: str | None = Query(None, description="Continue after this batch id."),
+    status: BatchStatus | None = Query(None),
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> JSONResponse:
+    max_limit = batches.runtime.settings.api_max_page_size
+    if limit > max_limit:
+        return JSONResponse({"detail": f"limit must be at most {max_limit}"}, status_code=422)
+    found = await batches.service.list(
+        organization_id, limit=limit + 1, before_id=before, status=status.value if status else None
+    )
+    page = found[:limit]
+    return JSONResponse(
+        {
+            "data": [batch_view(b) for b in page],
+            "has_more": len(found) > limit,
+            "next_before": page[-1].id if len(found) > limit else None,
+        }
+    )
+
+
+@router.get("/v1/batches/{batch_id}", summary="One batch")
+async def show_batch(
+    batch_id: str,
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> JSONResponse:
+    try:
+        return JSONResponse(batch_view(await batches.service.get(organization_id, batch_id)))
+    except BatchNotFound as exc:
+        return _Problem(404, str(exc)).response()
+
+
+@router.get(
+    "/v1/batches/{batch_id}/results",
+    summary="Item results as JSONL: {custom_id, status, result, error} per line, streamed",
+    response_class=StreamingResponse,
+)
+async def batch_results(
+    batch_id: str,
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> Any:
+    try:
+        batch = await batches.service.get(organization_id, batch_id)
+    except BatchNotFound as exc:
+        return _Problem(404, str(exc)).response()
+    return StreamingResponse(
+        batches.service.results_jsonl(organization_id, batch_id),
+        media_type="application/jsonl",
+        headers={"x-batch-status": batch.status.value},
+    )
+
+
+@router.post("/v1/batches/{batch_id}/cancel", summary="Ask the provider to cancel a running batch")
+async def cancel_batch(
+    batch_id: str,
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> JSONResponse:
+    try:
+        return JSONResponse(batch_view(await batches.service.cancel(organization_id, batch_id)))
+    except BatchNotFound as exc:
+        return _Problem(404, str(exc)).response()
+    except BatchConflict as exc:
+        return _Problem(409, str(exc)).response()
+    except ProviderNotConfigured as exc:
+        return _Problem(503, str(exc)).response()
+    except ProviderError as exc:
+        return _provider_problem(exc).response()
+
+
+@admin_router.get("/api/admin/batch-jobs", summary="Batch poller diagnostics")
+async def batch_jobs(
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> dict[str, Any]:
+    store = batches.store
+    counts: dict[str, dict[str, int]] = {}
+    for provider, status, n in await store.counts_by_provider_status(organization_id):
+        counts.setdefault(provider, {})[status] = n
+    running = [
+        b
+        for b in await store.active_batches(organization_id, ADMIN_RUNNING_LIMIT)
+        if b.status in POLLED_STATUSES
+    ]
+    cycle = await store.last_cycle()
+    return {
+        "counts": counts,
+        "running": [
+            {
+                "id": b.id,
+                "provider": b.provider,
+                "provider_batch_id": b.provider_batch_id,
+                "last_polled_at": _iso(b.last_polled_at),
+                "next_poll_at": _iso(b.next_poll_at),
+                "consecutive_errors": b.consecutive_errors,
+                "last_error": b.last_error,
+            }
+            for b in running
+        ],
+        "last_cycle": None
+        if cycle is None
+        else {
+            "started_at": _iso(cycle.started_at),
+            "duration_s": cycle.duration_s,
+            "polled": cycle.polled,
+            "completed": cycle.completed,
+            "items_ingested": cycle.items_ingested,
+            "errors": cycle.errors,
+        },
+    }

@@ -1,0 +1,160 @@
+"""`backburner batches ...`: submit and inspect LLM batches on a running server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from backburner.batches.validation import SubmissionError, parse_jsonl_requests, validate_submission
+from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
+
+EXIT_BAD_INPUT = 2
+EXIT_SERVER_ERROR = 1
+TIMEOUT_S = 300.0
+
+batches_app = typer.Typer(
+    help="Submit LLM batches and read their status and results from a running server.", no_args_is_help=True
+)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _client(url: str, api_key: str | None) -> httpx.Client:
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT_S)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _check(response: httpx.Response) -> Any:
+    if response.is_success:
+        return response.json()
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    _fail(f"the server answered {response.status_code}: {detail}", EXIT_SERVER_ERROR)
+
+
+def _request(url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        with _client(url, api_key) as client:
+            return _check(client.request(method, path, **kwargs))
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {url}: {exc}", EXIT_SERVER_ERROR)
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
+@batches_app.command("submit")
+def submit(
+    file: Annotated[Path, typer.Argument(help="JSONL file: one {custom_id, params} object per line.")],
+    provider: Annotated[str, typer.Option("--provider", help="`anthropic` or `openai`.")],
+    model: Annotated[str, typer.Option("--model", help="Model for requests whose params name none.")],
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="Repeat-safe key: a resubmission returns the batch."),
+    ] = None,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Check FILE.jsonl locally (nothing is sent if it is invalid), then submit it."""
+    try:
+        with file.open("rb") as handle:
+            requests = parse_jsonl_requests(handle)
+        validate_submission({"provider": provider, "model": model, "requests": requests})
+    except OSError as exc:
+        _fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT)
+    except SubmissionError as exc:
+        _fail(f"{file}: {exc.message}; nothing was sent", EXIT_BAD_INPUT)
+    headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+    body = {"provider": provider, "model": model, "requests": requests}
+    _print_json(_request(url, api_key, "POST", "/v1/batches", json=body, headers=headers))
+
+
+@batches_app.command("list")
+def list_batches(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Most batches to show.")] = 50,
+    status: Annotated[str | None, typer.Option("--status", help="Only batches in this status.")] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """List batches, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if status:
+        params["status"] = status
+    page = _request(url, api_key, "GET", "/v1/batches", params=params)
+    if as_json:
+        _print_json(page)
+        return
+    table = Table(title="LLM batches")
+    table.add_column("id", no_wrap=True)
+    for column in ("provider", "status", "requests", "succeeded", "errored", "missing"):
+        table.add_column(column)
+    for batch in page["data"]:
+        counts = batch["counts"]
+        table.add_row(
+            batch["id"],
+            batch["provider"],
+            batch["status"],
+            str(batch["request_count"]),
+            str(counts["succeeded"]),
+            str(counts["errored"]),
+            str(counts["missing"]),
+        )
+    Console().print(table)
+
+
+@batches_app.command("show")
+def show(batch_id: str, url: UrlOption = DEFAULT_SERVER_URL, api_key: ApiKeyOption = None) -> None:
+    """Print one batch as JSON."""
+    _print_json(_request(url, api_key, "GET", f"/v1/batches/{batch_id}"))
+
+
+@batches_app.command("cancel")
+def cancel(batch_id: str, url: UrlOption = DEFAULT_SERVER_URL, api_key: ApiKeyOption = None) -> None:
+    """Ask the provider to cancel a running batch (its partial results are kept)."""
+    _print_json(_request(url, api_key, "POST", f"/v1/batches/{batch_id}/cancel"))
+
+
+@batches_app.command("results")
+def results(
+    batch_id: str,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the JSONL here instead of stdout.")
+    ] = None,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Stream the item results as JSONL: {custom_id, status, result, error} per line."""
+    try:
+        with (
+            _client(url, api_key) as client,
+            client.stream("GET", f"/v1/batches/{batch_id}/results") as response,
+        ):
+            if not response.is_success:
+                response.read()
+                _check(response)
+            sink = output.open("wb") if output else sys.stdout.buffer
+            try:
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+            finally:
+                if output:
+                    sink.close()
+                else:
+                    sink.flush()
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the server at {url}: {exc}", EXIT_SERVER_ERROR)

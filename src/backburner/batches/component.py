@@ -1,0 +1,112 @@
+"""The batches component: builds the store, providers, service, poller and handoff from settings.
+
+Started by the runtime before the scheduler, because it registers the leader-only jobs
+(`batches.poll`, `batches.deliver`) when `enable_batch_job_polling` is on.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from backburner.batches.handoff import CompletionHandoff
+from backburner.batches.ingest import Ingestor
+from backburner.batches.metrics import BatchMetrics
+from backburner.batches.poller import BatchPoller
+from backburner.batches.providers.registry import ProviderSet
+from backburner.batches.service import BatchService
+from backburner.batches.statuses import PollPolicy
+from backburner.batches.store import BatchStore
+from backburner.ids import new_id
+from backburner.logs import log_event
+from backburner.scheduler.jobs import JobSpec
+from backburner.settings import Settings
+
+if TYPE_CHECKING:
+    from backburner.runtime import Runtime
+
+log = logging.getLogger("backburner.batches")
+
+POLL_JOB_ID = "batches.poll"
+DELIVER_JOB_ID = "batches.deliver"
+MAX_DELIVERY_INTERVAL_S = 30.0
+BACKOFF_CAP_INTERVALS = 16
+
+
+def poll_policy(settings: Settings) -> PollPolicy:
+    interval_s = float(settings.poll_running_llm_batches_interval_seconds)
+    return PollPolicy(
+        base_backoff_s=interval_s,
+        max_backoff_s=interval_s * BACKOFF_CAP_INTERVALS,
+        max_consecutive_errors=settings.batch_poll_max_consecutive_errors,
+        missing_output_max_polls=settings.batch_missing_output_max_polls,
+        # Longer than the slowest submission can take (an OpenAI upload and a create).
+        submit_grace_s=3 * settings.provider_timeout_seconds + 60,
+        lookback_weeks=settings.batch_job_polling_lookback_weeks,
+    )
+
+
+class BatchesComponent:
+    def __init__(self, runtime: Runtime, *, providers: ProviderSet | None = None) -> None:
+        settings = runtime.settings
+        self.runtime = runtime
+        self.store = BatchStore(runtime.engine)
+        self.providers = providers or ProviderSet(settings)
+        self.metrics = BatchMetrics(runtime.metrics.registry)
+        self.handoff = CompletionHandoff(self.store, settings, runtime.clock)
+        self.service = BatchService(self.store, self.providers, runtime.clock, self.metrics)
+        self.policy = poll_policy(settings)
+        self.poller = BatchPoller(
+            store=self.store,
+            providers=self.providers,
+            policy=self.policy,
+            clock=runtime.clock,
+            metrics=self.metrics,
+            ingestor=Ingestor(
+                runtime.clock,
+                settings.batch_results_chunk_size,
+                self.handoff.channels,
+                lambda: new_id("delivery"),
+                on_chunk=lambda provider, n: self.metrics.items_ingested.labels(provider).inc(n),
+            ),
+            handoff=self.handoff,
+            concurrency=settings.batch_poll_concurrency,
+            batch_size=settings.batch_job_polling_batch_size,
+        )
+
+    async def __aenter__(self) -> BatchesComponent:
+        settings = self.runtime.settings
+        if settings.enable_batch_job_polling:
+            interval_s = float(settings.poll_running_llm_batches_interval_seconds)
+            self.runtime.jobs.add(
+                JobSpec(
+                    POLL_JOB_ID,
+                    "Poll running LLM batches",
+                    interval_s,
+                    self.poller.run,
+                    jitter_s=settings.batch_poll_jitter_seconds,
+                )
+            )
+            self.runtime.jobs.add(
+                JobSpec(
+                    DELIVER_JOB_ID,
+                    "Deliver ended LLM batches",
+                    min(interval_s, MAX_DELIVERY_INTERVAL_S),
+                    self.handoff.run,
+                )
+            )
+        log_event(
+            log,
+            logging.INFO,
+            "batches.started",
+            polling=settings.enable_batch_job_polling,
+            channels=",".join(self.handoff.channels()) or "none",
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.handoff.aclose()
+        await self.providers.aclose()

@@ -1,0 +1,1 @@
+"""Batch providers: one interface (`base.BatchProvider`), one module per provider SDK."""

@@ -1,0 +1,104 @@
+"""The batch-provider boundary: what the service and the poller need from a provider."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from backburner.batches.domain import BatchRequest, ItemResult, Provider, ProviderBatch
+
+MAX_RETRY_AFTER_S = 24 * 3600.0
+
+
+class ProviderError(Exception):
+    """A provider request that failed: an HTTP status, a dropped connection or a timeout.
+
+    `status_code` is None when no answer came. `retry_after_s` is the provider's `retry-after`.
+    `definitive` is True when the provider answered that it did not do what was asked (a 4xx or
+    5xx answer); False when the outcome is unknown (the request may have been applied).
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.message = message
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def definitive(self) -> bool:
+        return self.status_code is not None
+
+    @property
+    def label(self) -> str:
+        """The status code as a metric label; `connection` when nothing answered."""
+        return str(self.status_code) if self.status_code is not None else "connection"
+
+    def __str__(self) -> str:
+        code = f"HTTP {self.status_code}" if self.status_code is not None else "no answer"
+        return f"{self.provider} {code}: {self.message}"
+
+
+class BatchProvider(Protocol):
+    name: Provider
+
+    async def create(self, *, batch_id: str, model: str, requests: Sequence[BatchRequest]) -> ProviderBatch:
+        """Submit a batch; `batch_id` is ours, given to the provider where it keeps metadata."""
+        ...
+
+    async def retrieve(self, provider_batch_id: str) -> ProviderBatch: ...
+
+    async def cancel(self, provider_batch_id: str) -> ProviderBatch: ...
+
+    def results(self, snapshot: ProviderBatch) -> AsyncIterator[ItemResult]:
+        """Stream the item results of an ended batch; raises `ProviderError` if the stream breaks."""
+        ...
+
+    def list_recent(self, created_after: datetime) -> AsyncGenerator[ProviderBatch, None]:
+        """Every batch of the account, newest first, down to `created_after` (one request per page)."""
+        ...
+
+    async def find_submission(self, batch_id: str, created_after: datetime) -> ProviderBatch | None:
+        """The provider's batch that our submission `batch_id` created, if the provider can tell."""
+        ...
+
+    @property
+    def can_find_submissions(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(headers: Mapping[str, str], now_s: float | None = None) -> float | None:
+    """Seconds from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return _bounded(float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return _bounded(float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return _bounded(when.timestamp() - (time.time() if now_s is None else now_s))
+
+
+def _bounded(seconds: float) -> float:
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)

@@ -1,0 +1,110 @@
+"""Tables of LLM batches: batches, their items, completion deliveries and poll cycles.
+
+Migration 0003_batches creates exactly these; keep the two in step.
+"""
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from backburner.db.metadata import metadata
+from backburner.db.types import UTCDateTime
+
+llm_batches = Table(
+    "llm_batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("provider", String(20), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    # Given by the client (Idempotency-Key) or made up; a repeated submission returns the same batch.
+    Column("idempotency_key", String(200), nullable=False),
+    Column("request_count", Integer, nullable=False),
+    Column("provider_batch_id", String(200)),
+    Column("provider_status", String(40)),
+    Column("output_file_id", String(200)),
+    Column("error_file_id", String(200)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("submitted_at", UTCDateTime()),
+    Column("ended_at", UTCDateTime()),
+    Column("cancel_requested_at", UTCDateTime()),
+    Column("last_polled_at", UTCDateTime()),
+    Column("next_poll_at", UTCDateTime()),
+    Column("consecutive_errors", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("missing_output_polls", Integer, nullable=False, default=0),
+    Column("failure_reason", Text),
+    Column("succeeded_count", Integer, nullable=False, default=0),
+    Column("errored_count", Integer, nullable=False, default=0),
+    Column("canceled_count", Integer, nullable=False, default=0),
+    Column("expired_count", Integer, nullable=False, default=0),
+    Column("missing_count", Integer, nullable=False, default=0),
+    UniqueConstraint("organization_id", "idempotency_key", name="uq_llm_batches_org_idempotency_key"),
+    Index("ix_llm_batches_status_last_polled_at", "status", "last_polled_at"),
+    Index("ix_llm_batches_org_created_at", "organization_id", "created_at"),
+    Index("ix_llm_batches_provider_batch_id", "provider", "provider_batch_id"),
+)
+
+# One row per request, written with the batch; results are upserted by (batch_id, custom_id).
+llm_batch_items = Table(
+    "llm_batch_items",
+    metadata,
+    Column("batch_id", String(64), ForeignKey("llm_batches.id", ondelete="CASCADE"), nullable=False),
+    Column("custom_id", String(512), nullable=False),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("params", Text),
+    Column("result", Text),
+    Column("error", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("batch_id", "custom_id", name="pk_llm_batch_items"),
+)
+
+# The completion handoff: one row per ended batch and channel, retried until delivered.
+llm_batch_deliveries = Table(
+    "llm_batch_deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("batch_id", String(64), ForeignKey("llm_batches.id", ondelete="CASCADE"), nullable=False),
+    Column("channel", String(20), nullable=False),  # handler | webhook
+    Column("idempotency_key", String(200), nullable=False),
+    Column("status", String(20), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("delivered_at", UTCDateTime()),
+    UniqueConstraint("batch_id", "channel", name="uq_llm_batch_deliveries_batch_channel"),
+    Index("ix_llm_batch_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+# Poll cycles are deployment-wide; they are recorded under the default organization.
+llm_batch_poll_cycles = Table(
+    "llm_batch_poll_cycles",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("organization_id", String(64), ForeignKey("organizations.id"), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("duration_s", Float, nullable=False),
+    Column("polled", Integer, nullable=False),
+    Column("completed", Integer, nullable=False),
+    Column("items_ingested", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    Column("instance_id", String(200), nullable=False),
+    Index("ix_llm_batch_poll_cycles_started_at", "started_at"),
+)
