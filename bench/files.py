@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import sys
@@ -189,21 +190,26 @@ async def drop_database(url: str) -> None:
 
 
 class RssSampler:
-    """Peak resident memory of this process and its children (the CPU pool), sampled."""
+    """Peak resident memory of this process and its children (the CPU pool), sampled; and the
+    CPU seconds the children used (read before they exit)."""
 
     def __init__(self, interval_s: float = 0.05) -> None:
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.children_cpu_s: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def _run(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            try:
-                total = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
-            except psutil.Error:
-                total = 0
+            total = me.memory_info().rss
+            for child in me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                    self.children_cpu_s[child.pid] = sum(child.cpu_times()[:2])
+                except psutil.Error:
+                    pass
             self.peak_bytes = max(self.peak_bytes, total)
             self._stop.wait(self.interval_s)
 
@@ -242,6 +248,8 @@ async def upload_corpus(loaded: LoadedSettings, paths: list[Path]) -> tuple[str,
 
 async def ingest_backburner(loaded: LoadedSettings, source_id: str, count: int) -> dict[str, Any]:
     """Start a runtime whose workers find `count` uploaded files; time until all are finished."""
+    me = psutil.Process()
+    cpu_before = sum(me.cpu_times()[:2])
     with RssSampler() as rss:
         async with Runtime(loaded, role="worker") as runtime:
             await runtime.wait_ready(60)
@@ -280,6 +288,10 @@ async def ingest_backburner(loaded: LoadedSettings, source_id: str, count: int) 
         },
         "errors": int(row[5]),
         "peak_rss_mb": rss.peak_bytes / MB,
+        "cpu_seconds": {
+            "main": round(sum(me.cpu_times()[:2]) - cpu_before, 2),
+            "pool": round(sum(rss.children_cpu_s.values()), 2),
+        },
     }
 
 
@@ -293,6 +305,8 @@ async def ingest_naive(
     engine = create_async_engine(url)
     embedder = HashEmbedder(dimensions)
     chunks_total = 0
+    me = psutil.Process()
+    cpu_before = sum(me.cpu_times()[:2])
     try:
         async with engine.begin() as conn:
             source_id = new_id("source")
@@ -305,7 +319,11 @@ async def ingest_naive(
         seconds = time.perf_counter() - started
     finally:
         await engine.dispose()
-    return {"seconds": seconds, "chunks": chunks_total}
+    return {
+        "seconds": seconds,
+        "chunks": chunks_total,
+        "cpu_seconds": round(sum(me.cpu_times()[:2]) - cpu_before, 2),
+    }
 
 
 async def _naive_file(
@@ -448,6 +466,8 @@ async def list_10k(loaded: LoadedSettings, page_size: int) -> float:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     configure_logging("ERROR", "text")  # per-file warnings (timeouts on read) would drown the output
+    # Other work on the machine takes cores from both pipelines (from the parallel one the most).
+    load_before = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="bench-files-") as temp:
         root = Path(temp)
         corpus_dir = root / "corpus"
@@ -508,6 +528,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "list_10k_ms": round(listing_ms, 1),
         "speedup": round(mb_per_s / naive_mb_per_s, 2),
         "upload_mb_per_s": round(corpus_bytes / MB / upload_s, 2),
+        "cpu_seconds": ours["cpu_seconds"],
+        "naive_cpu_seconds": naive["cpu_seconds"],
         "corpus_mb": round(corpus_bytes / MB, 2),
         "files": len(paths),
         "pdfs": args.pdfs,
@@ -516,6 +538,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "errors": ours["errors"],
         "seconds": round(ours["seconds"], 2),
         "naive_seconds": round(naive["seconds"], 2),
+        "load_avg_1m": {"before": load_before, "after": round(os.getloadavg()[0], 2)},
         "workers": args.workers,
         "processes": args.processes,
         "list_page_size": args.page_size,

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 from sqlalchemy import func, select
@@ -267,5 +268,46 @@ def test_the_files_cli_uploads_follows_lists_and_shows(sqlite_url: str, tmp_path
         )
         assert cli("status", "file-missing", "--url", url).returncode == 1
         assert cli("list", "--url", "http://127.0.0.1:1").returncode == 1
+    finally:
+        server.stop()
+
+
+def test_an_upload_is_streamed_not_held_in_memory(sqlite_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = worker_env(sqlite_url, tmp_path, port=str(port), file_processing_workers="0")
+    server = BackburnerProcess(["serve"], env, tmp_path, tmp_path / "serve.log", port=port)
+    try:
+        server.wait_ready(30)
+        process = psutil.Process(server.popen.pid)
+        source = httpx.post(f"{server.url}/v1/sources", json={"name": "big"}).json()
+        line = b"streamed upload of a large text file that the server never holds whole\n"
+        size = 40 * 1024 * 1024
+        peak = {"rss": process.memory_info().rss}
+        before = peak["rss"]
+
+        def body() -> Iterator[bytes]:
+            boundary_head = (
+                b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+                b"Content-Type: text/plain\r\n\r\n"
+            )
+            yield boundary_head
+            piece = line * (1024 * 1024 // len(line))
+            sent = 0
+            while sent < size:
+                yield piece
+                sent += len(piece)
+                peak["rss"] = max(peak["rss"], process.memory_info().rss)
+            yield b"\r\n--b--\r\n"
+
+        response = httpx.post(
+            f"{server.url}/v1/sources/{source['id']}/files",
+            content=body(),
+            headers={"content-type": "multipart/form-data; boundary=b"},
+            timeout=120,
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["size_bytes"] >= size
+        grown_mb = (max(peak["rss"], process.memory_info().rss) - before) / 1e6
+        assert grown_mb < 20, f"the server grew by {grown_mb:.0f} MB while receiving 40 MB"
     finally:
         server.stop()

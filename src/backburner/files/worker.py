@@ -251,15 +251,11 @@ class FileWorker:
         if stored:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
         if todo:
-            await self._embed_and_store(file, active, todo)  # its last batch completes the file
+            embed_s, store_s = await self._embed_and_store(file, active, todo)  # the last batch completes it
         else:
-            await self.store.complete(
-                lease,
-                self._progress(active),
-                embed_s=file.embed_seconds or 0.0,
-                store_s=file.store_seconds or 0.0,
-            )
-        self._observe_finished(await self.store.get_file(file.organization_id, file.id))
+            embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
+            await self.store.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
+        self._observe_completed(file, len(document.chunks), embed_s, store_s)
 
     async def _embed_and_store(
         self, file: FileRecord, active: ActiveFile, todo: Sequence[Chunk]
@@ -397,7 +393,7 @@ class FileWorker:
     async def _fail(self, file: FileRecord, lease: Lease, message: str) -> None:
         done = await self.store.fail(file.id, message, self.clock.now(), owner=lease.owner)
         log_event(log, logging.WARNING, "file.error", file_id=file.id, error=message)
-        self._observe_finished(done)
+        self.metrics.completed.labels(status=done.status.value).inc()
 
     async def _time_out(self, file: FileRecord) -> None:
         message = self.config.timeout_message
@@ -410,7 +406,7 @@ class FileWorker:
             return
         self.metrics.timeouts.labels(enforcer="worker").inc()
         log_event(log, logging.WARNING, "file.timed_out", file_id=file.id, enforcer="worker")
-        self._observe_finished(done)
+        self.metrics.completed.labels(status=done.status.value).inc()
 
     async def _release_on_shutdown(self, lease: Lease) -> None:
         try:
@@ -420,27 +416,14 @@ class FileWorker:
         except Exception as exc:  # the lease then expires on its own
             log_event(log, logging.WARNING, "file.release_failed", file_id=lease.file_id, error=repr(exc))
 
-    def _observe_finished(self, file: FileRecord) -> None:
-        self.metrics.completed.labels(status=file.status.value).inc()
-        if file.status is FileStatus.COMPLETED:
-            for stage in ("embed", "store"):
-                seconds = file.stage_seconds()[stage]
-                if seconds is not None:
-                    self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
-            queued = file.stage_seconds()["queued"]
-            if queued is not None:
-                self.metrics.stage_seconds.labels(stage="queued").observe(queued)
-            if file.finished_at is not None:
-                total = (file.finished_at - file.created_at).total_seconds()
-                self.metrics.stage_seconds.labels(stage="total").observe(total)
-            log_event(
-                log,
-                logging.INFO,
-                "file.completed",
-                file_id=file.id,
-                chunks=file.chunks_embedded,
-                worker=self.name,
-            )
+    def _observe_completed(self, file: FileRecord, chunks: int, embed_s: float, store_s: float) -> None:
+        self.metrics.completed.labels(status=FileStatus.COMPLETED.value).inc()
+        stages = {"embed": embed_s, "store": store_s, "queued": file.stage_seconds()["queued"]}
+        stages["total"] = (self.clock.now() - file.created_at).total_seconds()
+        for stage, seconds in stages.items():
+            if seconds is not None:
+                self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
+        log_event(log, logging.INFO, "file.completed", file_id=file.id, chunks=chunks, worker=self.name)
 
 
 async def _cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) -> None:
