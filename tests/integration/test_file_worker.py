@@ -11,6 +11,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from backburner.clock import utcnow
 from backburner.db.engine import create_engine
 from backburner.files.blobs import LocalBlobStore
 from backburner.files.chunking import chunk_text
@@ -250,7 +251,7 @@ async def test_a_reclaimed_file_resumes_from_its_stored_passages(
     engine = create_engine(settings)
     try:
         store = FileStore(engine)
-        now = __import__("backburner.clock", fromlist=["utcnow"]).utcnow()
+        now = utcnow()
         source = await store.create_source(ORG, new_id("source"), "docs", None, now)
         blobs = LocalBlobStore(settings.blob_dir)
         file_id = new_id("file")

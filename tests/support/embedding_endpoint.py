@@ -27,6 +27,7 @@ class EmbeddingEndpoint:
         self.hang_after: int | None = None  # requests answered before every later one hangs
         self.requests = 0
         self.texts = 0
+        self.active = 0  # requests being answered now
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._embedder = HashEmbedder(DIMENSIONS)
@@ -58,6 +59,15 @@ class EmbeddingEndpoint:
         self._release.set()
 
     def _answer(self, texts: list[str]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.active += 1
+        try:
+            return self._answer_counted(texts)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def _answer_counted(self, texts: list[str]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.requests += 1
             number = self.requests

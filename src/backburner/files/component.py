@@ -8,7 +8,6 @@ and each gives its file back so that another instance takes it over at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -114,8 +113,10 @@ class FileProcessing:
 
     async def _refresh_status_gauge(self) -> None:
         while True:
-            with contextlib.suppress(Exception):  # a scrape shows the last known counts meanwhile
+            try:
                 self.metrics.set_counts(await self.store.count_by_status())
+            except Exception as exc:  # a scrape shows the last known counts meanwhile
+                log_event(log, logging.DEBUG, "files.count_failed", error=repr(exc))
             await asyncio.sleep(STATUS_GAUGE_INTERVAL_S)
 
 

@@ -52,6 +52,9 @@ class FileMetrics:
             registry=registry,
         )
 
+        # Every status shows from the start (a scrape before the first count reads zeros).
+        self.set_counts({status: 0 for status in FileStatus})
+
     def set_counts(self, counts: dict[FileStatus, int]) -> None:
         for status, count in counts.items():
             self.files.labels(status=status.value).set(count)
