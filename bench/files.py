@@ -11,7 +11,7 @@ in at least 200 files, plus some PDFs), then, on two fresh PostgreSQL databases 
 Then it lists 10,000 files of one source through the HTTP API with `check_status_updates=true`.
 Prints one JSON object. MB are 10^6 bytes.
 
-    .venv/bin/python bench/files.py [--mb 55] [--files 220] [--pdfs 6]
+    .venv/bin/python bench/files.py [--mb 55] [--files 220] [--pdfs 6] [--processes N]
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from backburner.db import migrate
 from backburner.files.chunking import chunk_text
 from backburner.files.component import COMPONENT_NAME, FileProcessing
 from backburner.files.embedders import HashEmbedder
+from backburner.files.offload import default_processes
 from backburner.files.parsers import parser_for
 from backburner.files.states import FileStatus
 from backburner.files.tables import files, passages, sources
@@ -488,7 +489,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "database_url": ours_url,
                 "data_dir": root / "data",
                 "file_processing_workers": args.workers,
-                "file_processing_processes": args.processes,
+                **({} if args.processes is None else {"file_processing_processes": args.processes}),
                 "embedder": "hash",
                 "log_level": "WARNING",
                 "api_max_page_size": args.page_size,
@@ -540,7 +541,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "naive_seconds": round(naive["seconds"], 2),
         "load_avg_1m": {"before": load_before, "after": round(os.getloadavg()[0], 2)},
         "workers": args.workers,
-        "processes": args.processes,
+        "processes": default_processes(os.cpu_count()) if args.processes is None else args.processes,
         "list_page_size": args.page_size,
         "goals": {
             "mb_per_s_at_least_5": mb_per_s >= 5,
@@ -559,7 +560,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pdfs", type=int, default=6, help="Number of PDFs added to the corpus.")
     parser.add_argument("--workers", type=int, default=2, help="File workers (file_processing_workers).")
     parser.add_argument(
-        "--processes", type=int, default=2, help="CPU pool processes (file_processing_processes)."
+        "--processes",
+        type=int,
+        default=None,
+        help="CPU pool processes (file_processing_processes; default: the setting's default).",
     )
     parser.add_argument("--page-size", type=int, default=1000, help="Listing page size (api_max_page_size).")
     parser.add_argument("--seed", type=int, default=5)

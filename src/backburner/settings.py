@@ -184,8 +184,13 @@ class Settings(BaseSettings):
     file_poll_interval_seconds: float = _field(
         1.0, "files", "How often an idle file worker looks for new files (uploads here wake it).", gt=0
     )
-    file_processing_processes: int = _field(
-        2, "files", "Processes for parsing, chunking and `hash` embedding; 0: the thread pool.", ge=0, le=64
+    file_processing_processes: int | None = _field(
+        None,
+        "files",
+        "Processes for parsing, chunking and `hash` embedding; 0: the thread pool; "
+        "unset: one less than the CPU count, at least 1.",
+        ge=0,
+        le=64,
     )
     chunk_size_chars: int = _field(1200, "files", "Target size of a chunk, in characters.", ge=50, le=100_000)
     chunk_overlap_chars: int = _field(150, "files", "Characters repeated between chunks.", ge=0)

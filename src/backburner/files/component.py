@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from backburner.files.blobs import LocalBlobStore
 from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
 from backburner.files.metrics import FileMetrics
-from backburner.files.offload import CpuPool
+from backburner.files.offload import CpuPool, default_processes
 from backburner.files.service import FileService
 from backburner.files.store import FileStore
 from backburner.files.sweeper import FileSweeper
@@ -39,7 +40,8 @@ class FileProcessing:
         self.metrics = FileMetrics(runtime.metrics.registry)
         self.store = FileStore(runtime.engine)
         self.blobs = LocalBlobStore(settings.blob_dir)
-        self.pool = CpuPool(settings.file_processing_processes)
+        processes = settings.file_processing_processes
+        self.pool = CpuPool(default_processes(os.cpu_count()) if processes is None else processes)
         self.embedding: EmbeddingPath = build_embedding_path(settings, self.pool)
         self.sweeper = FileSweeper(
             self.store, self.config, runtime.clock, self.metrics, settings.file_sweep_interval_seconds

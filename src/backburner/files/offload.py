@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from backburner.files.chunking import Chunk, chunk_text
+from backburner.files.chunking import chunk_text
 from backburner.files.embedders import HashEmbedder
 from backburner.files.parsers import ParseError, parser_for
 from backburner.files.vectors import vector_to_bytes
@@ -36,7 +36,9 @@ T = TypeVar("T")
 @dataclass(frozen=True, slots=True)
 class ChunkedDocument:
     kind: str
-    chunks: list[Chunk]
+    # Chunk i's text; plain strings cross the process boundary several times cheaper than
+    # `Chunk` objects.
+    texts: list[str]
     chars: int
     parse_s: float
     chunk_s: float
@@ -55,7 +57,7 @@ def parse_and_chunk(
     chunks = chunk_text(document.text, document.kind.value, size_chars, overlap_chars)
     return ChunkedDocument(
         kind=document.kind.value,
-        chunks=chunks,
+        texts=[chunk.text for chunk in chunks],
         chars=len(document.text),
         parse_s=parsed - started,
         chunk_s=time.perf_counter() - parsed,
@@ -90,6 +92,12 @@ def exit_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def default_processes(cpu_count: int | None) -> int:
+    """One less than the CPUs, at least 1: the event loop, the database client and the database
+    need CPU too (on a busy 2-core machine, 1 pool process ingested faster than 2)."""
+    return max(1, (cpu_count or 2) - 1)
 
 
 class CpuPool:

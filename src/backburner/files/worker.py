@@ -29,7 +29,6 @@ from typing import Literal
 
 from backburner.clock import Clock
 from backburner.files.blobs import BlobNotFound, BlobStore, local_path
-from backburner.files.chunking import Chunk
 from backburner.files.embedders import EmbeddingError
 from backburner.files.embedding_path import PackedEmbedder
 from backburner.files.metrics import FileMetrics
@@ -43,6 +42,7 @@ from backburner.settings import Settings
 log = logging.getLogger(__name__)
 
 StopReason = Literal["lease_lost", "stalled", "deleted"]
+IndexedText = tuple[int, str]  # a chunk: its index in the file and its text
 RELEASE_TIMEOUT_S = 5.0
 # After this share of the lease without a successful heartbeat, the lease may have expired for
 # the others: stop before another worker can claim the file.
@@ -240,14 +240,14 @@ class FileWorker:
         file = await self.store.start_embedding(
             lease,
             self._progress(active),
-            total_chunks=len(document.chunks),
+            total_chunks=len(document.texts),
             embedding_model=self.embedder.model,
             parse_s=document.parse_s,
             chunk_s=document.chunk_s,
         )
         # `chunks_embedded` counts the stored passages (both change in one transaction).
         stored = await self.store.stored_chunk_indexes(file.id) if file.chunks_embedded else set()
-        todo = [chunk for chunk in document.chunks if chunk.index not in stored]
+        todo = [(index, text) for index, text in enumerate(document.texts) if index not in stored]
         if stored:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
         if todo:
@@ -255,17 +255,17 @@ class FileWorker:
         else:
             embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
             await self.store.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
-        self._observe_completed(file, len(document.chunks), embed_s, store_s)
+        self._observe_completed(file, len(document.texts), embed_s, store_s)
 
     async def _embed_and_store(
-        self, file: FileRecord, active: ActiveFile, todo: Sequence[Chunk]
+        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText]
     ) -> tuple[float, float]:
         """Embed batches a few ahead of the writes; each write is one transaction. Returns the
         file's running (embed, store) seconds."""
         size = self.config.batch_size
         batches = [list(todo[i : i + size]) for i in range(0, len(todo), size)]
         embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
-        in_flight: deque[tuple[list[Chunk], asyncio.Task[tuple[list[bytes], float]]]] = deque()
+        in_flight: deque[tuple[list[IndexedText], asyncio.Task[tuple[list[bytes], float]]]] = deque()
 
         last_batch = len(batches) - 1
         written = 0
@@ -275,7 +275,7 @@ class FileWorker:
             batch, task = in_flight.popleft()
             vectors, batch_embed_s = await task
             embed_s += batch_embed_s
-            rows = [PassageRow(c.index, c.text, v) for c, v in zip(batch, vectors, strict=True)]
+            rows = [PassageRow(i, text, v) for (i, text), v in zip(batch, vectors, strict=True)]
             started = time.perf_counter()
             await self.store.store_passages(
                 active.lease,
@@ -303,9 +303,9 @@ class FileWorker:
             await _cancel_and_wait(*(task for _, task in in_flight))
         return embed_s, store_s
 
-    async def _embed(self, batch: list[Chunk]) -> tuple[list[bytes], float]:
+    async def _embed(self, batch: list[IndexedText]) -> tuple[list[bytes], float]:
         started = time.perf_counter()
-        vectors = await self.embedder.embed_packed([chunk.text for chunk in batch])
+        vectors = await self.embedder.embed_packed([text for _, text in batch])
         if len(vectors) != len(batch):
             raise EmbeddingError(f"asked for {len(batch)} embeddings, got {len(vectors)}")
         return vectors, time.perf_counter() - started
@@ -434,8 +434,8 @@ async def _cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) ->
     if tasks:
         await asyncio.wait(tasks)
     for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: a failure here was already handled or is moot
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log_event(log, logging.DEBUG, "file.task_stopped", task=task.get_name(), error=repr(exc))
 
 
 def _describe(exc: BaseException) -> str:
