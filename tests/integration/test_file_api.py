@@ -65,6 +65,18 @@ async def test_sources_are_created_listed_and_named_once(
         assert [s["name"] for s in listed] == ["handbook"]
         assert (await client.get(f"/v1/sources/{source_id}")).json()["id"] == source_id
         assert (await client.get("/v1/sources/source-nope")).status_code == 404
+        # Input the database would refuse gets a 4xx, never a 500.
+        assert (await client.post("/v1/sources", json={"name": "a\x00b"})).status_code == 422
+        assert (
+            await client.post("/v1/sources", json={"name": "x", "description": "\x00"})
+        ).status_code == 422
+        assert (await client.get("/v1/sources/source%00x")).status_code == 422
+        assert (await client.get("/v1/files/file%00x")).status_code == 422
+        assert (await client.delete("/v1/files/" + "f" * 65)).status_code == 422
+        odd_type = await client.post(
+            f"/v1/sources/{source_id}/files", files={"file": ("a.txt", b"hello", "text/plain\x00; x")}
+        )
+        assert odd_type.status_code == 201 and odd_type.json()["content_type"] is None
 
 
 async def test_each_parser_reads_a_real_file_through_the_upload_path(

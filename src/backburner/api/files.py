@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from backburner.api.deps import get_organization_id, get_runtime
@@ -29,6 +29,9 @@ from backburner.runtime import Runtime
 router = APIRouter(prefix="/v1", tags=["files"])
 
 OrganizationId = Annotated[str, Depends(get_organization_id)]
+# Ids are `source-...` and `file-...`; anything else cannot exist, and a NUL would reach the database.
+SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+FileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 DEFAULT_PAGE_SIZE = 100
 MAX_SEARCH_K = 100
 
@@ -47,8 +50,11 @@ Files = Annotated[FileService, Depends(get_file_service)]
 
 
 class SourceCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=200, pattern=r"\S")
-    description: str | None = Field(default=None, max_length=2000)
+    # No control characters (PostgreSQL refuses NUL in text; the others make names unreadable).
+    name: str = Field(
+        min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+    )
+    description: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00]*$")
 
 
 class SourceOut(BaseModel):
@@ -161,7 +167,7 @@ async def list_sources(files: Files, organization_id: OrganizationId) -> Any:
 
 
 @router.get("/sources/{source_id}", response_model=SourceOut, summary="One source")
-async def get_source(source_id: str, files: Files, organization_id: OrganizationId) -> Any:
+async def get_source(source_id: SourceId, files: Files, organization_id: OrganizationId) -> Any:
     try:
         return source_out(await files.get_source(organization_id, source_id))
     except SourceNotFound as exc:
@@ -201,7 +207,7 @@ _UPLOAD_BODY = {
     },
 )
 async def upload_file(
-    source_id: str,
+    source_id: SourceId,
     request: Request,
     response: Response,
     files: Files,
@@ -238,7 +244,7 @@ async def upload_file(
     summary="List a source's files, oldest first, a page at a time",
 )
 async def list_files(
-    source_id: str,
+    source_id: SourceId,
     files: Files,
     organization_id: OrganizationId,
     limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Files per page (at most `api_max_page_size`)."),
@@ -266,7 +272,7 @@ async def list_files(
 
 
 @router.get("/files/{file_id}", response_model=FileOut, summary="A file's status, progress and stage timings")
-async def get_file(file_id: str, files: Files, organization_id: OrganizationId) -> Any:
+async def get_file(file_id: FileId, files: Files, organization_id: OrganizationId) -> Any:
     try:
         return file_out(await files.get_file(organization_id, file_id))
     except FileNotFound as exc:
@@ -276,7 +282,7 @@ async def get_file(file_id: str, files: Files, organization_id: OrganizationId) 
 @router.delete(
     "/files/{file_id}", status_code=204, summary="Delete a file: stops its work, removes blob and passages"
 )
-async def delete_file(file_id: str, files: Files, organization_id: OrganizationId) -> Response:
+async def delete_file(file_id: FileId, files: Files, organization_id: OrganizationId) -> Response:
     try:
         await files.delete_file(organization_id, file_id)
     except FileNotFound as exc:
@@ -290,7 +296,7 @@ async def delete_file(file_id: str, files: Files, organization_id: OrganizationI
     summary="Stop processing a file: it ends in ERROR",
     responses={409: {"description": "The file is finished already (COMPLETED or ERROR)"}},
 )
-async def cancel_file(file_id: str, files: Files, organization_id: OrganizationId) -> Any:
+async def cancel_file(file_id: FileId, files: Files, organization_id: OrganizationId) -> Any:
     try:
         return file_out(await files.cancel_file(organization_id, file_id))
     except FileNotFound as exc:
@@ -319,7 +325,7 @@ def search_result(hit: SearchHit) -> dict[str, Any]:
     summary="The k passages most similar to the query (cosine similarity), best first",
 )
 async def search(
-    source_id: str,
+    source_id: SourceId,
     files: Files,
     organization_id: OrganizationId,
     q: str = Query(min_length=1, max_length=10_000, description="The query text."),

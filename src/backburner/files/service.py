@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -323,11 +324,17 @@ def _top_k(
     return heapq.nlargest(k, scored)
 
 
+_MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+
+
 def _media_type(content_type: str | None) -> str | None:
+    """`type/subtype` of a client's content type, or None when it is not one (nothing odd is stored)."""
     if not content_type:
         return None
     media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type[:CONTENT_TYPE_MAX_CHARS] or None
+    if len(media_type) > CONTENT_TYPE_MAX_CHARS or not _MEDIA_TYPE.fullmatch(media_type):
+        return None
+    return media_type
 
 
 async def _read_prefix(stream: AsyncIterator[bytes], size: int) -> bytes:

@@ -136,6 +136,7 @@ class FileWorker:
         self.metrics = metrics
         self.active: ActiveFile | None = None
         self._wake = asyncio.Event()
+        self._random = random.Random()  # its own: the module's generator is shared state
 
     def wake(self) -> None:
         """Look for work now (a file was uploaded through this instance)."""
@@ -175,7 +176,7 @@ class FileWorker:
 
     async def _idle(self) -> None:
         # Jittered, so that the workers of several instances do not poll in step.
-        wait_s = self.config.poll_interval_s * random.uniform(0.8, 1.2)
+        wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait_s)
 
