@@ -28,7 +28,9 @@ from backburner.db import migrate
 from backburner.db.engine import create_engine
 from backburner.instance import make_instance_id
 from backburner.logs import log_event
+from backburner.monitoring.loop_health import install_loop_health
 from backburner.monitoring.metrics import Metrics
+from backburner.monitoring.watchdog import Watchdog
 from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
@@ -67,9 +69,11 @@ class Runtime:
         self._startup_task: asyncio.Task[None] | None = None
         self._startup_error: str | None = "starting"
         self._executor: ThreadPoolExecutor | None = None
+        self.watchdog: Watchdog | None = None
         self._migrations_current = False
         self.add_readiness_check("database", self._check_database)
         self.add_readiness_check("migrations", self._check_migrations)
+        self.add_readiness_check("watchdog", self._check_watchdog)
         self.add_readiness_check("startup", self._check_startup)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -86,7 +90,9 @@ class Runtime:
                 "set auth_mode=keys to require keys",
             )
         self._stack.push_async_callback(self.engine.dispose)
-        self._install_executor()
+        self._executor, self.watchdog = install_loop_health(self.settings, self.metrics.registry)
+        self.components["watchdog"] = self.watchdog
+        self._stack.callback(self.watchdog.stop)
         self._startup_task = asyncio.create_task(self._start_background(), name="runtime.startup")
         return self
 
@@ -108,15 +114,14 @@ class Runtime:
             self._executor.shutdown(wait=False, cancel_futures=True)
         log_event(log, logging.INFO, "runtime.stopped", instance_id=self.instance_id)
 
+    @property
+    def executor(self) -> ThreadPoolExecutor | None:
+        """The loop's default executor, sized by `event_loop_threadpool_max_workers`."""
+        return self._executor
+
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until every component has started (tests and the CLI use this)."""
         await asyncio.wait_for(self._ready.wait(), timeout_s)
-
-    def _install_executor(self) -> None:
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.settings.event_loop_threadpool_max_workers, thread_name_prefix="backburner-pool"
-        )
-        asyncio.get_running_loop().set_default_executor(self._executor)
 
     async def _start_background(self) -> None:
         delay = STARTUP_BACKOFF_START_S
@@ -206,6 +211,17 @@ class Runtime:
             )
         self._migrations_current = True
         return CheckResult(True)
+
+    async def _check_watchdog(self) -> CheckResult:
+        state = self.watchdog.state() if self.watchdog is not None else {"status": "stopped"}
+        if state["status"] == "degraded":
+            recovers = state["recovers_in_s"]
+            when = f"in {recovers} s" if recovers is not None else "after a stall-free period"
+            return CheckResult(
+                False,
+                f"the event loop hung; ready again {when} (consecutive hangs: {state['consecutive_hangs']})",
+            )
+        return CheckResult(True, str(state["status"]))
 
     async def _check_startup(self) -> CheckResult:
         return CheckResult(self._startup_error is None, self._startup_error or "ok")

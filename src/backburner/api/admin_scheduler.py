@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
 from backburner.api.deps import get_runtime
+from backburner.logs import log_event
 from backburner.runtime import Runtime
+from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
 
 router = APIRouter(tags=["admin"])
+log = logging.getLogger("backburner.scheduler")
 
 
 class ElectionInfo(BaseModel):
@@ -48,6 +52,7 @@ class JobInfo(BaseModel):
     interval_seconds: float
     jitter_seconds: float
     next_run_time: str | None
+    paused: bool
     last_run: LastRun | None
 
 
@@ -88,3 +93,49 @@ async def status(
     runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
 ) -> dict[str, Any]:
     return await scheduler_status(service, runtime.engine)
+
+
+class JobPauseState(BaseModel):
+    id: str
+    paused: bool
+
+
+async def _set_paused(
+    runtime: Runtime, service: SchedulerService, job_id: str, paused: bool
+) -> JobPauseState:
+    if job_id not in {spec.id for spec in service.job_specs()}:
+        raise HTTPException(404, f"no scheduler job {job_id!r}")
+    async with runtime.engine.begin() as conn:
+        await runs.set_paused(conn, job_id, paused=paused, now=runtime.clock.now())
+    log_event(log, logging.INFO, "job.paused" if paused else "job.resumed", job=job_id)
+    return JobPauseState(id=job_id, paused=paused)
+
+
+@router.post(
+    "/api/admin/scheduler/jobs/{job_id}/pause",
+    summary="Pause a job on every instance: the leader skips its ticks until it is resumed",
+    response_model=JobPauseState,
+    responses={
+        404: {"description": "No such job"},
+        503: {"description": "The scheduler has not started yet"},
+    },
+)
+async def pause_job(
+    job_id: str, runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
+) -> JobPauseState:
+    return await _set_paused(runtime, service, job_id, True)
+
+
+@router.post(
+    "/api/admin/scheduler/jobs/{job_id}/resume",
+    summary="Resume a paused job",
+    response_model=JobPauseState,
+    responses={
+        404: {"description": "No such job"},
+        503: {"description": "The scheduler has not started yet"},
+    },
+)
+async def resume_job(
+    job_id: str, runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
+) -> JobPauseState:
+    return await _set_paused(runtime, service, job_id, False)

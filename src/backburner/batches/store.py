@@ -333,6 +333,22 @@ class BatchStore:
             rows = (await conn.execute(query)).all()
         return [_batch(r) for r in rows]
 
+    async def running_page(self, organization_id: str, *, limit: int, offset: int) -> list[Batch]:
+        """Batches still running at their provider, oldest first, one page."""
+        query = (
+            select(llm_batches)
+            .where(
+                llm_batches.c.organization_id == organization_id,
+                llm_batches.c.status.in_([s.value for s in POLLED_STATUSES]),
+            )
+            .order_by(llm_batches.c.created_at, llm_batches.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_batch(r) for r in rows]
+
     async def last_cycle(self) -> CycleRecord | None:
         query = select(llm_batch_poll_cycles).order_by(llm_batch_poll_cycles.c.id.desc()).limit(1)
         async with self.engine.connect() as conn:

@@ -49,3 +49,11 @@ instances = Table(
     Column("started_at", UTCDateTime(), nullable=False),
     Column("last_seen_at", UTCDateTime(), nullable=False),
 )
+
+# Jobs an operator paused; the leader skips their ticks until they are resumed.
+job_pauses = Table(
+    "job_pauses",
+    metadata,
+    Column("job_id", String(200), primary_key=True),
+    Column("paused_at", UTCDateTime(), nullable=False),
+)

@@ -35,19 +35,27 @@ class TickRunner:
         term = leadership.term
         try:
             async with leadership.fenced() as conn:
-                run_id = await runs.claim_tick(
-                    conn,
-                    job_id=spec.id,
-                    election=term.election,
-                    fire_time=fire_time,
-                    started_at=self._clock.now(),
-                    epoch=term.epoch,
-                    instance_id=term.instance_id,
+                # An operator's pause is read in the same fenced transaction as the claim.
+                paused = await runs.is_paused(conn, spec.id)
+                run_id = (
+                    None
+                    if paused
+                    else await runs.claim_tick(
+                        conn,
+                        job_id=spec.id,
+                        election=term.election,
+                        fire_time=fire_time,
+                        started_at=self._clock.now(),
+                        epoch=term.epoch,
+                        instance_id=term.instance_id,
+                    )
                 )
         except NotLeader as exc:
             return self._skipped(spec, fire_time, "not_leader", current_epoch=exc.current_epoch)
         except Exception as exc:
             return self._skipped(spec, fire_time, "claim_failed", error=describe_error(exc))
+        if paused:
+            return self._skipped(spec, fire_time, "paused")
         if run_id is None:
             return self._skipped(spec, fire_time, "already_run")
 

@@ -11,7 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backburner.leader.tables import job_runs
+from backburner.leader.tables import job_pauses, job_runs
 
 
 @dataclass(frozen=True)
@@ -128,3 +128,44 @@ def overlapping_runs(runs: list[RunRecord]) -> list[tuple[RunRecord, RunRecord]]
             if first.election == second.election and first.epoch != second.epoch:
                 pairs.append((first, second))
     return pairs
+
+
+async def recent_runs(conn: AsyncConnection, job_ids: list[str], per_job: int) -> dict[str, list[RunRecord]]:
+    """The latest `per_job` runs of each job, oldest first (for run-history sparklines)."""
+    if not job_ids:
+        return {}
+    rank = (
+        func.row_number()
+        .over(partition_by=job_runs.c.job_id, order_by=(job_runs.c.started_at.desc(), job_runs.c.id.desc()))
+        .label("rank")
+    )
+    ranked = select(job_runs, rank).where(job_runs.c.job_id.in_(job_ids)).subquery()
+    rows = await conn.execute(
+        select(ranked).where(ranked.c.rank <= per_job).order_by(ranked.c.job_id, ranked.c.started_at)
+    )
+    history: dict[str, list[RunRecord]] = {job_id: [] for job_id in job_ids}
+    for row in rows:
+        history[row.job_id].append(_record(row))
+    return history
+
+
+async def paused_jobs(conn: AsyncConnection) -> set[str]:
+    return set((await conn.execute(select(job_pauses.c.job_id))).scalars())
+
+
+async def set_paused(conn: AsyncConnection, job_id: str, *, paused: bool, now: datetime) -> None:
+    """Pause or resume a job for the whole deployment (whichever instance leads)."""
+    if not paused:
+        await conn.execute(job_pauses.delete().where(job_pauses.c.job_id == job_id))
+        return
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(job_pauses)
+        .values(job_id=job_id, paused_at=now)
+        .on_conflict_do_nothing(index_elements=["job_id"])
+    )
+
+
+async def is_paused(conn: AsyncConnection, job_id: str) -> bool:
+    query = select(job_pauses.c.job_id).where(job_pauses.c.job_id == job_id)
+    return (await conn.execute(query)).first() is not None

@@ -52,10 +52,12 @@ async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> di
         "database_error": None,
     }
     last: dict[str, runs.RunRecord] = {}
+    paused: set[str] = set()
     try:
         async with engine.connect() as conn:
             election = await leader_store.read_election(conn, service.election)
             last = await runs.last_runs(conn, [spec.id for spec in specs])
+            paused = await runs.paused_jobs(conn)
             members = await membership_store.list_instances(conn)
     except Exception as exc:  # the local view is still worth showing while the database is away
         status["database_error"] = describe_error(exc)
@@ -87,6 +89,7 @@ async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> di
             "interval_seconds": spec.interval_s,
             "jitter_seconds": spec.jitter_s,
             "next_run_time": _iso(service.next_run_time(spec.id)),
+            "paused": spec.id in paused,
             "last_run": _last_run(last.get(spec.id)),
         }
         for spec in specs

@@ -1,0 +1,176 @@
+"""The dashboard's data: every panel in one JSON document, each list a bounded page.
+
+Panels about the deployment (cluster, jobs, event loop) are deployment-wide; panels about objects
+(batches, files) show the caller's organization only, like every other route, so that the actions
+offered on them go through the same organization-scoped API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from backburner.batches.component import BatchesComponent
+from backburner.batches.domain import POLLED_STATUSES
+from backburner.files.component import FileProcessing
+from backburner.runtime import Runtime
+from backburner.scheduler import runs
+from backburner.scheduler.service import SchedulerService
+from backburner.scheduler.status import scheduler_status
+
+RUN_HISTORY_LENGTH = 20
+RECENT_ERRORS = 10
+RECENT_STALLS = 10
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+async def dashboard_view(
+    runtime: Runtime, organization_id: str, *, batches_page: int, files_page: int, page_size: int
+) -> dict[str, Any]:
+    scheduler, batches, files = await asyncio.gather(
+        _scheduler_panels(runtime),
+        _batch_panel(runtime, organization_id, batches_page, page_size),
+        _file_panel(runtime, organization_id, files_page, page_size),
+    )
+    return {
+        "generated_at": runtime.clock.now().isoformat(),
+        "instance_id": runtime.instance_id,
+        **scheduler,
+        "batches": batches,
+        "files": files,
+        "loop": _loop_panel(runtime),
+    }
+
+
+async def _scheduler_panels(runtime: Runtime) -> dict[str, Any]:
+    service = runtime.components.get("scheduler")
+    if not isinstance(service, SchedulerService):
+        return {"cluster": {"instances": [], "leader": None}, "jobs": []}
+    status = await scheduler_status(service, runtime.engine)
+    job_ids = [job["id"] for job in status["jobs"]]
+    async with runtime.engine.connect() as conn:
+        history = await runs.recent_runs(conn, job_ids, RUN_HISTORY_LENGTH)
+    jobs = [
+        {
+            **job,
+            "history": [
+                {"outcome": run.outcome, "duration_s": run.duration_s, "started_at": _iso(run.started_at)}
+                for run in history.get(job["id"], [])
+            ],
+        }
+        for job in status["jobs"]
+    ]
+    cluster = {
+        "leader": status["leader"],
+        "election": status["election"],
+        "is_leader": status["is_leader"],
+        "instances": status["instances"],
+        "database_error": status["database_error"],
+    }
+    return {"cluster": cluster, "jobs": jobs}
+
+
+async def _batch_panel(runtime: Runtime, organization_id: str, page: int, page_size: int) -> dict[str, Any]:
+    component = runtime.components.get("batches")
+    if not isinstance(component, BatchesComponent):
+        return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
+    store = component.store
+    counts: dict[str, dict[str, int]] = {}
+    running_total = 0
+    for provider, status, n in await store.counts_by_provider_status(organization_id):
+        counts.setdefault(provider, {})[status] = n
+        if status in {s.value for s in POLLED_STATUSES}:
+            running_total += n
+    running = await store.running_page(organization_id, limit=page_size, offset=page * page_size)
+    cycle = await store.last_cycle()
+    return {
+        "counts": counts,
+        "running": [
+            {
+                "id": b.id,
+                "provider": b.provider,
+                "status": b.status.value,
+                "provider_batch_id": b.provider_batch_id,
+                "last_polled_at": _iso(b.last_polled_at),
+                "next_poll_at": _iso(b.next_poll_at),
+                "consecutive_errors": b.consecutive_errors,
+                "last_error": b.last_error,
+            }
+            for b in running
+        ],
+        "running_total": running_total,
+        "page_size": page_size,
+        "last_cycle": None
+        if cycle is None
+        else {
+            "started_at": _iso(cycle.started_at),
+            "duration_s": cycle.duration_s,
+            "polled": cycle.polled,
+            "completed": cycle.completed,
+            "items_ingested": cycle.items_ingested,
+            "errors": cycle.errors,
+        },
+    }
+
+
+async def _file_panel(runtime: Runtime, organization_id: str, page: int, page_size: int) -> dict[str, Any]:
+    component = runtime.components.get("files")
+    if not isinstance(component, FileProcessing):
+        return {
+            "counts": {},
+            "in_progress": [],
+            "in_progress_total": 0,
+            "recent_errors": [],
+            "page_size": page_size,
+        }
+    store = component.store
+    counts, (in_progress, total), errors = await asyncio.gather(
+        store.count_by_status(organization_id),
+        store.in_progress_page(organization_id, page_size, page * page_size),
+        store.recent_errors(organization_id, RECENT_ERRORS),
+    )
+    timeout_message = runtime.settings.timeout_message()
+    return {
+        "counts": {status.value: n for status, n in counts.items()},
+        "in_progress": [
+            {
+                "id": f.id,
+                "name": f.file_name,
+                "status": f.status.value,
+                "total_chunks": f.total_chunks,
+                "chunks_embedded": f.chunks_embedded,
+                "started_at": _iso(f.started_at),
+            }
+            for f in in_progress
+        ],
+        "in_progress_total": total,
+        "page_size": page_size,
+        "recent_errors": [
+            {
+                "id": f.id,
+                "name": f.file_name,
+                "error_message": f.error_message,
+                "timed_out": f.error_message == timeout_message,
+                "updated_at": _iso(f.updated_at),
+            }
+            for f in errors
+        ],
+    }
+
+
+def _loop_panel(runtime: Runtime) -> dict[str, Any]:
+    watchdog = runtime.components.get("watchdog")
+    if watchdog is None:
+        return {"enabled": False, "healthy": True, "lag_s": None, "recent_stalls": []}
+    snapshot: dict[str, Any] = watchdog.snapshot()
+    return {
+        "enabled": snapshot["enabled"],
+        "healthy": snapshot["state"]["healthy"],
+        "lag_s": snapshot["lag_s"],
+        "stall_threshold_s": snapshot["thresholds"]["stall_s"],
+        "recent_stalls": snapshot["recent_stalls"][:RECENT_STALLS],
+    }
