@@ -27,13 +27,18 @@ run: install
 services:
 	@bash scripts/ensure-services.sh
 
-test: install-dev services
+# The dashboard's browser test drives Debian's Chromium; nothing is downloaded by a test tool.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
+test: install-dev services browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: install-dev services
 	$(BIN)/pytest -m "not acceptance" $(PYTEST_ARGS)
 
-test-acceptance: install-dev services
+test-acceptance: install-dev services browser
 	$(BIN)/pytest -m acceptance $(PYTEST_ARGS)
 
 lint: install-dev
