@@ -10,6 +10,7 @@ from datetime import datetime
 from backburner.clock import Clock
 from backburner.leader.base import Leadership, NotLeader
 from backburner.logs import log_event
+from backburner.monitoring.task_context import doing
 from backburner.runtime import describe_error
 from backburner.scheduler import runs
 from backburner.scheduler.jobs import JobContext, JobSpec
@@ -64,7 +65,8 @@ class TickRunner:
         )
         started = time.monotonic()
         try:
-            await spec.run(JobContext(spec.id, fire_time, leadership))
+            with doing(job_id=spec.id):  # the watchdog names the job if it blocks the loop
+                await spec.run(JobContext(spec.id, fire_time, leadership))
         except asyncio.CancelledError:
             await self._finish(spec, leadership, run_id, "cancelled", started, None)
             raise
