@@ -7,7 +7,7 @@ import io
 import json
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -199,10 +199,10 @@ async def wait_file(
         await asyncio.sleep(0.05)
 
 
-async def wait_for(condition: object, timeout_s: float, what: str) -> None:
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
     """Await an async predicate until it is true, or fail naming `what`."""
     deadline = time.monotonic() + timeout_s
-    while not await condition():  # type: ignore[operator]
+    while not await condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.05)
