@@ -14,8 +14,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from backburner.auth import store as key_store
 from backburner.clock import utcnow
-from backburner.settings_loader import load_settings
 from backburner.db.engine import create_engine
+from backburner.settings_loader import load_settings
 from tests.support.browser import ARTIFACTS, chromium
 from tests.support.dashboard_data import Seeded, seed
 from tests.support.processes import BackburnerProcess, free_port, wait_until
