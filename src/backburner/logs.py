@@ -76,6 +76,8 @@ def configure_logging(level: str, fmt: str) -> None:
         "uvicorn.access",
         "httpx",
         "httpcore",
+        "httpx2",  # the provider SDKs' HTTP client: its request lines would log every URL
+        "httpcore2",
         "aiosqlite",
         "alembic",
         "apscheduler.executors.default",

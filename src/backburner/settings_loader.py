@@ -24,7 +24,10 @@ ENV_PREFIX = "BACKBURNER_"
 PROFILE_ENV = ENV_PREFIX + "PROFILE"
 CONFIG_ENV = ENV_PREFIX + "CONFIG"
 # Environment variables that choose sources rather than set a value.
-LOADER_ENV = {PROFILE_ENV, CONFIG_ENV}
+# Read by the client commands (`--url`, `--api-key`), not settings: a shell that exports them
+# for the client can still start a server.
+CLIENT_ENV = {"BACKBURNER_URL", "BACKBURNER_API_KEY"}
+LOADER_ENV = {PROFILE_ENV, CONFIG_ENV, *CLIENT_ENV}
 # Letta's documentation puts its flat names under this key; every setting is accepted there too.
 LETTA_SECTION = "background_processing"
 MASK = "********"

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from backburner.api.app import create_app
@@ -20,6 +19,7 @@ from backburner.auth.middleware import is_protected
 from backburner.auth.tables import api_keys
 from backburner.clock import utcnow
 from tests.conftest import MakeSettings
+from tests.support.routes import api_routes
 
 
 @pytest.fixture
@@ -37,12 +37,11 @@ def client(app: FastAPI, token: str | None = None) -> httpx.AsyncClient:
 
 def protected_routes(app: FastAPI) -> list[tuple[str, str]]:
     """Every (method, concrete path) of a protected route, read from the app itself."""
-    routes = []
-    for route in app.routes:
-        if isinstance(route, APIRoute) and is_protected(route.path, metrics_closed=False):
-            path = re.sub(r"\{[^}]+\}", "some-id", route.path)
-            routes += [(method, path) for method in sorted(route.methods)]
-    return routes
+    return [
+        (method, re.sub(r"\{[^}]+\}", "some-id", path))
+        for method, path in api_routes(app)
+        if is_protected(path, metrics_closed=False)
+    ]
 
 
 async def make_key(app: FastAPI, org: str, *, admin: bool) -> str:
@@ -54,6 +53,9 @@ async def make_key(app: FastAPI, org: str, *, admin: bool) -> str:
 
 async def test_every_protected_route_needs_a_key(keyed_app: FastAPI) -> None:
     routes = protected_routes(keyed_app)
+    # An empty list would pass vacuously: the routes of both protected areas must be in it.
+    assert ("POST", "/v1/batches") in routes and ("GET", "/v1/sources/some-id/files") in routes, routes
+    assert any(path.startswith("/api/admin/") for _, path in routes), routes
     async with client(keyed_app) as anonymous, client(keyed_app, "bbk_000000000000_wrong") as forged:
         for method, path in routes:
             for caller in (anonymous, forged):
@@ -79,6 +81,7 @@ async def test_revoked_key_gets_401(keyed_app: FastAPI) -> None:
 async def test_non_admin_key_gets_403_on_admin_routes(keyed_app: FastAPI) -> None:
     token = await make_key(keyed_app, "acme", admin=False)
     admin_routes = [(m, p) for m, p in protected_routes(keyed_app) if p.startswith("/api/admin/")]
+    assert ("GET", "/api/admin/scheduler/status") in admin_routes, admin_routes
     admin_routes.append(("GET", "/api/admin/anything"))
     async with client(keyed_app, token) as caller:
         for method, path in admin_routes:

@@ -139,7 +139,8 @@ async def test_provider_refusal_and_cancel_conflicts(make_settings, database_url
                 "requests": [{"custom_id": "a", "params": {"messages": []}}],
             },
         )
-        assert refused.status_code == 502 and "HTTP 400" in refused.json()["detail"]
+        # The caller's input was refused: a 4xx, not a server error.
+        assert refused.status_code == 422 and "HTTP 400" in refused.json()["detail"]
         assert refused.json()["batch"]["status"] == "failed"
 
         await env.admin.add_fault(route="openai.files.create", kind="rate_limit", retry_after_s=7)

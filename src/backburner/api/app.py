@@ -11,6 +11,7 @@ from backburner import __version__
 from backburner.api import admin_scheduler, batches, files, health
 from backburner.api.http_metrics import HttpMetricsMiddleware
 from backburner.api.limits import LimitsMiddleware
+from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
@@ -38,4 +39,5 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
     app.include_router(batches.admin_router)
     app.include_router(files.router)
     app.include_router(admin_scheduler.router)
+    install_openapi(app, loaded.settings)  # after every router: it documents them all
     return app

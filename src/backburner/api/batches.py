@@ -7,10 +7,19 @@ import math
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from backburner.api.batch_models import (
+    BATCH_ID_PATTERN,
+    RESULTS_CONTENT,
+    BatchJobs,
+    BatchOut,
+    BatchPage,
+    BatchProblem,
+)
 from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.paging import page_limit
 from backburner.batches.component import BatchesComponent
 from backburner.batches.domain import POLLED_STATUSES, Batch, BatchStatus
 from backburner.batches.providers.base import ProviderError
@@ -25,6 +34,48 @@ admin_router = APIRouter(tags=["admin"])
 JSONL_TYPES = frozenset({"application/jsonl", "application/x-ndjson", "application/x-jsonlines"})
 DEFAULT_PAGE_SIZE = 50
 ADMIN_RUNNING_LIMIT = 1000
+# Provider answers that mean the caller's input was refused (not our credentials or the provider).
+REFUSED_INPUT_STATUSES = frozenset({400, 404, 413, 422})
+BatchId = Path(pattern=BATCH_ID_PATTERN)
+
+_SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["provider", "model", "requests"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "provider": {"enum": ["anthropic", "openai"]},
+                        "model": {"type": "string", "minLength": 1, "maxLength": 200},
+                        "requests": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["custom_id", "params"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "custom_id": {"type": "string", "minLength": 1, "maxLength": 512},
+                                    "params": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/jsonl": {
+                "schema": {
+                    "type": "string",
+                    "description": "One {custom_id, params} object per line; `provider` and `model` "
+                    "in the query.",
+                }
+            },
+        },
+    }
+}
 
 
 class _Problem(Exception):
@@ -82,7 +133,9 @@ def batch_view(batch: Batch) -> dict[str, Any]:
     }
 
 
-def _provider_problem(exc: ProviderError, **extra: Any) -> _Problem:
+def _provider_problem(exc: ProviderError, refused_status: int = 422, **extra: Any) -> _Problem:
+    if exc.status_code in REFUSED_INPUT_STATUSES:  # the caller's input: a 4xx, never a 5xx
+        return _Problem(refused_status, f"the provider refused the request: {exc}", **extra)
     if exc.status_code in (429, 529) or (exc.status_code is not None and exc.status_code >= 500):
         retry = exc.retry_after_s if exc.retry_after_s is not None else 30.0
         return _Problem(
@@ -94,15 +147,20 @@ def _provider_problem(exc: ProviderError, **extra: Any) -> _Problem:
 @router.post(
     "/v1/batches",
     status_code=201,
+    response_model=BatchOut,
     summary="Submit a batch: JSON {provider, model, requests: [{custom_id, params}]}, or JSONL with "
     "?provider=&model=",
+    openapi_extra=_SUBMIT_BODY,
     responses={
-        200: {"description": "An earlier submission with the same Idempotency-Key"},
+        200: {"model": BatchOut, "description": "An earlier submission with the same Idempotency-Key"},
         413: {"description": "Too many requests or too many bytes for the provider"},
-        422: {"description": "Invalid submission; `detail` names the problem; nothing was sent"},
-        502: {"description": "The provider refused the batch; it is recorded as failed"},
+        422: {
+            "description": "Invalid submission; `detail` names the problem. Refused by our checks: "
+            "nothing was sent; refused by the provider: recorded as failed (`batch`)"
+        },
+        502: {"model": BatchProblem, "description": "The provider refused us (credentials, permissions)"},
         503: {"description": "The provider is unavailable or not configured"},
-        504: {"description": "No answer from the provider; the batch will be reconciled"},
+        504: {"model": BatchProblem, "description": "No answer from the provider; it will be reconciled"},
     },
 )
 async def submit_batch(
@@ -136,22 +194,21 @@ async def _payload(request: Request, provider: str | None, model: str | None) ->
         return {"provider": provider, "model": model, "requests": parse_jsonl_requests(body.splitlines())}
     try:
         return json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
         raise SubmissionError(f"the body is not valid JSON: {exc}") from None
 
 
-@router.get("/v1/batches", summary="Batches of the organization, newest first")
+@router.get("/v1/batches", response_model=BatchPage, summary="Batches of the organization, newest first")
 async def list_batches(
     request: Request,
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1),
-    before: str | None = Query(None, description="Continue after this batch id."),
+    limit: int = page_limit(DEFAULT_PAGE_SIZE, "Batches"),
+    before: str | None = Query(
+        None, pattern=BATCH_ID_PATTERN, description="`next_before` of the previous page."
+    ),
     status: BatchStatus | None = Query(None),
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
-    max_limit = batches.runtime.settings.api_max_page_size
-    if limit > max_limit:
-        return JSONResponse({"detail": f"limit must be at most {max_limit}"}, status_code=422)
     found = await batches.service.list(
         organization_id, limit=limit + 1, before_id=before, status=status.value if status else None
     )
@@ -165,9 +222,9 @@ async def list_batches(
     )
 
 
-@router.get("/v1/batches/{batch_id}", summary="One batch")
+@router.get("/v1/batches/{batch_id}", response_model=BatchOut, summary="One batch")
 async def show_batch(
-    batch_id: str,
+    batch_id: str = BatchId,
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
@@ -181,9 +238,10 @@ async def show_batch(
     "/v1/batches/{batch_id}/results",
     summary="Item results as JSONL: {custom_id, status, result, error} per line, streamed",
     response_class=StreamingResponse,
+    responses={200: {"content": RESULTS_CONTENT, "description": "The results, streamed"}},
 )
 async def batch_results(
-    batch_id: str,
+    batch_id: str = BatchId,
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> Any:
@@ -198,9 +256,18 @@ async def batch_results(
     )
 
 
-@router.post("/v1/batches/{batch_id}/cancel", summary="Ask the provider to cancel a running batch")
+@router.post(
+    "/v1/batches/{batch_id}/cancel",
+    response_model=BatchOut,
+    summary="Ask the provider to cancel a running batch",
+    responses={
+        409: {"description": "The batch has ended, is still being submitted, or the provider refused"},
+        502: {"description": "The provider refused us (credentials, permissions)"},
+        503: {"description": "The provider is unavailable or not configured"},
+    },
+)
 async def cancel_batch(
-    batch_id: str,
+    batch_id: str = BatchId,
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
@@ -213,10 +280,10 @@ async def cancel_batch(
     except ProviderNotConfigured as exc:
         return _Problem(503, str(exc)).response()
     except ProviderError as exc:
-        return _provider_problem(exc).response()
+        return _provider_problem(exc, refused_status=409).response()
 
 
-@admin_router.get("/api/admin/batch-jobs", summary="Batch poller diagnostics")
+@admin_router.get("/api/admin/batch-jobs", response_model=BatchJobs, summary="Batch poller diagnostics")
 async def batch_jobs(
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel, Field
 
 from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.paging import page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.files.component import file_processing
 from backburner.files.embedders import EmbeddingError
@@ -153,7 +154,13 @@ def _not_found(exc: LookupError) -> HTTPException:
 # --- sources ----------------------------------------------------------------------------------
 
 
-@router.post("/sources", status_code=201, response_model=SourceOut, summary="Create a source of files")
+@router.post(
+    "/sources",
+    status_code=201,
+    response_model=SourceOut,
+    summary="Create a source of files",
+    responses={409: {"description": "The organization has a source of this name already"}},
+)
 async def create_source(body: SourceCreate, files: Files, organization_id: OrganizationId) -> Any:
     try:
         return source_out(await files.create_source(organization_id, body.name, body.description))
@@ -161,9 +168,28 @@ async def create_source(body: SourceCreate, files: Files, organization_id: Organ
         raise HTTPException(409, str(exc)) from None
 
 
-@router.get("/sources", response_model=list[SourceOut], summary="List the sources")
-async def list_sources(files: Files, organization_id: OrganizationId) -> Any:
-    return [source_out(source) for source in await files.list_sources(organization_id)]
+@router.get(
+    "/sources",
+    response_model=list[SourceOut],
+    summary="List the sources, oldest first, a page at a time",
+    responses={400: {"description": "`after` names no source of the organization"}},
+)
+async def list_sources(
+    files: Files,
+    organization_id: OrganizationId,
+    limit: int = page_limit(DEFAULT_PAGE_SIZE, "Sources"),
+    after: str | None = Query(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="The id of the last source of the previous page; a shorter page is the last.",
+    ),
+    name: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Only this source."),
+) -> Any:
+    try:
+        found = await files.list_sources(organization_id, limit=limit, after=after, name=name)
+    except InvalidCursor as exc:
+        raise HTTPException(400, str(exc)) from None
+    return [source_out(source) for source in found]
 
 
 @router.get("/sources/{source_id}", response_model=SourceOut, summary="One source")
@@ -199,7 +225,7 @@ _UPLOAD_BODY = {
     summary="Upload a file (multipart, field `file`); it is processed in the background",
     openapi_extra=_UPLOAD_BODY,
     responses={
-        200: {"description": "The source already holds this content: that file is returned"},
+        200: {"model": UploadOut, "description": "The source already holds this content: that file"},
         400: {"description": "Empty file or malformed body"},
         409: {"description": "Duplicate content with `duplicate_handling=error`"},
         413: {"description": "Larger than `file_upload_max_bytes`"},
@@ -247,15 +273,12 @@ async def list_files(
     source_id: SourceId,
     files: Files,
     organization_id: OrganizationId,
-    limit: int = Query(DEFAULT_PAGE_SIZE, ge=1, description="Files per page (at most `api_max_page_size`)."),
+    limit: int = page_limit(DEFAULT_PAGE_SIZE, "Files"),
     after: str | None = Query(None, max_length=500, description="`next_cursor` of the previous page."),
     check_status_updates: bool = Query(
         False, description="First time out every unfinished file of the source past its deadline."
     ),
 ) -> Any:
-    max_page = files.settings.api_max_page_size
-    if limit > max_page:
-        raise HTTPException(422, f"limit must be at most {max_page} (api_max_page_size)")
     try:
         page = await files.list_files(
             organization_id, source_id, limit=limit, after=after, check_status_updates=check_status_updates

@@ -1,14 +1,19 @@
-"""Abuse limits applied before any route runs: request body sizes and submissions per key."""
+"""Limits applied before any route runs: body sizes, submissions per key, page sizes, and no NUL
+character in a path or a query (no id or name holds one, and PostgreSQL refuses it)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 from collections import defaultdict, deque
+from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
 
@@ -20,6 +25,15 @@ WINDOW_S = 60.0
 
 class BodyTooLarge(Exception):
     pass
+
+
+def is_upload(method: str, path: str) -> bool:
+    return method == "POST" and UPLOAD_PATH.match(path) is not None
+
+
+def is_submission(method: str, path: str) -> bool:
+    """A batch submission or an upload: these count against the per-key limit."""
+    return is_upload(method, path) or (method == "POST" and path == BATCHES_PATH)
 
 
 class SlidingWindowLimiter:
@@ -40,6 +54,40 @@ class SlidingWindowLimiter:
         return 0.0
 
 
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    query: str = scope.get("query_string", b"").decode("latin-1")
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _nul_location(scope: Scope) -> list[str] | None:
+    """Where a NUL character is, if any: a route would pass it to the database, which refuses it."""
+    if "\x00" in scope["path"]:
+        return ["path"]
+    for name, value in _query(scope):
+        if "\x00" in name or "\x00" in value:
+            return ["query", name.replace("\x00", "")]
+    return None
+
+
+def _page_too_large(scope: Scope, max_page_size: int) -> str | None:
+    """A `limit` above `api_max_page_size`, checked here too so that no listing can forget it."""
+    for name, value in _query(scope):
+        if name != LIMIT_PARAMETER or not (value.isascii() and value.isdigit()):
+            continue  # not a number: the route's own validation answers
+        digits = value.lstrip("0") or "0"  # compared by length first: int() of a huge string is slow
+        if len(digits) > len(str(max_page_size)) or int(digits) > max_page_size:
+            return value
+    return None
+
+
+async def _send_validation_error(send: Send, error: dict[str, Any]) -> None:
+    """A 422 in the shape FastAPI gives an invalid parameter (the one the schema documents)."""
+    body = json.dumps({"detail": [error]}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 422, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class LimitsMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,9 +99,19 @@ class LimitsMiddleware:
             return
         settings = scope["app"].state.runtime.settings
         path, method = scope["path"], scope["method"]
-        is_upload = method == "POST" and UPLOAD_PATH.match(path) is not None
-        is_batch = method == "POST" and path == BATCHES_PATH
-        if is_upload or is_batch:
+        nul_at = _nul_location(scope)
+        if nul_at is not None:
+            error = {"type": "value_error", "loc": nul_at, "msg": "a NUL character is not allowed here"}
+            await _send_validation_error(send, error)
+            return
+        max_page_size = settings.api_max_page_size
+        too_large = _page_too_large(scope, max_page_size)
+        if too_large is not None:
+            [error] = limit_too_large(too_large, max_page_size).errors()
+            await _send_validation_error(send, {**error, "loc": list(error["loc"])})
+            return
+        upload = is_upload(method, path)
+        if is_submission(method, path):
             limiter = self._limiter or SlidingWindowLimiter(settings.submissions_per_minute)
             self._limiter = limiter
             principal: Principal | None = scope.get("state", {}).get("principal")
@@ -67,9 +125,9 @@ class LimitsMiddleware:
                     {"retry-after": str(max(1, math.ceil(wait_s)))},
                 )
                 return
-        if is_upload:
+        if upload:
             limit = settings.file_upload_max_bytes + MULTIPART_OVERHEAD_BYTES
-        elif is_batch:
+        elif method == "POST" and path == BATCHES_PATH:
             limit = settings.batch_max_body_bytes
         else:
             limit = settings.api_max_body_bytes

@@ -17,6 +17,10 @@ from backburner.batches.domain import PROVIDERS, BatchRequest, Provider
 MB = 1024 * 1024
 OPENAI_ENDPOINT: Final = "/v1/chat/completions"
 MAX_PROBLEMS_NAMED = 5
+MODEL_MAX_CHARS = 200
+# Control characters are never part of a model name; a NUL or a lone surrogate (JSON allows
+# "\ud800") would not even reach PostgreSQL or the provider.
+_MODEL_PATTERN = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +36,10 @@ LIMITS: dict[Provider, ProviderLimits] = {
         100_000, 256 * MB, re.compile(r"[A-Za-z0-9_-]{1,64}"), "1 to 64 letters, digits, `_` or `-`"
     ),
     "openai": ProviderLimits(
-        50_000, 200 * MB, re.compile(r"[^\n\r]{1,512}"), "1 to 512 characters, one line"
+        50_000,
+        200 * MB,
+        re.compile(r"[^\x00\n\r\ud800-\udfff]{1,512}"),
+        "1 to 512 characters, one line, no NUL",
     ),
 }
 
@@ -69,6 +76,10 @@ def validate_submission(payload: Any, limits: dict[Provider, ProviderLimits] = L
     model = payload.get("model")
     if not isinstance(model, str) or not model.strip():
         raise SubmissionError("model must be a non-empty string")
+    if len(model) > MODEL_MAX_CHARS or not _MODEL_PATTERN.fullmatch(model):
+        raise SubmissionError(
+            f"model must be at most {MODEL_MAX_CHARS} characters, without control characters"
+        )
     raw_requests = payload.get("requests")
     if not isinstance(raw_requests, list) or not raw_requests:
         raise SubmissionError("requests must be a non-empty list of {custom_id, params} objects")
@@ -79,7 +90,10 @@ def validate_submission(payload: Any, limits: dict[Provider, ProviderLimits] = L
             status_code=413,
         )
     requests = _check_requests(raw_requests, limit)
-    size = sum(len(encode_request(provider, model, r)) + 1 for r in requests)
+    try:
+        size = sum(len(encode_request(provider, model, r)) + 1 for r in requests)
+    except UnicodeEncodeError:
+        raise SubmissionError("params hold a lone surrogate (\\ud800-\\udfff), which is not text") from None
     if size > limit.max_bytes:
         raise SubmissionError(
             f"batch too large for {provider}: {size} bytes, "
@@ -128,7 +142,7 @@ def parse_jsonl_requests(lines: Iterable[str | bytes]) -> list[Any]:
             continue
         try:
             requests.append(json.loads(line))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise SubmissionError(f"malformed JSONL at line {number}: {exc}") from None
     if not requests:
         raise SubmissionError("the JSONL holds no requests")

@@ -20,6 +20,7 @@ EXIT_FAILED = 1
 TIMEOUT_S = 300.0
 TERMINAL = ("completed", "error")
 MAX_RETRY_AFTER_S = 60.0
+SOURCES_PAGE_SIZE = 100
 
 files_app = typer.Typer(
     help="Upload files and follow their processing on a running server.", no_args_is_help=True
@@ -53,9 +54,8 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _source_id(client: httpx.Client, name: str, *, create: bool) -> str:
-    for source in _json(client.get("/v1/sources")):
-        if source["name"] == name:
-            return str(source["id"])
+    for source in _json(client.get("/v1/sources", params={"name": name})):
+        return str(source["id"])
     if not create:
         raise ServerError(f"no source named {name!r}")
     return str(_json(client.post("/v1/sources", json={"name": name}))["id"])
@@ -175,7 +175,7 @@ def list_files(
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
         with _client(url, api_key) as client:
-            sources = _json(client.get("/v1/sources"))
+            sources = _all_sources(client, source)
             for entry in sources:
                 if source is not None and entry["name"] != source:
                     continue
@@ -206,6 +206,20 @@ def list_files(
             file.get("error_message") or "",
         )
     Console().print(table)
+
+
+def _all_sources(client: httpx.Client, name: str | None) -> list[dict[str, Any]]:
+    """Every source (a page at a time), or the one named `name` (names are unique)."""
+    if name is not None:
+        return list(_json(client.get("/v1/sources", params={"name": name})))
+    sources: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": SOURCES_PAGE_SIZE}
+    while True:
+        page = _json(client.get("/v1/sources", params=params))
+        sources.extend(page)
+        if len(page) < SOURCES_PAGE_SIZE:
+            return sources
+        params["after"] = page[-1]["id"]
 
 
 def _all_files(client: httpx.Client, source_id: str) -> list[dict[str, Any]]:

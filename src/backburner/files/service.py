@@ -140,8 +140,15 @@ class FileService:
             organization_id, new_id("source"), name.strip(), description, self.clock.now()
         )
 
-    async def list_sources(self, organization_id: str) -> list[SourceRecord]:
-        return await self.store.list_sources(organization_id)
+    async def list_sources(
+        self,
+        organization_id: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        name: str | None = None,
+    ) -> list[SourceRecord]:
+        return await self.store.list_sources(organization_id, limit=limit, after=after, name=name)
 
     async def get_source(self, organization_id: str, source_id: str) -> SourceRecord:
         return await self.store.get_source(organization_id, source_id)

@@ -276,13 +276,39 @@ class FileStore:
             raise DuplicateSource(name) from None
         return record
 
-    async def list_sources(self, organization_id: str) -> list[SourceRecord]:
+    async def list_sources(
+        self,
+        organization_id: str,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        name: str | None = None,
+    ) -> list[SourceRecord]:
+        """Oldest first; `after` (a source id) continues after that source, `name` keeps one."""
+        query = select(sources).where(sources.c.organization_id == organization_id)
+        if name is not None:
+            query = query.where(sources.c.name == name)
         async with self.engine.connect() as conn:
-            result = await conn.execute(
-                select(sources)
-                .where(sources.c.organization_id == organization_id)
-                .order_by(sources.c.created_at, sources.c.id)
-            )
+            if after is not None:
+                cursor = (
+                    await conn.execute(
+                        select(sources.c.created_at).where(
+                            sources.c.organization_id == organization_id, sources.c.id == after
+                        )
+                    )
+                ).scalar_one_or_none()
+                if cursor is None:
+                    raise InvalidCursor(f"no source {after!r} to continue after")
+                query = query.where(
+                    or_(
+                        sources.c.created_at > cursor,
+                        and_(sources.c.created_at == cursor, sources.c.id > after),
+                    )
+                )
+            query = query.order_by(sources.c.created_at, sources.c.id)
+            if limit is not None:
+                query = query.limit(limit)
+            result = await conn.execute(query)
             return [SourceRecord(**row._mapping) for row in result]
 
     async def get_source(self, organization_id: str, source_id: str) -> SourceRecord:
