@@ -8,11 +8,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backburner import __version__
-from backburner.api import admin_scheduler, batches, files, health
+from backburner.api import admin_scheduler, admin_watchdog, batches, files, health
 from backburner.api.http_metrics import HttpMetricsMiddleware
 from backburner.api.limits import LimitsMiddleware
 from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
+from backburner.dashboard import router as dashboard
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
 
@@ -39,5 +40,8 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
     app.include_router(batches.admin_router)
     app.include_router(files.router)
     app.include_router(admin_scheduler.router)
+    app.include_router(admin_watchdog.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
     install_openapi(app, loaded.settings)  # after every router: it documents them all
     return app

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from backburner.api.deps import get_organization_id, get_runtime
 from backburner.api.paging import page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
+from backburner.files.blobs import BlobNotFound
 from backburner.files.component import file_processing
 from backburner.files.embedders import EmbeddingError
 from backburner.files.service import FileService, SearchHit, UploadRefused
@@ -326,6 +327,30 @@ async def cancel_file(file_id: FileId, files: Files, organization_id: Organizati
         raise _not_found(exc) from None
     except IllegalTransition as exc:
         raise HTTPException(409, str(exc)) from None
+
+
+@router.post(
+    "/files/{file_id}/retry",
+    status_code=201,
+    response_model=FileOut,
+    summary="Process a file that ended in ERROR again, as a new file of the same source",
+    responses={
+        409: {"description": "The file is not in ERROR, or its content is gone"},
+        413: {"description": "The content is larger than `file_upload_max_bytes` now allows"},
+        415: {"description": "The content's type is no longer accepted"},
+    },
+)
+async def retry_file(file_id: FileId, files: Files, organization_id: OrganizationId) -> Any:
+    try:
+        return file_out(await files.retry_file(organization_id, file_id))
+    except FileNotFound as exc:
+        raise _not_found(exc) from None
+    except IllegalTransition as exc:
+        raise HTTPException(409, f"only a file in ERROR can be retried: {exc}") from None
+    except BlobNotFound:
+        raise HTTPException(409, f"the content of file {file_id} is no longer stored") from None
+    except UploadRefused as exc:
+        raise HTTPException(exc.status_code, str(exc)) from None
 
 
 # --- search -----------------------------------------------------------------------------------

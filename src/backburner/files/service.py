@@ -31,7 +31,7 @@ from backburner.files.parsers import (
     parse_text,
     parser_for,
 )
-from backburner.files.states import TERMINAL, is_timed_out
+from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, is_timed_out
 from backburner.files.store import FileRecord, FileStore, NewFile, SourceRecord
 from backburner.files.textcodec import BinaryContent, decode_text
 from backburner.files.vectors import cosine, vector_from_bytes
@@ -294,6 +294,22 @@ class FileService:
         self._on_stop_file(file_id)
         log_event(log, logging.INFO, "file.cancelled", file_id=file_id)
         return record
+
+    async def retry_file(self, organization_id: str, file_id: str) -> FileRecord:
+        """Process a failed file again as a new file of the same source (ERROR never changes)."""
+        record = await self.store.get_file(organization_id, file_id)
+        if record.status is not FileStatus.ERROR:
+            raise IllegalTransition(file_id, record.status, FileStatus.PENDING)
+        result = await self.upload(
+            organization_id,
+            record.source_id,
+            record.file_name,
+            record.content_type,
+            self.blobs.open(record.blob_key),
+            on_duplicate="allow",
+        )
+        log_event(log, logging.INFO, "file.retried", file_id=file_id, new_file_id=result.file.id)
+        return result.file
 
     async def _remove_blob(self, key: str) -> None:
         try:

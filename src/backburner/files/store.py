@@ -413,13 +413,45 @@ class FileStore:
             result = await conn.execute(query)
             return [FileRecord.from_row(row) for row in result]
 
-    async def count_by_status(self) -> dict[FileStatus, int]:
+    async def count_by_status(self, organization_id: str | None = None) -> dict[FileStatus, int]:
+        query = select(files.c.status, func.count()).group_by(files.c.status)
+        if organization_id is not None:
+            query = query.where(files.c.organization_id == organization_id)
         async with self.engine.connect() as conn:
-            result = await conn.execute(select(files.c.status, func.count()).group_by(files.c.status))
+            result = await conn.execute(query)
             counts = {status: 0 for status in FileStatus}
             for status, count in result:
                 counts[FileStatus(status)] = int(count)
             return counts
+
+    async def in_progress_page(
+        self, organization_id: str, limit: int, offset: int
+    ) -> tuple[list[FileRecord], int]:
+        """Files being parsed or embedded, oldest first, and how many there are in all."""
+        where = (
+            files.c.organization_id == organization_id,
+            files.c.status.in_([FileStatus.PARSING.value, FileStatus.EMBEDDING.value]),
+        )
+        async with self.engine.connect() as conn:
+            total = (await conn.execute(select(func.count()).select_from(files).where(*where))).scalar_one()
+            rows = await conn.execute(
+                select(*FILE_COLUMNS)
+                .where(*where)
+                .order_by(files.c.created_at, files.c.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return [FileRecord.from_row(row) for row in rows], int(total)
+
+    async def recent_errors(self, organization_id: str, limit: int) -> list[FileRecord]:
+        query = (
+            select(*FILE_COLUMNS)
+            .where(files.c.organization_id == organization_id, files.c.status == FileStatus.ERROR.value)
+            .order_by(files.c.updated_at.desc(), files.c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return [FileRecord.from_row(row) for row in await conn.execute(query)]
 
     async def delete_file(self, organization_id: str, file_id: str) -> FileRecord:
         """Remove the file and its passages; returns the removed row (its blob is the caller's)."""
