@@ -161,7 +161,7 @@ class Settings(BaseSettings):
         None, "batches", "`module:function` called with each completed batch (at least once)."
     )
     batch_completion_webhook_url: AnyHttpUrl | None = _field(
-        None, "batches", "URL that receives an HMAC-signed POST for each completed batch."
+        None, "batches", "URL that receives an HMAC-signed POST for each completed batch.", secret=True
     )
     batch_completion_webhook_secret: SecretStr | None = _field(
         None, "batches", "Secret for the webhook's HMAC-SHA256 signature.", secret=True
@@ -233,7 +233,7 @@ class Settings(BaseSettings):
         3, "watchdog", "Consecutive hangs before an alert is sent to the webhook.", gt=0
     )
     watchdog_alert_webhook_url: AnyHttpUrl | None = _field(
-        None, "watchdog", "URL that receives a JSON alert after repeated hangs."
+        None, "watchdog", "URL that receives a JSON alert after repeated hangs.", secret=True
     )
 
     # --- access -------------------------------------------------------------------------------

@@ -265,18 +265,22 @@ def masked_value(name: str, value: Any, dumped: Any) -> Any:
     if isinstance(value, SecretStr):
         return MASK
     if is_secret_field(name) or (isinstance(dumped, str) and "://" in dumped):
-        return mask_url(str(dumped)) if "://" in str(dumped) else MASK
+        if "://" not in str(dumped):
+            return MASK
+        # A webhook URL often carries its token in the path (Slack-style): keep only the host.
+        return mask_url(str(dumped), hide_path=name.endswith("webhook_url"))
     return dumped
 
 
-def mask_url(url: str) -> str:
-    """Hide the password of a URL, keeping everything else readable."""
+def mask_url(url: str, *, hide_path: bool = False) -> str:
+    """Hide the password of a URL (and its path and query when asked), keeping the rest readable."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":" + MASK
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+    if hide_path and (parts.path.strip("/") or parts.query):
+        parts = parts._replace(path="/" + MASK, query="", fragment="")
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
+    return urlunsplit(parts)
 
 
 def _suggestion(word: str, candidates: Any) -> str:

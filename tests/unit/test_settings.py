@@ -367,3 +367,15 @@ def test_config_show_table_lists_sources(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if " port " in line)
     assert "9001" in line and "env BACKBURNER_PORT" in line
+
+
+def test_webhook_urls_are_masked_beyond_their_host() -> None:
+    loaded = load(
+        environ={
+            "BACKBURNER_BATCH_COMPLETION_WEBHOOK_URL": "https://hooks.example.com/services/T000/B000/tok3n",
+            "BACKBURNER_WATCHDOG_ALERT_WEBHOOK_URL": "https://alerts.example.com/hook?token=s3cret",
+        }
+    )
+    shown = json.dumps(loaded.describe())
+    assert "tok3n" not in shown and "s3cret" not in shown
+    assert loaded.describe()["batch_completion_webhook_url"]["value"] == f"https://hooks.example.com/{MASK}"
