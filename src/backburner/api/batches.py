@@ -21,6 +21,7 @@ from backburner.api.batch_models import (
 from backburner.api.deps import get_organization_id, get_runtime
 from backburner.api.paging import page_limit
 from backburner.batches.component import BatchesComponent
+from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES, Batch, BatchStatus
 from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.registry import ProviderNotConfigured
@@ -289,37 +290,13 @@ async def batch_jobs(
     batches: BatchesComponent = Depends(get_batches),
 ) -> dict[str, Any]:
     store = batches.store
-    counts: dict[str, dict[str, int]] = {}
-    for provider, status, n in await store.counts_by_provider_status(organization_id):
-        counts.setdefault(provider, {})[status] = n
     running = [
         b
         for b in await store.active_batches(organization_id, ADMIN_RUNNING_LIMIT)
         if b.status in POLLED_STATUSES
     ]
-    cycle = await store.last_cycle()
     return {
-        "counts": counts,
-        "running": [
-            {
-                "id": b.id,
-                "provider": b.provider,
-                "provider_batch_id": b.provider_batch_id,
-                "last_polled_at": _iso(b.last_polled_at),
-                "next_poll_at": _iso(b.next_poll_at),
-                "consecutive_errors": b.consecutive_errors,
-                "last_error": b.last_error,
-            }
-            for b in running
-        ],
-        "last_cycle": None
-        if cycle is None
-        else {
-            "started_at": _iso(cycle.started_at),
-            "duration_s": cycle.duration_s,
-            "polled": cycle.polled,
-            "completed": cycle.completed,
-            "items_ingested": cycle.items_ingested,
-            "errors": cycle.errors,
-        },
+        "counts": await counts_by_provider(store, organization_id),
+        "running": [running_view(b) for b in running],
+        "last_cycle": cycle_view(await store.last_cycle()),
     }

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from backburner.batches.component import BatchesComponent
+from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES
 from backburner.files.component import FileProcessing
 from backburner.runtime import Runtime
@@ -79,41 +80,15 @@ async def _batch_panel(runtime: Runtime, organization_id: str, page: int, page_s
     if not isinstance(component, BatchesComponent):
         return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
     store = component.store
-    counts: dict[str, dict[str, int]] = {}
-    running_total = 0
-    for provider, status, n in await store.counts_by_provider_status(organization_id):
-        counts.setdefault(provider, {})[status] = n
-        if status in {s.value for s in POLLED_STATUSES}:
-            running_total += n
+    counts = await counts_by_provider(store, organization_id)
+    polled = {status.value for status in POLLED_STATUSES}
     running = await store.running_page(organization_id, limit=page_size, offset=page * page_size)
-    cycle = await store.last_cycle()
     return {
         "counts": counts,
-        "running": [
-            {
-                "id": b.id,
-                "provider": b.provider,
-                "status": b.status.value,
-                "provider_batch_id": b.provider_batch_id,
-                "last_polled_at": _iso(b.last_polled_at),
-                "next_poll_at": _iso(b.next_poll_at),
-                "consecutive_errors": b.consecutive_errors,
-                "last_error": b.last_error,
-            }
-            for b in running
-        ],
-        "running_total": running_total,
+        "running": [running_view(b) for b in running],
+        "running_total": sum(n for by_status in counts.values() for s, n in by_status.items() if s in polled),
         "page_size": page_size,
-        "last_cycle": None
-        if cycle is None
-        else {
-            "started_at": _iso(cycle.started_at),
-            "duration_s": cycle.duration_s,
-            "polled": cycle.polled,
-            "completed": cycle.completed,
-            "items_ingested": cycle.items_ingested,
-            "errors": cycle.errors,
-        },
+        "last_cycle": cycle_view(await store.last_cycle()),
     }
 
 
