@@ -59,13 +59,18 @@ def chunk_text(text: str, kind: str, size_chars: int, overlap_chars: int) -> lis
 
 def iter_chunks(text: str, kind: str, size_chars: int, overlap_chars: int) -> Iterator[Chunk]:
     """The chunks one at a time, so a caller can embed and store them in batches."""
+    for index, piece in enumerate(iter_chunk_texts(text, kind, size_chars, overlap_chars)):
+        yield Chunk(index=index, text=piece, sha256=hashlib.sha256(piece.encode()).hexdigest())
+
+
+def iter_chunk_texts(text: str, kind: str, size_chars: int, overlap_chars: int) -> Iterator[str]:
+    """The chunks' texts alone, for callers that need no digest."""
     validate_chunking(size_chars, overlap_chars)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     headings = heading_offsets(text) if kind in HEADING_KINDS else []
-    for index, (start, end) in enumerate(_spans(text, headings, size_chars, overlap_chars)):
-        piece = text[start:end].strip()
-        yield Chunk(index=index, text=piece, sha256=hashlib.sha256(piece.encode()).hexdigest())
+    for start, end in _spans(text, headings, size_chars, overlap_chars):
+        yield text[start:end].strip()
 
 
 def heading_offsets(text: str) -> list[int]:

@@ -26,6 +26,12 @@ class PackedEmbedder(Protocol):
     @property
     def model(self) -> str: ...
 
+    @property
+    def pool_hash_dimensions(self) -> int | None:
+        """Set when the vectors are `hash` ones of this size made in the CPU pool: the pool then
+        computes them with the chunks (`offload.parse_and_chunk`)."""
+        ...
+
     async def embed_packed(self, texts: list[str]) -> list[bytes]:
         """One float32 vector (as bytes) per text, in order."""
         ...
@@ -41,6 +47,10 @@ class PoolHashEmbedder:
     def model(self) -> str:
         return self._model
 
+    @property
+    def pool_hash_dimensions(self) -> int | None:
+        return self._dimensions
+
     async def embed_packed(self, texts: list[str]) -> list[bytes]:
         return await self._pool.run(hash_embed_packed, self._dimensions, texts)
 
@@ -52,6 +62,10 @@ class LoopEmbedder:
     @property
     def model(self) -> str:
         return self._embedder.model
+
+    @property
+    def pool_hash_dimensions(self) -> int | None:
+        return None
 
     async def embed_packed(self, texts: list[str]) -> list[bytes]:
         return [vector_to_bytes(vector) for vector in await self._embedder.embed(texts)]

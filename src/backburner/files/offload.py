@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from backburner.files.chunking import chunk_text
+from backburner.files.chunking import iter_chunk_texts
 from backburner.files.embedders import HashEmbedder
 from backburner.files.parsers import ParseError, parser_for
-from backburner.files.vectors import vector_to_bytes
 from backburner.logs import log_event
 
 log = logging.getLogger(__name__)
@@ -42,25 +41,47 @@ class ChunkedDocument:
     chars: int
     parse_s: float
     chunk_s: float
+    # Chunk i's `hash` vector as float32 bytes, when asked for: computed where the texts already
+    # are, which spares sending every text back to the pool (and one round trip per batch).
+    vectors: list[bytes] | None = None
+    embed_s: float = 0.0
+
+
+# Texts per `hash` call: bounds the batch matrix (a 50 MB file has about 50,000 chunks).
+HASH_SLICE = 1024
 
 
 def parse_and_chunk(
-    path: str, file_name: str, content_type: str | None, size_chars: int, overlap_chars: int
+    path: str,
+    file_name: str,
+    content_type: str | None,
+    size_chars: int,
+    overlap_chars: int,
+    hash_dimensions: int | None = None,
 ) -> ChunkedDocument:
-    """Parse the file at `path` with the parser its name and type choose, then chunk the text."""
+    """Parse the file at `path` with the parser its name and type choose, then chunk the text;
+    with `hash_dimensions`, also compute the chunks' `hash` vectors."""
     parser = parser_for(file_name, content_type)
     if parser is None:
         raise ParseError(f"unsupported file type: {file_name}")
     started = time.perf_counter()
     document = parser(Path(path))
     parsed = time.perf_counter()
-    chunks = chunk_text(document.text, document.kind.value, size_chars, overlap_chars)
+    texts = list(iter_chunk_texts(document.text, document.kind.value, size_chars, overlap_chars))
+    chunked = time.perf_counter()
+    vectors: list[bytes] | None = None
+    if hash_dimensions is not None:
+        vectors = []
+        for start in range(0, len(texts), HASH_SLICE):
+            vectors += hash_embed_packed(hash_dimensions, texts[start : start + HASH_SLICE])
     return ChunkedDocument(
         kind=document.kind.value,
-        texts=[chunk.text for chunk in chunks],
+        texts=texts,
         chars=len(document.text),
         parse_s=parsed - started,
-        chunk_s=time.perf_counter() - parsed,
+        chunk_s=chunked - parsed,
+        vectors=vectors,
+        embed_s=time.perf_counter() - chunked,
     )
 
 
@@ -73,7 +94,7 @@ def hash_embed_packed(dimensions: int, texts: list[str]) -> list[bytes]:
     embedder = _process_embedders.get(dimensions)
     if embedder is None:
         embedder = _process_embedders.setdefault(dimensions, HashEmbedder(dimensions))
-    return [vector_to_bytes(vector) for vector in embedder.embed_sync(texts)]
+    return embedder.embed_packed_sync(texts)
 
 
 PARENT_CHECK_INTERVAL_S = 1.0

@@ -5,6 +5,9 @@ Each worker is one named task that processes one file at a time:
     claim (lease) -> PARSING -> parse + chunk (CPU pool) -> EMBEDDING -> embed in batches, each
     batch stored with its progress in one fenced transaction -> COMPLETED
 
+(`hash` vectors are made in the CPU pool in the same call as the chunks; the batches then only
+store them.)
+
 A sibling task renews the lease every `file_lease_seconds / 3`; when the lease is lost (the file
 was reclaimed, timed out or deleted) or the file made no progress for the stall timeout, it
 cancels the processing, which then writes nothing more. The worker also cancels its own
@@ -47,6 +50,8 @@ RELEASE_TIMEOUT_S = 5.0
 # After this share of the lease without a successful heartbeat, the lease may have expired for
 # the others: stop before another worker can claim the file.
 HEARTBEAT_SAFETY = 0.8
+# Passages per write when the CPU pool made the vectors with the chunks.
+MADE_WRITE_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,7 @@ class FileWorker:
                     file.content_type,
                     config.chunk_size_chars,
                     config.chunk_overlap_chars,
+                    self.embedder.pool_hash_dimensions,
                 )
         except BlobNotFound:
             raise ParseError("the uploaded content is missing from storage") from None
@@ -252,20 +258,26 @@ class FileWorker:
         if stored:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
         if todo:
-            embed_s, store_s = await self._embed_and_store(file, active, todo)  # the last batch completes it
+            # The last batch completes the file.
+            embed_s, store_s = await self._embed_and_store(file, active, todo, document)
         else:
             embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
             await self.store.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
         self._observe_completed(file, len(document.texts), embed_s, store_s)
 
     async def _embed_and_store(
-        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText]
+        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText], document: ChunkedDocument
     ) -> tuple[float, float]:
-        """Embed batches a few ahead of the writes; each write is one transaction. Returns the
-        file's running (embed, store) seconds."""
-        size = self.config.batch_size
+        """Embed batches a few ahead of the writes (or take the vectors the pool made with the
+        chunks); each write is one transaction. Returns the file's running (embed, store) seconds."""
+        made = document.vectors
+        # Vectors made with the chunks are not bound by an embedding request's size: fewer,
+        # larger writes then cost the loop and the database less.
+        size = self.config.batch_size if made is None else max(self.config.batch_size, MADE_WRITE_BATCH)
         batches = [list(todo[i : i + size]) for i in range(0, len(todo), size)]
         embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
+        if made is not None:
+            embed_s += document.embed_s
         in_flight: deque[tuple[list[IndexedText], asyncio.Task[tuple[list[bytes], float]]]] = deque()
 
         last_batch = len(batches) - 1
@@ -294,7 +306,8 @@ class FileWorker:
 
         try:
             for number, batch in enumerate(batches):
-                task = asyncio.create_task(self._embed(batch), name=f"{self.name}.embed:{file.id}:{number}")
+                embedding = self._embed(batch) if made is None else _made(batch, made)
+                task = asyncio.create_task(embedding, name=f"{self.name}.embed:{file.id}:{number}")
                 in_flight.append((batch, task))
                 if len(in_flight) >= self.config.embed_batches_in_flight:
                     await write_next()
@@ -425,6 +438,11 @@ class FileWorker:
             if seconds is not None:
                 self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         log_event(log, logging.INFO, "file.completed", file_id=file.id, chunks=chunks, worker=self.name)
+
+
+async def _made(batch: list[IndexedText], vectors: list[bytes]) -> tuple[list[bytes], float]:
+    """A batch's vectors already made with its chunks (their time counted with the document)."""
+    return [vectors[index] for index, _ in batch], 0.0
 
 
 async def _cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) -> None:
