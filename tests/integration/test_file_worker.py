@@ -95,11 +95,12 @@ async def test_a_hanging_embedder_is_cancelled_at_the_deadline_and_nothing_write
         await wait_first_sweep(runtime)  # the sweeper must not be the one that times the file out
         source_id = await create_source(runtime)
         minutes = loaded.settings.file_processing_timeout_minutes
-        created_at = runtime.clock.now() - timedelta(minutes=minutes) + timedelta(seconds=3)
+        # Time enough before the deadline for the first batches even on a loaded machine.
+        created_at = runtime.clock.now() - timedelta(minutes=minutes) + timedelta(seconds=8)
         record = await add_file(runtime, source_id, DOCUMENT, created_at=created_at)
         deadline = created_at + timedelta(minutes=minutes)
 
-        failed = await wait_file(runtime, record.id, timeout_s=20)
+        failed = await wait_file(runtime, record.id, timeout_s=30)
         assert (failed.status, failed.error_message) == (FileStatus.ERROR, loaded.settings.timeout_message())
         assert failed.finished_at is not None
         assert deadline <= failed.finished_at < deadline + timedelta(seconds=3)  # at its deadline
