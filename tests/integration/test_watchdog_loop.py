@@ -265,7 +265,21 @@ async def test_a_loop_starved_of_the_gil_is_not_blamed_on_code(watchdog_log: Wat
     assert reports[0].duration_s >= 0.25
 
 
-async def test_a_healthy_loop_under_load_reports_nothing(watchdog_log: WatchdogLog) -> None:
+@pytest.mark.parametrize(
+    "seconds", [5.0, pytest.param(60.0, marks=pytest.mark.acceptance, id="60s")], ids=lambda s: f"{s:g}s"
+)
+async def test_a_healthy_loop_under_load_reports_nothing(watchdog_log: WatchdogLog, seconds: float) -> None:
+    # The heap other tests of this process left behind is not this loop's load: freeze it, so
+    # that a full collection of it cannot land inside the measured minute.
+    gc.collect()
+    gc.freeze()
+    try:
+        await _run_healthy_load(watchdog_log, seconds)
+    finally:
+        gc.unfreeze()
+
+
+async def _run_healthy_load(watchdog_log: WatchdogLog, seconds: float) -> None:
     registry = CollectorRegistry()
     metrics = WatchdogMetrics(registry)
     queue: asyncio.Queue[int] = asyncio.Queue(maxsize=100)
@@ -281,7 +295,7 @@ async def test_a_healthy_loop_under_load_reports_nothing(watchdog_log: WatchdogL
 
     async with Watchdog(asyncio.get_running_loop(), config(), metrics) as watchdog:
         consumers = [asyncio.create_task(consumer()) for _ in range(4)]
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + seconds
         tasks_run = 0
         while time.monotonic() < deadline:
             results = await asyncio.gather(*(small(n) for n in range(200)))
@@ -294,7 +308,7 @@ async def test_a_healthy_loop_under_load_reports_nothing(watchdog_log: WatchdogL
         await asyncio.gather(*consumers, return_exceptions=True)
         assert watchdog.state()["healthy"] is True
 
-    assert tasks_run > 10_000
+    assert tasks_run > 2_000 * seconds
     # A host too busy to run this process stalls the loop for real (then the loop thread spent
     # most of the stall waiting for a CPU); any other report would be a false alarm.
     false_alarms = [
@@ -304,7 +318,7 @@ async def test_a_healthy_loop_under_load_reports_nothing(watchdog_log: WatchdogL
     ]
     assert false_alarms == []
     beats = registry.get_sample_value("backburner_loop_lag_seconds_count")
-    assert beats is not None and beats > 5.0 / watchdog.config.heartbeat_interval_s / 2
+    assert beats is not None and beats > seconds / watchdog.config.heartbeat_interval_s / 2
 
 
 async def test_start_and_stop_leave_no_thread_behind() -> None:
