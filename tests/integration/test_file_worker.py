@@ -104,8 +104,10 @@ async def test_a_hanging_embedder_is_cancelled_at_the_deadline_and_nothing_write
         assert (failed.status, failed.error_message) == (FileStatus.ERROR, loaded.settings.timeout_message())
         assert failed.finished_at is not None
         assert deadline <= failed.finished_at < deadline + timedelta(seconds=3)  # at its deadline
-        stored = failed.chunks_embedded  # the answered batches (two of 4 chunks), as the machine allowed
-        assert 0 < stored <= 8 and await passage_counts(runtime, record.id) == (stored, stored)
+        # Batches are embedded concurrently and stored in order: the two answered requests may be
+        # later batches than a hung one, so anywhere from none to two batches were stored.
+        stored = failed.chunks_embedded
+        assert 0 <= stored <= 8 and await passage_counts(runtime, record.id) == (stored, stored)
         files = component(runtime)
         assert files.metrics.timeouts.labels(enforcer="worker")._value.get() == 1
         assert all(worker.active is None for worker in files.workers)  # its processing was cancelled
