@@ -10,7 +10,6 @@ what is missing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from backburner.monitoring.watchdog import Watchdog
 from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
+from backburner.tasks import cancel_and_wait
 
 log = logging.getLogger("backburner.runtime")
 
@@ -100,10 +100,7 @@ class Runtime:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         log_event(log, logging.INFO, "runtime.stopping", instance_id=self.instance_id)
-        if self._startup_task is not None:
-            self._startup_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._startup_task
+        await cancel_and_wait(self._startup_task)
         try:
             await asyncio.wait_for(self._stack.aclose(), self.settings.shutdown_timeout_seconds)
         except TimeoutError:

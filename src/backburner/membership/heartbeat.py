@@ -22,6 +22,7 @@ from backburner.clock import Clock
 from backburner.logs import log_event
 from backburner.membership import store
 from backburner.runtime import describe_error
+from backburner.tasks import cancel_and_wait
 
 log = logging.getLogger("backburner.membership")
 
@@ -75,10 +76,7 @@ class MembershipHeartbeat:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         try:
             async with asyncio.timeout(REMOVE_TIMEOUT_S), self._engine.begin() as conn:
                 await store.remove(conn, self._instance_id)

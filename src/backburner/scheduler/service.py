@@ -25,6 +25,7 @@ from backburner.scheduler.jobs import JobRegistry, JobSpec
 from backburner.scheduler.metrics import SchedulerMetrics
 from backburner.scheduler.runner import TickRunner
 from backburner.scheduler.ticks import AlignedIntervalTrigger, TickGrid
+from backburner.tasks import cancel_and_wait
 
 log = logging.getLogger("backburner.scheduler")
 
@@ -107,10 +108,7 @@ class SchedulerService:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
