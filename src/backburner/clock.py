@@ -17,3 +17,8 @@ class SystemClock:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def iso_or_none(moment: datetime | None) -> str | None:
+    """RFC 3339 text of a moment for JSON answers; None stays None."""
+    return moment.isoformat() if moment is not None else None

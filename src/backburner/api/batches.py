@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
@@ -27,6 +26,7 @@ from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.registry import ProviderNotConfigured
 from backburner.batches.service import BatchConflict, BatchNotFound, SubmitFailed, SubmitUncertain
 from backburner.batches.validation import SubmissionError, parse_jsonl_requests, validate_submission
+from backburner.clock import iso_or_none
 from backburner.runtime import Runtime
 
 router = APIRouter(tags=["batches"])
@@ -102,10 +102,6 @@ def get_batches(runtime: Runtime = Depends(get_runtime)) -> BatchesComponent:
     return component
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
 def batch_view(batch: Batch) -> dict[str, Any]:
     return {
         "id": batch.id,
@@ -123,12 +119,12 @@ def batch_view(batch: Batch) -> dict[str, Any]:
             "missing": batch.missing_count,
         },
         "failure_reason": batch.failure_reason,
-        "created_at": _iso(batch.created_at),
-        "submitted_at": _iso(batch.submitted_at),
-        "ended_at": _iso(batch.ended_at),
-        "cancel_requested_at": _iso(batch.cancel_requested_at),
-        "last_polled_at": _iso(batch.last_polled_at),
-        "next_poll_at": _iso(batch.next_poll_at),
+        "created_at": iso_or_none(batch.created_at),
+        "submitted_at": iso_or_none(batch.submitted_at),
+        "ended_at": iso_or_none(batch.ended_at),
+        "cancel_requested_at": iso_or_none(batch.cancel_requested_at),
+        "last_polled_at": iso_or_none(batch.last_polled_at),
+        "next_poll_at": iso_or_none(batch.next_poll_at),
         "consecutive_errors": batch.consecutive_errors,
         "last_error": batch.last_error,
     }

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from backburner.batches.domain import Batch
 from backburner.batches.store import BatchStore, CycleRecord
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+from backburner.clock import iso_or_none
 
 
 async def counts_by_provider(store: BatchStore, organization_id: str) -> dict[str, dict[str, int]]:
@@ -26,8 +22,8 @@ def running_view(batch: Batch) -> dict[str, Any]:
         "provider": batch.provider,
         "status": batch.status.value,
         "provider_batch_id": batch.provider_batch_id,
-        "last_polled_at": _iso(batch.last_polled_at),
-        "next_poll_at": _iso(batch.next_poll_at),
+        "last_polled_at": iso_or_none(batch.last_polled_at),
+        "next_poll_at": iso_or_none(batch.next_poll_at),
         "consecutive_errors": batch.consecutive_errors,
         "last_error": batch.last_error,
     }
@@ -37,7 +33,7 @@ def cycle_view(cycle: CycleRecord | None) -> dict[str, Any] | None:
     if cycle is None:
         return None
     return {
-        "started_at": _iso(cycle.started_at),
+        "started_at": iso_or_none(cycle.started_at),
         "duration_s": cycle.duration_s,
         "polled": cycle.polled,
         "completed": cycle.completed,

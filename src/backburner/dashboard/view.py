@@ -8,12 +8,12 @@ offered on them go through the same organization-scoped API.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES
+from backburner.clock import iso_or_none
 from backburner.files.component import FileProcessing
 from backburner.runtime import Runtime
 from backburner.scheduler import runs
@@ -23,10 +23,6 @@ from backburner.scheduler.status import scheduler_status
 RUN_HISTORY_LENGTH = 20
 RECENT_ERRORS = 10
 RECENT_STALLS = 10
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 async def dashboard_view(
@@ -59,7 +55,11 @@ async def _scheduler_panels(runtime: Runtime) -> dict[str, Any]:
         {
             **job,
             "history": [
-                {"outcome": run.outcome, "duration_s": run.duration_s, "started_at": _iso(run.started_at)}
+                {
+                    "outcome": run.outcome,
+                    "duration_s": run.duration_s,
+                    "started_at": iso_or_none(run.started_at),
+                }
                 for run in history.get(job["id"], [])
             ],
         }
@@ -118,7 +118,7 @@ async def _file_panel(runtime: Runtime, organization_id: str, page: int, page_si
                 "status": f.status.value,
                 "total_chunks": f.total_chunks,
                 "chunks_embedded": f.chunks_embedded,
-                "started_at": _iso(f.started_at),
+                "started_at": iso_or_none(f.started_at),
             }
             for f in in_progress
         ],
@@ -130,7 +130,7 @@ async def _file_panel(runtime: Runtime, organization_id: str, page: int, page_si
                 "name": f.file_name,
                 "error_message": f.error_message,
                 "timed_out": f.error_message == timeout_message,
-                "updated_at": _iso(f.updated_at),
+                "updated_at": iso_or_none(f.updated_at),
             }
             for f in errors
         ],

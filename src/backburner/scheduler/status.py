@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.clock import iso_or_none
 from backburner.leader import store as leader_store
 from backburner.membership import store as membership_store
 from backburner.runtime import describe_error
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
 
 
 def _last_run(record: runs.RunRecord | None) -> dict[str, Any] | None:
@@ -25,9 +21,9 @@ def _last_run(record: runs.RunRecord | None) -> dict[str, Any] | None:
         "outcome": record.outcome,
         "duration": record.duration_s,
         "error": record.error,
-        "fire_time": _iso(record.fire_time),
-        "started_at": _iso(record.started_at),
-        "finished_at": _iso(record.finished_at),
+        "fire_time": iso_or_none(record.fire_time),
+        "started_at": iso_or_none(record.started_at),
+        "finished_at": iso_or_none(record.finished_at),
         "epoch": record.epoch,
         "instance_id": record.instance_id,
     }
@@ -66,18 +62,18 @@ async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> di
             status["leader"] = {
                 "instance_id": election.holder,
                 "epoch": election.epoch,
-                "since": _iso(election.acquired_at),
-                "heartbeat_at": _iso(election.heartbeat_at),
+                "since": iso_or_none(election.acquired_at),
+                "heartbeat_at": iso_or_none(election.heartbeat_at),
             }
         status["instances"] = [
             {
                 "instance_id": m.instance_id,
                 "role": m.role,
-                "last_seen": _iso(m.last_seen_at),
+                "last_seen": iso_or_none(m.last_seen_at),
                 "host": m.host,
                 "pid": m.pid,
                 "process": m.process,
-                "started": _iso(m.started_at),
+                "started": iso_or_none(m.started_at),
             }
             for m in members
         ]
@@ -88,7 +84,7 @@ async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> di
             "trigger": service.trigger_of(spec.id),
             "interval_seconds": spec.interval_s,
             "jitter_seconds": spec.jitter_s,
-            "next_run_time": _iso(service.next_run_time(spec.id)),
+            "next_run_time": iso_or_none(service.next_run_time(spec.id)),
             "paused": spec.id in paused,
             "last_run": _last_run(last.get(spec.id)),
         }
