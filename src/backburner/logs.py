@@ -58,6 +58,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+def describe_exception(exc: BaseException) -> str:
+    """The exception's type and the first line of its message, for an error shown to users."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 def _short(value: Any) -> str:
     text = str(value)
     return repr(text) if " " in text else text

@@ -187,8 +187,8 @@ class Settings(BaseSettings):
     file_processing_processes: int | None = _field(
         None,
         "files",
-        "Processes for parsing, chunking and `hash` embedding; 0: the thread pool; "
-        "unset: one less than the CPU count, at least 1.",
+        "Processes that parse and chunk files (and, with the `hash` embedder, embed and store "
+        "them); 0: the thread pool; unset: the CPU count.",
         ge=0,
         le=64,
     )

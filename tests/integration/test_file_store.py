@@ -169,7 +169,8 @@ async def test_an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(fil
         FileStatus.PARSING,
     )
     old = Lease(record.id, "worker-a")
-    assert await files.store.heartbeat(old, T0 + timedelta(seconds=5), 10)  # renewed until T0 + 15 s
+    # Renewed until T0 + 15 s; the claim was the file's last progress.
+    assert await files.store.heartbeat(old, T0 + timedelta(seconds=5), 10) == T0
     assert (
         await files.store.claim(
             "worker-b",
@@ -231,7 +232,10 @@ async def test_passages_are_stored_once_per_chunk_and_progress_counts_them(
     # The same batch again (a resumed worker) and an overlapping one: nothing is stored twice.
     assert await files.store.store_passages(lease, record, rows, T0, lease_s=30, embed_s=1, store_s=1) == 3
     more = [PassageRow(i, f"chunk {i}", b"\x00" * 8) for i in range(2, 5)]
-    assert await files.store.store_passages(lease, record, more, T0, lease_s=30, embed_s=2, store_s=2) == 5
+    later = T0 + timedelta(seconds=3)
+    assert await files.store.store_passages(lease, record, more, later, lease_s=30, embed_s=2, store_s=2) == 5
+    # The heartbeat reports the progress a batch made (a pool process may have written it).
+    assert await files.store.heartbeat(lease, T0 + timedelta(seconds=4), 30) == later
     assert await count_passages(engine, record.id) == (5, 5)
     assert await files.store.stored_chunk_indexes(record.id) == {0, 1, 2, 3, 4}
     done = await files.store.complete(lease, T0, embed_s=2, store_s=2)

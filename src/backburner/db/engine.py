@@ -15,14 +15,23 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
-    target = url or settings.effective_database_url
-    if make_url(target).get_backend_name() == "sqlite":
-        return create_sqlite_engine(target)
-    return create_async_engine(
-        target,
+    return create_engine_for_url(
+        url or settings.effective_database_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
+    )
+
+
+def create_engine_for_url(url: str, *, pool_size: int, max_overflow: int, pool_timeout: float) -> AsyncEngine:
+    """An engine for `url` with these pool sizes (PostgreSQL; SQLite takes its own)."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_sqlite_engine(url)
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": "backburner"}},
     )

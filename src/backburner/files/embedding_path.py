@@ -1,8 +1,8 @@
 """The way one instance turns chunk texts into stored vectors, built from the settings.
 
-`hash` vectors are computed in the CPU pool (they cost less than a cache round trip, so they are
-not cached); every other embedder is called on the loop through the embedding cache (Redis when
-`redis_url` is set, process memory otherwise).
+`hash` vectors are computed in the CPU pool's processes, which also store them (they cost less
+than a cache round trip, so they are not cached); every other embedder is called on the loop
+through the embedding cache (Redis when `redis_url` is set, process memory otherwise).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ class PackedEmbedder(Protocol):
 
     @property
     def pool_hash_dimensions(self) -> int | None:
-        """Set when the vectors are `hash` ones of this size made in the CPU pool: the pool then
-        computes them with the chunks (`offload.parse_and_chunk`)."""
+        """Set when the vectors are `hash` ones of this size made in a process pool: a pool
+        process then processes each file whole (`pool_ingest`)."""
         ...
 
     async def embed_packed(self, texts: list[str]) -> list[bytes]:

@@ -41,26 +41,12 @@ class ChunkedDocument:
     chars: int
     parse_s: float
     chunk_s: float
-    # Chunk i's `hash` vector as float32 bytes, when asked for: computed where the texts already
-    # are, which spares sending every text back to the pool (and one round trip per batch).
-    vectors: list[bytes] | None = None
-    embed_s: float = 0.0
-
-
-# Texts per `hash` call: bounds the batch matrix (a 50 MB file has about 50,000 chunks).
-HASH_SLICE = 1024
 
 
 def parse_and_chunk(
-    path: str,
-    file_name: str,
-    content_type: str | None,
-    size_chars: int,
-    overlap_chars: int,
-    hash_dimensions: int | None = None,
+    path: str, file_name: str, content_type: str | None, size_chars: int, overlap_chars: int
 ) -> ChunkedDocument:
-    """Parse the file at `path` with the parser its name and type choose, then chunk the text;
-    with `hash_dimensions`, also compute the chunks' `hash` vectors."""
+    """Parse the file at `path` with the parser its name and type choose, then chunk the text."""
     parser = parser_for(file_name, content_type)
     if parser is None:
         raise ParseError(f"unsupported file type: {file_name}")
@@ -68,20 +54,12 @@ def parse_and_chunk(
     document = parser(Path(path))
     parsed = time.perf_counter()
     texts = list(iter_chunk_texts(document.text, document.kind.value, size_chars, overlap_chars))
-    chunked = time.perf_counter()
-    vectors: list[bytes] | None = None
-    if hash_dimensions is not None:
-        vectors = []
-        for start in range(0, len(texts), HASH_SLICE):
-            vectors += hash_embed_packed(hash_dimensions, texts[start : start + HASH_SLICE])
     return ChunkedDocument(
         kind=document.kind.value,
         texts=texts,
         chars=len(document.text),
         parse_s=parsed - started,
-        chunk_s=chunked - parsed,
-        vectors=vectors,
-        embed_s=time.perf_counter() - chunked,
+        chunk_s=time.perf_counter() - parsed,
     )
 
 
@@ -116,13 +94,14 @@ def exit_with_parent(parent_pid: int) -> None:
 
 
 def default_processes(cpu_count: int | None) -> int:
-    """One less than the CPUs, at least 1: the event loop, the database client and the database
-    need CPU too (on a busy 2-core machine, 1 pool process ingested faster than 2)."""
-    return max(1, (cpu_count or 2) - 1)
+    """One per CPU: a pool process also waits on the database (it stores what it makes), and the
+    main process, which only claims files and keeps their leases, needs little."""
+    return max(1, cpu_count or 1)
 
 
 class CpuPool:
-    """Runs CPU-bound functions in a lazily started process pool, or the default thread pool."""
+    """Runs CPU-bound functions in a process pool (started by `start` or the first call), or in
+    the default thread pool."""
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
@@ -131,6 +110,15 @@ class CpuPool:
     @property
     def uses_processes(self) -> bool:
         return self.processes > 0
+
+    def start(self, warm_up: Callable[[], object]) -> None:
+        """Start every pool process now, in the background, each running `warm_up` (which imports
+        what the pool's work needs): a process's start takes most of a CPU-second, which the
+        first files would otherwise wait for."""
+        if self.uses_processes:
+            pool = self._pool_started()
+            for _ in range(self.processes):
+                pool.submit(warm_up)
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()

@@ -55,6 +55,10 @@ class IllegalTransition(Exception):
         self.to_status = to_status
         super().__init__(f"file {file_id}: cannot move from {from_status.value} to {to_status.value}")
 
+    def __reduce__(self) -> tuple[type[IllegalTransition], tuple[str, FileStatus, FileStatus]]:
+        # It crosses from pool processes, whose exceptions are pickled.
+        return IllegalTransition, (self.file_id, self.from_status, self.to_status)
+
 
 class ErrorMessageRequired(ValueError):
     """A move to ERROR without a message: the user would not know what went wrong."""

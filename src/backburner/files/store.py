@@ -55,6 +55,9 @@ class FileNotFound(LookupError):
         self.file_id = file_id
         super().__init__(f"file {file_id} not found")
 
+    def __reduce__(self) -> tuple[type[FileNotFound], tuple[str]]:  # it crosses from pool processes
+        return FileNotFound, (self.file_id,)
+
 
 class SourceNotFound(LookupError):
     def __init__(self, source_id: str) -> None:
@@ -75,6 +78,9 @@ class LeaseLost(Exception):
         self.file_id = file_id
         self.owner = owner
         super().__init__(f"file {file_id}: lease {owner} is no longer held")
+
+    def __reduce__(self) -> tuple[type[LeaseLost], tuple[str, str]]:  # it crosses from pool processes
+        return LeaseLost, (self.file_id, self.owner)
 
 
 class InvalidCursor(ValueError):
@@ -604,18 +610,22 @@ class FileStore:
             files.c.status.in_(_NON_TERMINAL_VALUES),
         ]
 
-    async def heartbeat(self, lease: Lease, now: datetime, lease_s: float) -> bool:
-        """Renew the lease; False when it is no longer held (the worker must stop)."""
+    async def heartbeat(self, lease: Lease, now: datetime, lease_s: float) -> datetime | None:
+        """Renew the lease. Returns the file's last progress (a pool process may be the one making
+        it), or None when the lease is no longer held (the worker must stop)."""
         async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
                     update(files)
                     .where(*self._held(lease))
                     .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_s))
-                    .returning(files.c.id)
+                    .returning(files.c.last_progress_at)
                 )
             ).first()
-        return row is not None
+        if row is None:
+            return None
+        last_progress: datetime | None = row.last_progress_at
+        return last_progress or now
 
     async def release(self, lease: Lease, now: datetime, *, count_attempt: bool = True) -> bool:
         """Give the file back so any worker can claim it at once (shutdown, a failed attempt).

@@ -5,8 +5,8 @@ Each worker is one named task that processes one file at a time:
     claim (lease) -> PARSING -> parse + chunk (CPU pool) -> EMBEDDING -> embed in batches, each
     batch stored with its progress in one fenced transaction -> COMPLETED
 
-(`hash` vectors are made in the CPU pool in the same call as the chunks; the batches then only
-store them.)
+With the `hash` embedder and a process pool, the whole pipeline from parsing to the last write
+runs in a pool process (`pool_ingest`), and the worker only keeps the lease and the deadline.
 
 A sibling task renews the lease every `file_lease_seconds / 3`; when the lease is lost (the file
 was reclaimed, timed out or deleted) or the file made no progress for the stall timeout, it
@@ -37,9 +37,10 @@ from backburner.files.embedding_path import PackedEmbedder
 from backburner.files.metrics import FileMetrics
 from backburner.files.offload import ChunkedDocument, CpuPool, parse_and_chunk
 from backburner.files.parsers import ParseError
+from backburner.files.pool_ingest import IngestFailed, IngestJob, IngestOutcome, ingest_file
 from backburner.files.states import FileStatus, IllegalTransition, deadline, is_stalled
 from backburner.files.store import FileNotFound, FileRecord, FileStore, Lease, LeaseLost, PassageRow
-from backburner.logs import log_event
+from backburner.logs import describe_exception, log_event
 from backburner.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ RELEASE_TIMEOUT_S = 5.0
 # After this share of the lease without a successful heartbeat, the lease may have expired for
 # the others: stop before another worker can claim the file.
 HEARTBEAT_SAFETY = 0.8
-# Passages per write when the CPU pool made the vectors with the chunks.
-MADE_WRITE_BATCH = 512
 
 
 @dataclass(frozen=True)
@@ -140,6 +139,8 @@ class FileWorker:
         self.clock = clock
         self.metrics = metrics
         self.active: ActiveFile | None = None
+        # For pool processes, which open their own connections (`pool_ingest`).
+        self._database_url = store.engine.url.render_as_string(hide_password=False)
         self._wake = asyncio.Event()
         self._random = random.Random()  # its own: the module's generator is shared state
 
@@ -229,8 +230,24 @@ class FileWorker:
             file = await self.store.transition(
                 file.id, FileStatus.PARSING, self._progress(active), owner=lease.owner
             )
+        dimensions = self.embedder.pool_hash_dimensions
         try:
             async with local_path(self.blobs, file.blob_key) as path:
+                if dimensions is not None:
+                    job = IngestJob(
+                        database_url=self._database_url,
+                        path=str(path),
+                        file=file,
+                        lease=lease,
+                        lease_s=config.lease_s,
+                        chunk_size_chars=config.chunk_size_chars,
+                        chunk_overlap_chars=config.chunk_overlap_chars,
+                        dimensions=dimensions,
+                        embedding_model=self.embedder.model,
+                    )
+                    outcome: IngestOutcome = await self.pool.run(ingest_file, job)
+                    self._observe_pool_ingest(file, outcome)
+                    return
                 document: ChunkedDocument = await self.pool.run(
                     parse_and_chunk,
                     str(path),
@@ -238,12 +255,10 @@ class FileWorker:
                     file.content_type,
                     config.chunk_size_chars,
                     config.chunk_overlap_chars,
-                    self.embedder.pool_hash_dimensions,
                 )
         except BlobNotFound:
             raise ParseError("the uploaded content is missing from storage") from None
-        self.metrics.stage_seconds.labels(stage="parse").observe(document.parse_s)
-        self.metrics.stage_seconds.labels(stage="chunk").observe(document.chunk_s)
+        self._observe_parsed(document.parse_s, document.chunk_s)
         file = await self.store.start_embedding(
             lease,
             self._progress(active),
@@ -259,25 +274,20 @@ class FileWorker:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
         if todo:
             # The last batch completes the file.
-            embed_s, store_s = await self._embed_and_store(file, active, todo, document)
+            embed_s, store_s = await self._embed_and_store(file, active, todo)
         else:
             embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
             await self.store.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
         self._observe_completed(file, len(document.texts), embed_s, store_s)
 
     async def _embed_and_store(
-        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText], document: ChunkedDocument
+        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText]
     ) -> tuple[float, float]:
-        """Embed batches a few ahead of the writes (or take the vectors the pool made with the
-        chunks); each write is one transaction. Returns the file's running (embed, store) seconds."""
-        made = document.vectors
-        # Vectors made with the chunks are not bound by an embedding request's size: fewer,
-        # larger writes then cost the loop and the database less.
-        size = self.config.batch_size if made is None else max(self.config.batch_size, MADE_WRITE_BATCH)
+        """Embed batches a few ahead of the writes; each write is one transaction. Returns the
+        file's running (embed, store) seconds."""
+        size = self.config.batch_size
         batches = [list(todo[i : i + size]) for i in range(0, len(todo), size)]
         embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
-        if made is not None:
-            embed_s += document.embed_s
         in_flight: deque[tuple[list[IndexedText], asyncio.Task[tuple[list[bytes], float]]]] = deque()
 
         last_batch = len(batches) - 1
@@ -306,8 +316,7 @@ class FileWorker:
 
         try:
             for number, batch in enumerate(batches):
-                embedding = self._embed(batch) if made is None else _made(batch, made)
-                task = asyncio.create_task(embedding, name=f"{self.name}.embed:{file.id}:{number}")
+                task = asyncio.create_task(self._embed(batch), name=f"{self.name}.embed:{file.id}:{number}")
                 in_flight.append((batch, task))
                 if len(in_flight) >= self.config.embed_batches_in_flight:
                     await write_next()
@@ -340,7 +349,7 @@ class FileWorker:
                 active.stop("stalled")
                 return
             try:
-                held = await self.store.heartbeat(active.lease, now, self.config.lease_s)
+                progress = await self.store.heartbeat(active.lease, now, self.config.lease_s)
             except Exception as exc:
                 log_event(
                     log, logging.WARNING, "file.heartbeat_failed", file_id=active.file_id, error=repr(exc)
@@ -349,9 +358,11 @@ class FileWorker:
                     active.stop("lease_lost")
                     return
                 continue
-            if not held:
+            if progress is None:
                 active.stop("lease_lost")
                 return
+            # A pool process writing the file's passages records its progress in the database.
+            active.last_progress_at = max(active.last_progress_at, progress)
             last_ok = loop.time()
 
     # --- outcomes ---------------------------------------------------------------------------
@@ -430,6 +441,24 @@ class FileWorker:
         except Exception as exc:  # the lease then expires on its own
             log_event(log, logging.WARNING, "file.release_failed", file_id=lease.file_id, error=repr(exc))
 
+    def _observe_parsed(self, parse_s: float, chunk_s: float) -> None:
+        self.metrics.stage_seconds.labels(stage="parse").observe(parse_s)
+        self.metrics.stage_seconds.labels(stage="chunk").observe(chunk_s)
+
+    def _observe_pool_ingest(self, file: FileRecord, outcome: IngestOutcome) -> None:
+        self._observe_parsed(outcome.parse_s, outcome.chunk_s)
+        if outcome.already_stored:
+            log_event(
+                log,
+                logging.INFO,
+                "file.resumed",
+                file_id=file.id,
+                stored=outcome.already_stored,
+                todo=outcome.written,
+            )
+        self.metrics.passages.inc(outcome.written)
+        self._observe_completed(file, outcome.total_chunks, outcome.embed_s, outcome.store_s)
+
     def _observe_completed(self, file: FileRecord, chunks: int, embed_s: float, store_s: float) -> None:
         self.metrics.completed.labels(status=FileStatus.COMPLETED.value).inc()
         stages = {"embed": embed_s, "store": store_s, "queued": file.stage_seconds()["queued"]}
@@ -438,11 +467,6 @@ class FileWorker:
             if seconds is not None:
                 self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         log_event(log, logging.INFO, "file.completed", file_id=file.id, chunks=chunks, worker=self.name)
-
-
-async def _made(batch: list[IndexedText], vectors: list[bytes]) -> tuple[list[bytes], float]:
-    """A batch's vectors already made with its chunks (their time counted with the document)."""
-    return [vectors[index] for index, _ in batch], 0.0
 
 
 async def _cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) -> None:
@@ -458,5 +482,5 @@ async def _cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) ->
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    # A pool process's failure arrives already described.
+    return str(exc) if isinstance(exc, IngestFailed) else describe_exception(exc)
