@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from backburner.files.pool_ingest import LAST_WRITE, WRITE_BATCH, IngestFailed, write_batches
+from backburner.files.pool_ingest import WRITE_BATCH, IngestFailed, write_batches
 from backburner.files.states import FileStatus, IllegalTransition
 from backburner.files.store import FileNotFound, LeaseLost
 
@@ -29,13 +29,10 @@ def test_failures_of_a_pool_process_survive_the_trip_back(error: Exception) -> N
     assert vars(copy) == vars(error)
 
 
-@pytest.mark.parametrize("count", [0, 1, LAST_WRITE, LAST_WRITE + 1, WRITE_BATCH, 3 * WRITE_BATCH + 7])
-def test_writes_cover_the_chunks_in_order_and_the_last_one_is_small(count: int) -> None:
+@pytest.mark.parametrize("count", [0, 1, WRITE_BATCH, WRITE_BATCH + 1, 3 * WRITE_BATCH + 7])
+def test_writes_cover_the_chunks_in_order_in_bounded_batches(count: int) -> None:
     todo = list(range(100, 100 + count))
     batches = write_batches(todo)
     assert [index for batch in batches for index in batch] == todo
     assert all(0 < len(batch) <= WRITE_BATCH for batch in batches)
-    if todo:
-        assert len(batches[-1]) <= LAST_WRITE
-    else:
-        assert batches == []
+    assert len(batches) == -(-count // WRITE_BATCH)

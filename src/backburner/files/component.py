@@ -17,7 +17,6 @@ from backburner.files.blobs import LocalBlobStore
 from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
 from backburner.files.metrics import FileMetrics
 from backburner.files.offload import CpuPool, default_processes
-from backburner.files.pool_ingest import warm_up
 from backburner.files.service import FileService
 from backburner.files.store import FileStore
 from backburner.files.sweeper import FileSweeper
@@ -76,7 +75,7 @@ class FileProcessing:
     async def __aenter__(self) -> FileProcessing:
         self.runtime.jobs.add(self.sweeper.job_spec())
         if self.workers:
-            self.pool.start(warm_up)
+            self.pool.start()
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.name))
         self._tasks.append(asyncio.create_task(self._refresh_status_gauge(), name="files.status_gauge"))

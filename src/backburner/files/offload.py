@@ -2,8 +2,8 @@
 
 Parsing, chunking and `hash` embedding are pure Python or C work that holds the GIL, so a thread
 would still slow the loop's own work down; with `file_processing_processes` > 0 they run in a
-process pool (started lazily, with `spawn`: forking a process that runs threads and an event
-loop is unsafe), otherwise in the runtime's thread pool. The functions sent to the pool are
+process pool (its processes forked from a fork server: forking a process that runs threads and
+an event loop is unsafe), otherwise in the runtime's thread pool. The functions sent to the pool are
 top-level, take and return plain picklable values, and raise `ParseError` for bad input.
 """
 
@@ -75,19 +75,19 @@ def hash_embed_packed(dimensions: int, texts: list[str]) -> list[bytes]:
     return embedder.embed_packed_sync(texts)
 
 
-PARENT_CHECK_INTERVAL_S = 1.0
-
-
-def exit_with_parent(parent_pid: int) -> None:
-    """Pool-process initializer: exit when the parent is gone.
+def exit_with_parent() -> None:
+    """Pool-process initializer: exit when the main process is gone.
 
     A pool process waits on a queue whose pipe it also holds open, so it never sees the end of
-    it: after the parent is SIGKILLed it would otherwise live on, idle, for ever.
+    it: after the main process is SIGKILLed it would otherwise live on, idle, for ever (and keep
+    the fork server, which lives as long as its children, alive too).
     """
+    parent = multiprocessing.parent_process()  # the main process, even when forked by the server
+    if parent is None:
+        return
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(PARENT_CHECK_INTERVAL_S)
+        parent.join()  # waits on a pipe that the main process's end closes
         os._exit(0)
 
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
@@ -99,32 +99,63 @@ def default_processes(cpu_count: int | None) -> int:
     return max(1, cpu_count or 1)
 
 
+# Imported once by the fork server, before it forks any pool process: the main module (which
+# each pool process would otherwise import again) and the pool's own work.
+FORK_SERVER_PRELOAD = ["__main__", "backburner.files.pool_ingest"]
+
+
+def _fork_server() -> multiprocessing.context.BaseContext:
+    """Pool processes are forked from a fork server: a fresh, single-threaded process (forking
+    this one, which runs threads and an event loop, would be unsafe) that has imported what they
+    need once, so that each starts in milliseconds rather than most of a CPU-second."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+    return context
+
+
+def _log_start_failure(starting: asyncio.Future[None]) -> None:
+    if not starting.cancelled() and (exc := starting.exception()) is not None:
+        log_event(log, logging.ERROR, "files.pool_start_failed", error=repr(exc))
+
+
 class CpuPool:
-    """Runs CPU-bound functions in a process pool (started by `start` or the first call), or in
-    the default thread pool."""
+    """Runs CPU-bound functions in a process pool, or in the default thread pool.
+
+    The processes start with `start` (or the first call), in a thread: the first start waits for
+    the fork server's imports, which must not hold up the event loop.
+    """
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
         self._pool: ProcessPoolExecutor | None = None
+        self._starting: asyncio.Future[None] | None = None
 
     @property
     def uses_processes(self) -> bool:
         return self.processes > 0
 
-    def start(self, warm_up: Callable[[], object]) -> None:
-        """Start every pool process now, in the background, each running `warm_up` (which imports
-        what the pool's work needs): a process's start takes most of a CPU-second, which the
-        first files would otherwise wait for."""
-        if self.uses_processes:
-            pool = self._pool_started()
+    def start(self) -> None:
+        """Start every pool process now, so that the first files do not wait for them."""
+        if self.uses_processes and self._starting is None:
+            self._starting = asyncio.get_running_loop().run_in_executor(None, self._start_processes)
+            self._starting.add_done_callback(_log_start_failure)
+
+    def _start_processes(self) -> None:
+        pool = self._pool_started()
+        try:
+            # A submission forks a process while there are fewer than `processes`.
             for _ in range(self.processes):
-                pool.submit(warm_up)
+                pool.submit(os.getpid)
+        except RuntimeError:  # closed while starting: the pool is shut down
+            return
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         call = functools.partial(function, *args)
         if not self.uses_processes:
             return await loop.run_in_executor(None, call)
+        await self._started()
+        # After a broken pool this is a new one, whose processes fork from the running server.
         pool = self._pool_started()
         try:
             return await loop.run_in_executor(pool, call)
@@ -136,13 +167,23 @@ class CpuPool:
                 log_event(log, logging.ERROR, "files.pool_broken", processes=self.processes)
             raise
 
+    async def _started(self) -> None:
+        self.start()
+        starting = self._starting
+        assert starting is not None
+        try:
+            await asyncio.shield(starting)
+        except Exception:
+            if self._starting is starting:  # the next call tries again
+                self._starting = None
+            raise
+
     def _pool_started(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=self.processes,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_fork_server(),
                 initializer=exit_with_parent,
-                initargs=(os.getpid(),),
             )
         return self._pool
 

@@ -11,7 +11,8 @@ batch's write (and the database's work on it) overlaps the embedding of the next
 
 A worker that stops waiting (lease lost, deadline, deletion, shutdown) cannot interrupt the
 call, but every write checks the lease and the status in its own transaction: the first write
-after the file was taken away raises `LeaseLost` and the call ends having changed nothing more.
+after the file was taken away raises `LeaseLost` (or `IllegalTransition`) and the call ends
+having changed nothing more.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ T = TypeVar("T")
 # Passages per write: the vectors are made here, so no endpoint's batch limit applies, and
 # fewer, larger writes cost both sides less.
 WRITE_BATCH = 512
-LAST_WRITE = 64
 # A pool process makes its writes one after another: one connection, and one spare.
 PROCESS_DB_POOL_SIZE = 1
 PROCESS_DB_MAX_OVERFLOW = 1
@@ -152,15 +152,8 @@ def _ingest(job: IngestJob) -> IngestOutcome:
 
 
 def write_batches(todo: list[int]) -> list[list[int]]:
-    """`todo` in slices of at most WRITE_BATCH, the last one of at most LAST_WRITE: the last
-    write is the only one that nothing overlaps, so a small one finishes the file sooner."""
-    head, tail = todo[: max(0, len(todo) - LAST_WRITE)], todo[max(0, len(todo) - LAST_WRITE) :]
-    batches = [head[start : start + WRITE_BATCH] for start in range(0, len(head), WRITE_BATCH)]
-    return [*batches, tail] if tail else batches
-
-
-def warm_up() -> None:
-    """Nothing: a pool process that runs it has imported this module and all it needs."""
+    """`todo` in slices of at most WRITE_BATCH."""
+    return [todo[start : start + WRITE_BATCH] for start in range(0, len(todo), WRITE_BATCH)]
 
 
 async def _timed(write: Coroutine[Any, Any, object]) -> float:
