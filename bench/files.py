@@ -35,6 +35,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import psutil
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -461,7 +462,7 @@ async def list_10k(loaded: LoadedSettings, page_size: int) -> float:
                         params["after"] = cursor
                     response = await client.get(f"/v1/sources/{source_id}/files", params=params)
                     response.raise_for_status()
-                    page = response.json()
+                    page = orjson.loads(response.content)
                     seen += len(page["files"])
                     cursor = page["next_cursor"]
                     if cursor is None:
