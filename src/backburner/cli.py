@@ -18,7 +18,7 @@ from backburner.batches.cli import batches_app
 from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
 from backburner.emulator.cli import emulator_cli
 from backburner.files.cli import files_app
-from backburner.logs import configure_logging
+from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
 from backburner.settings_loader import LoadedSettings
 
@@ -157,8 +157,6 @@ def db_upgrade(config: ConfigOption = None, profile: ProfileOption = None) -> No
     try:
         revisions = asyncio.run(run())
     except Exception as exc:
-        from backburner.runtime import describe_error
-
         typer.echo(f"Migration failed: {describe_error(exc)}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"database at {', '.join(sorted(revisions))}")

@@ -58,10 +58,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def describe_exception(exc: BaseException) -> str:
-    """The exception's type and the first line of its message, for an error shown to users."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def describe_error(exc: BaseException) -> str:
+    """One line naming the error, without the noise of chained driver exceptions."""
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = message[0] if message else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _short(value: Any) -> str:

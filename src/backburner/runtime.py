@@ -26,7 +26,7 @@ from backburner.clock import Clock, SystemClock
 from backburner.db import migrate
 from backburner.db.engine import create_engine
 from backburner.instance import make_instance_id
-from backburner.logs import log_event
+from backburner.logs import describe_error, log_event
 from backburner.monitoring.loop_health import install_loop_health
 from backburner.monitoring.metrics import Metrics
 from backburner.monitoring.watchdog import Watchdog
@@ -222,10 +222,3 @@ class Runtime:
 
     async def _check_startup(self) -> CheckResult:
         return CheckResult(self._startup_error is None, self._startup_error or "ok")
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming the error, without the noise of chained driver exceptions."""
-    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    first = message[0] if message else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

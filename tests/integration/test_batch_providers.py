@@ -13,9 +13,11 @@ from backburner.batches.domain import BatchRequest, ItemStatus
 from backburner.batches.providers.anthropic import AnthropicProvider
 from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.openai import OpenAIProvider
-from backburner.emulator.admin_client import EmulatorAdmin
+from tests.emulator_support import fixtures
 from tests.support import batch_env as _support
 from tests.support.processes import free_port
+
+admin = fixtures.admin
 
 shared_emulator = _support.shared_emulator  # fixtures of the batch tests
 emulator = _support.emulator
@@ -24,12 +26,6 @@ REQUESTS = [
     BatchRequest(cid, {"max_tokens": 8, "messages": [{"role": "user", "content": "hello"}]})
     for cid in ("p-1", "p-2", "p-error-3", "p-4")
 ]
-
-
-@pytest.fixture
-async def admin(emulator):
-    async with EmulatorAdmin(emulator.base_url) as admin:
-        yield admin
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
 import anthropic
@@ -12,7 +12,11 @@ from anthropic.types import Message
 
 from backburner.emulator import EmulatorAdmin, EmulatorConfig
 from backburner.emulator.testing import ManualClock, RunningEmulator, running_emulator
+from tests.emulator_support import fixtures
 from tests.emulator_support.sdk import anthropic_client, message_requests
+
+admin = fixtures.admin
+claude = fixtures.claude
 
 HOUR_S = 3600.0
 
@@ -27,18 +31,6 @@ def emulator(clock: ManualClock) -> Iterator[RunningEmulator]:
     config = EmulatorConfig(complete_after_s=HOUR_S, cancel_after_s=60)
     with running_emulator(config, clock=clock) as running:
         yield running
-
-
-@pytest.fixture
-async def claude(emulator: RunningEmulator) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic_client(emulator) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(emulator: RunningEmulator) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as client:
-        yield client
 
 
 async def test_create_retrieve_end_and_stream_results(

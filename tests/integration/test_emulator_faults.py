@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -13,6 +13,7 @@ import pytest
 
 from backburner.emulator import EmulatorAdmin, EmulatorConfig, FaultRule, Scenario
 from backburner.emulator.testing import RunningEmulator, running_emulator
+from tests.emulator_support import fixtures
 from tests.emulator_support.sdk import (
     anthropic_client,
     jsonl,
@@ -20,6 +21,10 @@ from tests.emulator_support.sdk import (
     openai_client,
     upload_and_create,
 )
+
+admin = fixtures.admin
+claude = fixtures.claude
+gpt = fixtures.gpt
 
 STREAM_CUT = (httpx2.TransportError, anthropic.APIConnectionError, openai.APIConnectionError)
 """What a client sees when the connection drops mid-body, depending on how it reads."""
@@ -29,24 +34,6 @@ STREAM_CUT = (httpx2.TransportError, anthropic.APIConnectionError, openai.APICon
 def emulator() -> Iterator[RunningEmulator]:
     with running_emulator(EmulatorConfig(complete_after_s=3600)) as running:
         yield running
-
-
-@pytest.fixture
-async def claude(emulator: RunningEmulator) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic_client(emulator) as client:
-        yield client
-
-
-@pytest.fixture
-async def gpt(emulator: RunningEmulator) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai_client(emulator) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(emulator: RunningEmulator) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as client:
-        yield client
 
 
 async def test_rate_limit_answers_429_with_retry_after(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -13,7 +13,11 @@ from openai.types.chat import ChatCompletion
 
 from backburner.emulator import EmulatorAdmin, EmulatorConfig
 from backburner.emulator.testing import ManualClock, RunningEmulator, running_emulator
-from tests.emulator_support.sdk import chat_input_file, jsonl, openai_client, upload_and_create
+from tests.emulator_support import fixtures
+from tests.emulator_support.sdk import chat_input_file, jsonl, upload_and_create
+
+admin = fixtures.admin
+gpt = fixtures.gpt
 
 HOUR_S = 3600.0
 
@@ -28,18 +32,6 @@ def emulator(clock: ManualClock) -> Iterator[RunningEmulator]:
     config = EmulatorConfig(complete_after_s=HOUR_S, cancel_after_s=60, validating_s=10, finalizing_s=10)
     with running_emulator(config, clock=clock) as running:
         yield running
-
-
-@pytest.fixture
-async def gpt(emulator: RunningEmulator) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai_client(emulator) as client:
-        yield client
-
-
-@pytest.fixture
-async def admin(emulator: RunningEmulator) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as client:
-        yield client
 
 
 async def test_upload_create_complete_and_download(gpt: openai.AsyncOpenAI, admin: EmulatorAdmin) -> None:

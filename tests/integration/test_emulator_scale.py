@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from backburner.emulator import EmulatorAdmin, EmulatorConfig
 from backburner.emulator.testing import RunningEmulator, running_emulator
+from tests.emulator_support import fixtures
 from tests.emulator_support.sdk import anthropic_client, message_requests, openai_client
+
+admin = fixtures.admin
 
 ITEMS = 100_000
 STREAM_DEADLINE_S = 90.0
@@ -19,12 +22,6 @@ STREAM_DEADLINE_S = 90.0
 def emulator() -> Iterator[RunningEmulator]:
     with running_emulator(EmulatorConfig(complete_after_s=3600, openai_max_requests=ITEMS)) as running:
         yield running
-
-
-@pytest.fixture
-async def admin(emulator: RunningEmulator) -> AsyncIterator[EmulatorAdmin]:
-    async with EmulatorAdmin(emulator.base_url) as client:
-        yield client
 
 
 async def test_hundred_thousand_item_message_batch_streams_completely(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -205,23 +205,17 @@ class BatchStore:
     # --- reads ------------------------------------------------------------------------------
 
     async def get(self, organization_id: str, batch_id: str) -> Batch | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(llm_batches).where(
-                        llm_batches.c.organization_id == organization_id, llm_batches.c.id == batch_id
-                    )
-                )
-            ).one_or_none()
-        return None if row is None else _batch(row)
+        return await self._find(organization_id, llm_batches.c.id == batch_id)
 
     async def get_by_idempotency_key(self, organization_id: str, key: str) -> Batch | None:
+        return await self._find(organization_id, llm_batches.c.idempotency_key == key)
+
+    async def _find(self, organization_id: str, condition: ColumnElement[bool]) -> Batch | None:
+        """The organization's one batch that meets `condition` (an id or a unique key)."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    select(llm_batches).where(
-                        llm_batches.c.organization_id == organization_id, llm_batches.c.idempotency_key == key
-                    )
+                    select(llm_batches).where(llm_batches.c.organization_id == organization_id, condition)
                 )
             ).one_or_none()
         return None if row is None else _batch(row)

@@ -22,6 +22,7 @@ from backburner.files.store import FileStore
 from backburner.files.sweeper import FileSweeper
 from backburner.files.worker import FileWorker, StopReason, WorkerConfig
 from backburner.logs import log_event
+from backburner.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from backburner.runtime import Runtime
@@ -87,10 +88,7 @@ class FileProcessing:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         self.pool.close()
         await self.embedding.aclose()

@@ -5,7 +5,6 @@ sentence-transformers model.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import importlib.util
 import logging
 import os
@@ -19,6 +18,7 @@ import httpx
 
 from backburner.files.feature_hashing import HashEmbedder, hash_vectors
 from backburner.files.vectors import cosine, vector_from_bytes, vector_to_bytes
+from backburner.retry_after import retry_after_s
 
 __all__ = [
     "EMBEDDER_KINDS",
@@ -123,31 +123,10 @@ def retry_delay_s(
     throttled clients do not retry in step. `now` is a `time.time()` value.
     """
     if headers is not None:
-        told = _retry_after_s(headers, now)
+        told = retry_after_s(headers, now)
         if told is not None:
             return min(max(told, 0.0), max_s)
     return min(base_s * 2.0 ** (attempt - 1), max_s) * jitter
-
-
-def _retry_after_s(headers: httpx.Headers, now: float) -> float | None:
-    value = headers.get("retry-after-ms")
-    if value is not None:
-        try:
-            return float(value) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return when.timestamp() - now
 
 
 # Decoding a few megabytes of JSON floats takes tens of milliseconds: too long for the event loop.

@@ -31,7 +31,7 @@ from backburner.files.offload import hash_embed_packed, parse_and_chunk
 from backburner.files.parsers import ParseError
 from backburner.files.states import IllegalTransition
 from backburner.files.store import FileNotFound, FileRecord, FileStore, Lease, LeaseLost, PassageRow
-from backburner.logs import describe_exception
+from backburner.logs import describe_error
 
 T = TypeVar("T")
 
@@ -61,11 +61,15 @@ class IngestJob:
 class IngestOutcome:
     total_chunks: int
     already_stored: int  # passages a previous attempt had stored
-    written: int  # passages this call wrote
     parse_s: float
     chunk_s: float
     embed_s: float  # the file's running totals, earlier attempts included
     store_s: float
+
+    @property
+    def written(self) -> int:
+        """Passages this call wrote."""
+        return self.total_chunks - self.already_stored
 
 
 class IngestFailed(RuntimeError):
@@ -82,7 +86,7 @@ def ingest_file(job: IngestJob) -> IngestOutcome:
     except (ParseError, LeaseLost, IllegalTransition, FileNotFound):
         raise
     except Exception as exc:
-        raise IngestFailed(describe_exception(exc)) from None
+        raise IngestFailed(describe_error(exc)) from None
 
 
 def _ingest(job: IngestJob) -> IngestOutcome:
@@ -142,8 +146,7 @@ def _ingest(job: IngestJob) -> IngestOutcome:
         concurrent.futures.wait(pending)
     return IngestOutcome(
         total_chunks=len(texts),
-        already_stored=len(stored),
-        written=len(todo),
+        already_stored=len(texts) - len(todo),
         parse_s=document.parse_s,
         chunk_s=document.chunk_s,
         embed_s=embed_s,

@@ -40,8 +40,9 @@ from backburner.files.parsers import ParseError
 from backburner.files.pool_ingest import IngestFailed, IngestJob, IngestOutcome, ingest_file
 from backburner.files.states import FileStatus, IllegalTransition, deadline, is_stalled
 from backburner.files.store import FileNotFound, FileRecord, FileStore, Lease, LeaseLost, PassageRow
-from backburner.logs import describe_exception, log_event
+from backburner.logs import describe_error, log_event
 from backburner.settings import Settings
+from backburner.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +213,14 @@ class FileWorker:
             left_s = remaining_s(file.created_at, self.clock.now(), self.config.timeout_minutes)
             done, _ = await asyncio.wait({work}, timeout=max(0.0, left_s))
         except asyncio.CancelledError:
-            await _cancel_and_wait(work, keeper)
+            await cancel_and_wait(work, keeper)
             await self._release_on_shutdown(lease)
             raise
         finally:
             self.active = None
-        await _cancel_and_wait(keeper)
+        await cancel_and_wait(keeper)
         if work not in done:
-            await _cancel_and_wait(work)
+            await cancel_and_wait(work)
             await self._time_out(file)
             return
         await self._settle(file, active, work)
@@ -323,7 +324,7 @@ class FileWorker:
             while in_flight:
                 await write_next()
         finally:
-            await _cancel_and_wait(*(task for _, task in in_flight))
+            await cancel_and_wait(*(task for _, task in in_flight))
         return embed_s, store_s
 
     async def _embed(self, batch: list[IndexedText]) -> tuple[list[bytes], float]:
@@ -469,18 +470,6 @@ class FileWorker:
         log_event(log, logging.INFO, "file.completed", file_id=file.id, chunks=chunks, worker=self.name)
 
 
-async def _cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) -> None:
-    """Cancel tasks and wait until they have finished, retrieving their outcomes."""
-    pending = [task for task in tasks if not task.done()]
-    for task in pending:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
-    for task in tasks:
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log_event(log, logging.DEBUG, "file.task_stopped", task=task.get_name(), error=repr(exc))
-
-
 def _describe(exc: BaseException) -> str:
     # A pool process's failure arrives already described.
-    return str(exc) if isinstance(exc, IngestFailed) else describe_exception(exc)
+    return str(exc) if isinstance(exc, IngestFailed) else describe_error(exc)

@@ -25,8 +25,7 @@ from backburner.leader.config import ElectionConfig
 from backburner.leader.fencing import start_term
 from backburner.leader.lease import Backoff
 from backburner.leader.term import ElectedLeadership, record_term_end
-from backburner.logs import log_event
-from backburner.runtime import describe_error
+from backburner.logs import describe_error, log_event
 
 log = logging.getLogger("backburner.leader")
 

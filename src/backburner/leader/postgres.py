@@ -28,8 +28,7 @@ from backburner.leader.lease import (
     lock_key,
 )
 from backburner.leader.term import ElectedLeadership, record_term_end
-from backburner.logs import log_event
-from backburner.runtime import describe_error
+from backburner.logs import describe_error, log_event
 
 log = logging.getLogger("backburner.leader")
 

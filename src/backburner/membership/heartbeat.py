@@ -19,9 +19,8 @@ from types import TracebackType
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.clock import Clock
-from backburner.logs import log_event
+from backburner.logs import describe_error, log_event
 from backburner.membership import store
-from backburner.runtime import describe_error
 from backburner.tasks import cancel_and_wait
 
 log = logging.getLogger("backburner.membership")

@@ -9,9 +9,8 @@ from datetime import datetime
 
 from backburner.clock import Clock
 from backburner.leader.base import Leadership, NotLeader
-from backburner.logs import log_event
+from backburner.logs import describe_error, log_event
 from backburner.monitoring.task_context import doing
-from backburner.runtime import describe_error
 from backburner.scheduler import runs
 from backburner.scheduler.jobs import JobContext, JobSpec
 from backburner.scheduler.metrics import SchedulerMetrics

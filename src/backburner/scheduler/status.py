@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.clock import iso_or_none
 from backburner.leader import store as leader_store
+from backburner.logs import describe_error
 from backburner.membership import store as membership_store
-from backburner.runtime import describe_error
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from backburner.batches.domain import BatchRequest, ItemResult, Provider, ProviderBatch
+from backburner.retry_after import retry_after_s
 
 MAX_RETRY_AFTER_S = 24 * 3600.0
 
@@ -79,25 +78,9 @@ class BatchProvider(Protocol):
 
 
 def parse_retry_after(headers: Mapping[str, str], now_s: float | None = None) -> float | None:
-    """Seconds from `retry-after-ms`, or `retry-after` as seconds or an HTTP date."""
-    milliseconds = headers.get("retry-after-ms")
-    if milliseconds is not None:
-        try:
-            return _bounded(float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return _bounded(float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return _bounded(when.timestamp() - (time.time() if now_s is None else now_s))
+    """The server's `retry-after-ms` or `retry-after`, within [0, MAX_RETRY_AFTER_S]."""
+    seconds = retry_after_s(headers, now_s)
+    return None if seconds is None else _bounded(seconds)
 
 
 def _bounded(seconds: float) -> float:
