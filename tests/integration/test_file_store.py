@@ -304,7 +304,7 @@ async def test_listing_pages_follow_upload_order(files: Files) -> None:
     seen: list[str] = []
     after: str | None = None
     while True:
-        page = await files.store.list_files(ORG, files.source_id, 3, after)
+        page = (await files.store.list_files(ORG, files.source_id, 3, after)).files
         seen += [record.id for record in page]
         if len(page) < 3:
             break

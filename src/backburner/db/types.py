@@ -9,6 +9,9 @@ from sqlalchemy import DateTime
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+# asyncpg reads a timestamptz as an aware UTC datetime whatever the session's time zone.
+_DRIVERS_READING_UTC = frozenset({"asyncpg"})
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both databases (SQLite stores no offset)."""
@@ -24,10 +27,15 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        # No call per value where the driver's datetimes are right already: a listing of 1,000
+        # files reads 7,000 of them.
+        if dialect.driver in _DRIVERS_READING_UTC:
+            return None
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if type(value) is datetime and value.tzinfo is UTC:  # asyncpg's: a listing reads thousands
-            return value
         parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
         return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

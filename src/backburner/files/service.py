@@ -32,7 +32,7 @@ from backburner.files.parsers import (
     parser_for,
 )
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, is_timed_out
-from backburner.files.store import FileRecord, FileStore, NewFile, SourceRecord
+from backburner.files.store import FileRecord, FileStore, NewFile, SourceRecord, TimeoutRule
 from backburner.files.textcodec import BinaryContent, decode_text
 from backburner.files.vectors import cosine, vector_from_bytes
 from backburner.ids import new_id
@@ -257,17 +257,18 @@ class FileService:
     ) -> list[FileRecord]:
         """A page of the source's files; with `check_status_updates`, every file of the source past
         its deadline is timed out first, in one UPDATE."""
-        await self.store.get_source(organization_id, source_id)
-        if check_status_updates:
-            timed_out = await self.store.time_out(
+        timeouts = (
+            TimeoutRule(
                 self.clock.now(),
                 self.settings.file_processing_timeout_minutes,
                 self.settings.timeout_message(),
-                organization_id=organization_id,
-                source_id=source_id,
             )
-            self._timed_out_on_read(timed_out)
-        return await self.store.list_files(organization_id, source_id, limit, after)
+            if check_status_updates
+            else None
+        )
+        page = await self.store.list_files(organization_id, source_id, limit, after, timeouts=timeouts)
+        self._timed_out_on_read(page.timed_out)
+        return page.files
 
     def _timed_out_on_read(self, file_ids: list[str]) -> None:
         if file_ids:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Row,
+    Select,
     Text,
     and_,
     bindparam,
@@ -46,6 +47,7 @@ from backburner.db.types import UTCDateTime
 from backburner.files.states import NON_TERMINAL, TERMINAL, FileStatus, IllegalTransition, allowed_sources
 from backburner.files.tables import files, passages, sources
 
+_STATUS_BY_VALUE = {status.value: status for status in FileStatus}
 _NON_TERMINAL_VALUES = sorted(s.value for s in NON_TERMINAL)
 SEARCH_PARTITION_ROWS = 2000
 
@@ -129,7 +131,7 @@ class FileRecord:  # listings build thousands; treat it as a value all the same
     def from_row(cls, row: Row[Any]) -> FileRecord:
         """From a row of `FILE_COLUMNS`, which are in field order."""
         record = cls(*cast("tuple[Any, ...]", row))
-        record.status = FileStatus(record.status)
+        record.status = _STATUS_BY_VALUE[record.status]  # a dict beats calling the enum
         return record
 
     def stage_seconds(self) -> dict[str, float | None]:
@@ -157,6 +159,21 @@ class NewFile:
     size_bytes: int
     sha256: str
     blob_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutRule:
+    """When an unfinished file has run out of time, and what its error then says."""
+
+    now: datetime
+    minutes: float
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FilePage:
+    files: list[FileRecord]
+    timed_out: list[str]  # ids of the files this read moved to ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +334,12 @@ class FileStore:
             result = await conn.execute(query)
             return [SourceRecord(**row._mapping) for row in result]
 
-    async def get_source(self, organization_id: str, source_id: str) -> SourceRecord:
-        async with self.engine.connect() as conn:
+    async def get_source(
+        self, organization_id: str, source_id: str, *, conn: AsyncConnection | None = None
+    ) -> SourceRecord:
+        async with self._begin(conn) as tx:
             row = (
-                await conn.execute(
+                await tx.execute(
                     select(sources).where(
                         sources.c.organization_id == organization_id, sources.c.id == source_id
                     )
@@ -400,9 +419,39 @@ class FileStore:
         return FileRecord.from_row(row)
 
     async def list_files(
-        self, organization_id: str, source_id: str, limit: int, after: str | None = None
-    ) -> list[FileRecord]:
-        """One page in upload order; `after` is the cursor of the last file of the previous page."""
+        self,
+        organization_id: str,
+        source_id: str,
+        limit: int,
+        after: str | None = None,
+        *,
+        timeouts: TimeoutRule | None = None,
+    ) -> FilePage:
+        """One page in upload order; `after` is the cursor of the last file of the previous page.
+
+        With `timeouts`, every unfinished file of the source past its deadline is timed out
+        first, in the same transaction. SourceNotFound for a source the organization lacks.
+        """
+        query = self._page_query(organization_id, source_id, limit, after)
+        async with self.engine.begin() as conn:
+            timed_out = (
+                await self.time_out(
+                    timeouts.now,
+                    timeouts.minutes,
+                    timeouts.message,
+                    organization_id=organization_id,
+                    source_id=source_id,
+                    conn=conn,
+                )
+                if timeouts is not None
+                else []
+            )
+            page = [FileRecord.from_row(row) for row in (await conn.execute(query)).all()]
+            if not page:  # an empty page is the only one that needs to ask
+                await self.get_source(organization_id, source_id, conn=conn)
+        return FilePage(page, timed_out)
+
+    def _page_query(self, organization_id: str, source_id: str, limit: int, after: str | None) -> Select[Any]:
         query = select(*FILE_COLUMNS).where(
             files.c.organization_id == organization_id, files.c.source_id == source_id
         )
@@ -414,10 +463,7 @@ class FileStore:
                     and_(files.c.created_at == created_at, files.c.id > file_id),
                 )
             )
-        query = query.order_by(files.c.created_at, files.c.id).limit(limit)
-        async with self.engine.connect() as conn:
-            result = await conn.execute(query)
-            return [FileRecord.from_row(row) for row in result]
+        return query.order_by(files.c.created_at, files.c.id).limit(limit)
 
     async def count_by_status(self, organization_id: str | None = None) -> dict[FileStatus, int]:
         query = select(files.c.status, func.count()).group_by(files.c.status)
