@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from backburner.files.chunking import iter_chunk_texts
 from backburner.files.embedders import HashEmbedder
+from backburner.files.fork_server_main import main_path_for_fork_server
 from backburner.files.parsers import ParseError, parser_for
 from backburner.logs import log_event
 
@@ -101,7 +102,7 @@ def default_processes(cpu_count: int | None) -> int:
 
 # Imported once by the fork server, before it forks any pool process: the main module (which
 # each pool process would otherwise import again) and the pool's own work.
-FORK_SERVER_PRELOAD = ["__main__", "backburner.files.pool_ingest"]
+FORK_SERVER_PRELOAD = ["backburner.files.fork_server_main", "backburner.files.pool_ingest"]
 
 
 def _fork_server() -> multiprocessing.context.BaseContext:
@@ -110,6 +111,7 @@ def _fork_server() -> multiprocessing.context.BaseContext:
     need once, so that each starts in milliseconds rather than most of a CPU-second."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(FORK_SERVER_PRELOAD)
+    main_path_for_fork_server()
     return context
 
 
@@ -143,10 +145,11 @@ class CpuPool:
     def _start_processes(self) -> None:
         pool = self._pool_started()
         try:
-            # A submission forks a process while there are fewer than `processes`.
-            for _ in range(self.processes):
-                pool.submit(os.getpid)
-        except RuntimeError:  # closed while starting: the pool is shut down
+            # A submission forks a process while there are fewer than `processes`; the answers
+            # say they run.
+            for started in [pool.submit(os.getpid) for _ in range(self.processes)]:
+                started.result()
+        except (RuntimeError, CancelledError):  # closed while starting: the pool is shut down
             return
 
     async def run(self, function: Callable[..., T], *args: object) -> T:
@@ -154,7 +157,7 @@ class CpuPool:
         call = functools.partial(function, *args)
         if not self.uses_processes:
             return await loop.run_in_executor(None, call)
-        await self._started()
+        await self.wait_started()
         # After a broken pool this is a new one, whose processes fork from the running server.
         pool = self._pool_started()
         try:
@@ -167,7 +170,11 @@ class CpuPool:
                 log_event(log, logging.ERROR, "files.pool_broken", processes=self.processes)
             raise
 
-    async def _started(self) -> None:
+    async def wait_started(self) -> None:
+        """Return once the processes are up (at once without processes); raises what stopped
+        them from starting, and the next call tries again."""
+        if not self.uses_processes:
+            return
         self.start()
         starting = self._starting
         assert starting is not None
