@@ -110,7 +110,7 @@ async def test_a_hanging_embedder_is_cancelled_at_the_deadline_and_nothing_write
         assert 0 <= stored <= 8 and await passage_counts(runtime, record.id) == (stored, stored)
         files = component(runtime)
         assert files.metrics.timeouts.labels(enforcer="worker")._value.get() == 1
-        assert all(worker.active is None for worker in files.workers)  # its processing was cancelled
+        assert not any(worker.active for worker in files.workers)  # its processing was cancelled
 
         # The hung requests now answer; the cancelled work must not write anything after them.
         answered = endpoint.texts
@@ -304,12 +304,12 @@ async def test_deleting_a_file_stops_its_worker(
             return (await files.store.get_file(ORG, record.id)).chunks_embedded >= 4
 
         await wait_for(embedding_started, 20, "the first stored batch")
-        [busy] = [w.active for w in files.workers if w.active is not None and w.active.file_id == record.id]
+        [busy] = [w.active[record.id] for w in files.workers if record.id in w.active]
         await files.service.delete_file(ORG, record.id)
         assert busy.stop_reason == "deleted" and busy.task is not None
 
         async def workers_idle() -> bool:
-            return all(worker.active is None for worker in files.workers)
+            return not any(worker.active for worker in files.workers)
 
         await wait_for(workers_idle, 10, "the worker to stop")
         assert busy.task.cancelled()

@@ -7,6 +7,8 @@ Each worker is one named task that processes one file at a time:
 
 With the `hash` embedder and a process pool, the whole pipeline from parsing to the last write
 runs in a pool process (`pool_ingest`), and the worker only keeps the lease and the deadline.
+It then also claims its next file and queues it in the pool behind the current one, so that a
+pool process goes from one file to the next without waiting for the worker's round trips.
 
 A sibling task renews the lease every `file_lease_seconds / 3`; when the lease is lost (the file
 was reclaimed, timed out or deleted) or the file made no progress for the stall timeout, it
@@ -19,7 +21,6 @@ deterministic, and only chunks without a stored passage are embedded again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -106,6 +107,8 @@ class ActiveFile:
     file_id: str
     lease: Lease
     last_progress_at: datetime
+    # Queued behind the worker's current file: no progress is due from it yet.
+    queued: bool = False
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = field(default=None)
 
@@ -139,7 +142,9 @@ class FileWorker:
         self.config = config
         self.clock = clock
         self.metrics = metrics
-        self.active: ActiveFile | None = None
+        # The files this worker holds, by id, in claim order: the first is processed, any other
+        # waits behind it in the pool.
+        self.active: dict[str, ActiveFile] = {}
         # For pool processes, which open their own connections (`pool_ingest`).
         self._database_url = store.engine.url.render_as_string(hide_password=False)
         self._wake = asyncio.Event()
@@ -151,25 +156,54 @@ class FileWorker:
 
     def cancel_file(self, file_id: str, reason: StopReason) -> bool:
         """Stop processing `file_id` if this worker is on it (it was deleted or cancelled)."""
-        if self.active is not None and self.active.file_id == file_id:
-            self.active.stop(reason)
+        active = self.active.get(file_id)
+        if active is not None:
+            active.stop(reason)
             return True
         return False
 
     # --- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        await self._wait_for_pool()
+        # One file at a time, and one more queued behind it where a pool process takes each
+        # file whole.
+        slots = 2 if self.embedder.pool_hash_dimensions is not None and self.pool.uses_processes else 1
+        processing: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                if len(processing) < slots:
+                    file = await self._claim_or_none()
+                    if file is not None:
+                        processing.add(
+                            asyncio.create_task(self.process(file), name=f"{self.name}.process:{file.id}")
+                        )
+                        continue
+                await self._wait(processing, can_claim=len(processing) < slots)
+                for task in [task for task in processing if task.done()]:
+                    processing.discard(task)
+                    task.result()  # `process` raises only on a bug: the supervisor restarts us
+        finally:
+            await cancel_and_wait(*processing)
+
+    async def _claim_or_none(self) -> FileRecord | None:
+        try:
+            return await self.claim()
+        except Exception as exc:  # the database may be away for a while: keep polling
+            log_event(log, logging.WARNING, "file.claim_failed", worker=self.name, error=repr(exc))
+            return None
+
+    async def _wait_for_pool(self) -> None:
+        """A file is claimed only once it can be processed: while this instance's pool processes
+        start (about a second), its files stay free for the workers of other instances."""
         while True:
-            self._wake.clear()
             try:
-                file = await self.claim()
-            except Exception as exc:  # the database may be away for a while: keep polling
-                log_event(log, logging.WARNING, "file.claim_failed", worker=self.name, error=repr(exc))
-                file = None
-            if file is None:
-                await self._idle()
-                continue
-            await self.process(file)
+                await self.pool.wait_started()
+                return
+            except Exception as exc:  # logged by the pool; it tries again on the next call
+                log_event(log, logging.DEBUG, "file.pool_not_started", worker=self.name, error=repr(exc))
+                await asyncio.sleep(self.config.poll_interval_s)
 
     async def claim(self) -> FileRecord | None:
         owner = f"{self.instance_id}/{self.name}/{uuid.uuid4().hex[:8]}"
@@ -181,11 +215,18 @@ class FileWorker:
             timeout_minutes=self.config.timeout_minutes,
         )
 
-    async def _idle(self) -> None:
-        # Jittered, so that the workers of several instances do not poll in step.
-        wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait_s)
+    async def _wait(self, processing: set[asyncio.Task[None]], *, can_claim: bool) -> None:
+        """Until a file is finished; with a free slot, also until a wake-up or the poll interval
+        (jittered, so that the workers of several instances do not poll in step)."""
+        if not can_claim:
+            await asyncio.wait(processing, return_when=asyncio.FIRST_COMPLETED)
+            return
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
+            await asyncio.wait({*processing, woken}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(woken)
 
     # --- one file ---------------------------------------------------------------------------
 
@@ -204,10 +245,10 @@ class FileWorker:
             attempt=file.attempts,
             status=file.status.value,
         )
-        active = ActiveFile(file.id, lease, last_progress_at=self.clock.now())
+        active = ActiveFile(file.id, lease, last_progress_at=self.clock.now(), queued=bool(self.active))
         work = asyncio.create_task(self._pipeline(file, active), name=f"{self.name}.file:{file.id}")
         active.task = work
-        self.active = active
+        self.active[file.id] = active
         keeper = asyncio.create_task(self._keep_lease(active), name=f"{self.name}.lease:{file.id}")
         try:
             left_s = remaining_s(file.created_at, self.clock.now(), self.config.timeout_minutes)
@@ -217,13 +258,23 @@ class FileWorker:
             await self._release_on_shutdown(lease)
             raise
         finally:
-            self.active = None
+            del self.active[file.id]
+            self._start_next_queued()
         await cancel_and_wait(keeper)
         if work not in done:
             await cancel_and_wait(work)
             await self._time_out(file)
             return
         await self._settle(file, active, work)
+
+    def _start_next_queued(self) -> None:
+        """The file queued behind a finished one starts now, at the latest: its stall timeout
+        counts from here."""
+        for active in self.active.values():
+            if active.queued:
+                active.queued = False
+                active.last_progress_at = self.clock.now()
+                return
 
     async def _pipeline(self, file: FileRecord, active: ActiveFile) -> None:
         lease, config = active.lease, self.config
@@ -346,7 +397,7 @@ class FileWorker:
         while True:
             await asyncio.sleep(self.config.heartbeat_s)
             now = self.clock.now()
-            if is_stalled(active.last_progress_at, now, self.config.stall_minutes):
+            if not active.queued and is_stalled(active.last_progress_at, now, self.config.stall_minutes):
                 active.stop("stalled")
                 return
             try:
