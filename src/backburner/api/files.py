@@ -269,6 +269,7 @@ async def upload_file(
     "/sources/{source_id}/files",
     response_model=FilePage,
     summary="List a source's files, oldest first, a page at a time",
+    responses={400: {"description": "`after` is not a cursor this listing gave"}},
 )
 async def list_files(
     source_id: SourceId,
