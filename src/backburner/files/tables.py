@@ -81,7 +81,7 @@ passages = Table(
     Column("text", Text, nullable=False),
     Column("embedding", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
-    # Never a passage twice: a resumed file writes only chunks without a stored passage.
+    # A resumed file inserts with ON CONFLICT DO NOTHING on this key: never a passage twice.
     # (On PostgreSQL the migration also sets toast_tuple_target: rows stay uncompressed.)
     UniqueConstraint("file_id", "chunk_index"),
     Index("ix_passages_source_id", "source_id"),
