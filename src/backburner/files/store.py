@@ -25,7 +25,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Row,
-    Select,
     Text,
     and_,
     bindparam,
@@ -129,7 +128,7 @@ class FileRecord:  # listings build thousands; treat it as a value all the same
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> FileRecord:
-        """From a row of `FILE_COLUMNS`, which are in field order."""
+        """From a row (or a driver record) of `FILE_COLUMNS`, which are in field order."""
         record = cls(*cast("tuple[Any, ...]", row))
         record.status = _STATUS_BY_VALUE[record.status]  # a dict beats calling the enum
         return record
@@ -267,6 +266,14 @@ _PG_STORE_BATCH = text(
     bindparam("store_s", type_=Float()),
     bindparam("finish", type_=Boolean()),
 )
+
+
+_PG_PAGE = (
+    f"SELECT {', '.join(column.name for column in FILE_COLUMNS)} FROM files"
+    " WHERE organization_id = $1 AND source_id = $2{} ORDER BY created_at, id LIMIT $3"
+)
+_PG_FIRST_PAGE = _PG_PAGE.format("")
+_PG_NEXT_PAGE = _PG_PAGE.format(" AND (created_at, id) > ($4, $5)")
 
 
 class FileStore:
@@ -432,7 +439,7 @@ class FileStore:
         With `timeouts`, every unfinished file of the source past its deadline is timed out
         first, in the same transaction. SourceNotFound for a source the organization lacks.
         """
-        query = self._page_query(organization_id, source_id, limit, after)
+        cursor = decode_cursor(after) if after is not None else None  # refused before any work
         async with self.engine.begin() as conn:
             timed_out = (
                 await self.time_out(
@@ -446,24 +453,42 @@ class FileStore:
                 if timeouts is not None
                 else []
             )
-            page = [FileRecord.from_row(row) for row in (await conn.execute(query)).all()]
+            page = await self._page(conn, organization_id, source_id, limit, cursor)
             if not page:  # an empty page is the only one that needs to ask
                 await self.get_source(organization_id, source_id, conn=conn)
         return FilePage(page, timed_out)
 
-    def _page_query(self, organization_id: str, source_id: str, limit: int, after: str | None) -> Select[Any]:
+    async def _page(
+        self,
+        conn: AsyncConnection,
+        organization_id: str,
+        source_id: str,
+        limit: int,
+        cursor: tuple[datetime, str] | None,
+    ) -> list[FileRecord]:
+        if self._postgres:
+            # Straight from the driver's records: SQLAlchemy's rows would cost a tenth of the
+            # time of a 1,000-file page.
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            if cursor is None:
+                records = await driver.fetch(_PG_FIRST_PAGE, organization_id, source_id, limit)
+            else:
+                records = await driver.fetch(_PG_NEXT_PAGE, organization_id, source_id, limit, *cursor)
+            return [FileRecord.from_row(record) for record in records]
         query = select(*FILE_COLUMNS).where(
             files.c.organization_id == organization_id, files.c.source_id == source_id
         )
-        if after is not None:
-            created_at, file_id = decode_cursor(after)
+        if cursor is not None:
+            created_at, file_id = cursor
             query = query.where(
                 or_(
                     files.c.created_at > created_at,
                     and_(files.c.created_at == created_at, files.c.id > file_id),
                 )
             )
-        return query.order_by(files.c.created_at, files.c.id).limit(limit)
+        query = query.order_by(files.c.created_at, files.c.id).limit(limit)
+        return [FileRecord.from_row(row) for row in (await conn.execute(query)).all()]
 
     async def count_by_status(self, organization_id: str | None = None) -> dict[FileStatus, int]:
         query = select(files.c.status, func.count()).group_by(files.c.status)
