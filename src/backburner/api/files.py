@@ -25,6 +25,7 @@ from backburner.files.store import (
     SourceNotFound,
     SourceRecord,
     encode_cursor,
+    queued_seconds,
 )
 from backburner.runtime import Runtime
 
@@ -126,7 +127,12 @@ def source_out(source: SourceRecord) -> dict[str, Any]:
     }
 
 
+_STATUS_TEXT = {status: status.value for status in FileStatus}
+
+
 def file_out(file: FileRecord) -> dict[str, Any]:
+    # Called for every file of a listing: the stage timings are built here, in place.
+    started_at, created_at = file.started_at, file.created_at
     return {
         "id": file.id,
         "source_id": file.source_id,
@@ -134,16 +140,22 @@ def file_out(file: FileRecord) -> dict[str, Any]:
         "content_type": file.content_type,
         "size_bytes": file.size_bytes,
         "sha256": file.sha256,
-        "status": file.status.value,
+        "status": _STATUS_TEXT[file.status],
         "error_message": file.error_message,
         "total_chunks": file.total_chunks,
         "chunks_embedded": file.chunks_embedded,
         "attempts": file.attempts,
         "embedding_model": file.embedding_model,
-        "stage_seconds": file.stage_seconds(),
-        "created_at": file.created_at,
+        "stage_seconds": {
+            "queued": queued_seconds(created_at, started_at),
+            "parse": file.parse_seconds,
+            "chunk": file.chunk_seconds,
+            "embed": file.embed_seconds,
+            "store": file.store_seconds,
+        },
+        "created_at": created_at,
         "updated_at": file.updated_at,
-        "started_at": file.started_at,
+        "started_at": started_at,
         "finished_at": file.finished_at,
     }
 

@@ -97,6 +97,14 @@ class SourceRecord:
     created_at: datetime
 
 
+def queued_seconds(created_at: datetime, started_at: datetime | None) -> float | None:
+    """From upload to the first claim; None before it."""
+    if started_at is None:
+        return None
+    # A claim's `now` is read before its transaction waits for the insert's: clamp at zero.
+    return max(0.0, (started_at - created_at).total_seconds())
+
+
 @dataclass(slots=True)  # not frozen: a frozen dataclass is ten times slower to build, and
 class FileRecord:  # listings build thousands; treat it as a value all the same
     id: str
@@ -134,10 +142,8 @@ class FileRecord:  # listings build thousands; treat it as a value all the same
         return record
 
     def stage_seconds(self) -> dict[str, float | None]:
-        # A claim's `now` is read before its transaction waits for the insert's: clamp at zero.
-        queued = max(0.0, (self.started_at - self.created_at).total_seconds()) if self.started_at else None
         return {
-            "queued": queued,
+            "queued": queued_seconds(self.created_at, self.started_at),
             "parse": self.parse_seconds,
             "chunk": self.chunk_seconds,
             "embed": self.embed_seconds,
