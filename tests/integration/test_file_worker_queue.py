@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from backburner.files.states import FileStatus
+from backburner.files.worker import FileWorker
 from backburner.runtime import Runtime
 from tests.conftest import MakeSettings
 from tests.support.files import (
@@ -44,11 +47,10 @@ async def _two_files(make_settings: MakeSettings, url: str) -> tuple[str, str]:
         return long.id, short.id
 
 
-async def test_the_next_file_waits_in_the_pool_and_starts_its_clock_when_the_first_ends(
-    make_settings: MakeSettings, sqlite_url: str
-) -> None:
-    long_id, short_id = await _two_files(make_settings, sqlite_url)
-    async with Runtime(pool_settings(make_settings, sqlite_url), role="worker") as runtime:
+@asynccontextmanager
+async def _holding_both(make_settings: MakeSettings, url: str) -> AsyncIterator[tuple[Runtime, FileWorker]]:
+    """A runtime with one worker, once it holds both files."""
+    async with Runtime(pool_settings(make_settings, url), role="worker") as runtime:
         await runtime.wait_ready(30)
         [worker] = component(runtime).workers
 
@@ -56,6 +58,14 @@ async def test_the_next_file_waits_in_the_pool_and_starts_its_clock_when_the_fir
             return len(worker.active) == 2
 
         await wait_for(both_held, 30, "the worker to hold both files")
+        yield runtime, worker
+
+
+async def test_the_next_file_waits_in_the_pool_and_starts_its_clock_when_the_first_ends(
+    make_settings: MakeSettings, sqlite_url: str
+) -> None:
+    long_id, short_id = await _two_files(make_settings, sqlite_url)
+    async with _holding_both(make_settings, sqlite_url) as (runtime, worker):
         assert list(worker.active) == [long_id, short_id]  # the long one runs, the short one waits
         running, queued = worker.active[long_id], worker.active[short_id]
         assert (running.queued, queued.queued) == (False, True)
@@ -79,14 +89,8 @@ async def test_a_shutdown_gives_back_the_running_and_the_queued_file(
     make_settings: MakeSettings, database_url: str
 ) -> None:
     long_id, short_id = await _two_files(make_settings, database_url)
-    async with Runtime(pool_settings(make_settings, database_url), role="worker") as runtime:
-        await runtime.wait_ready(30)
-        [worker] = component(runtime).workers
-
-        async def both_held() -> bool:
-            return len(worker.active) == 2
-
-        await wait_for(both_held, 30, "the worker to hold both files")
+    async with _holding_both(make_settings, database_url):
+        pass
     idle = pool_settings(make_settings, database_url, file_processing_workers=0)
     async with Runtime(idle, role="worker") as runtime:
         await runtime.wait_ready(30)
