@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -81,3 +84,35 @@ async def test_plain_sqlite_url_is_given_the_async_driver(
     async with Runtime(loaded, role="worker") as runtime:
         await runtime.wait_ready(30)
         assert await migrate.is_current(runtime.engine)
+
+
+FREEZE_PROGRAM = """
+import asyncio, gc, sys
+from backburner.runtime import Runtime
+from backburner.settings_loader import load_settings
+
+
+async def main() -> None:
+    loaded = load_settings(flags={"database_url": sys.argv[1], "data_dir": sys.argv[2]}, environ={})
+    before = gc.get_freeze_count()
+    async with Runtime(loaded, role="worker") as runtime:
+        await runtime.wait_ready(60)
+        print(before, gc.get_freeze_count())
+
+
+asyncio.run(main())
+"""
+
+
+def test_start_up_objects_are_frozen_out_of_full_collections_once_ready(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", FREEZE_PROGRAM, sqlite_url, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    before, after = map(int, done.stdout.split())
+    assert before == 0 and after > 10_000, done.stdout  # the modules, the app, the components
