@@ -21,6 +21,8 @@ from tests.support.files import (
 )
 
 LONG = "\n\n".join(filler_paragraphs(4000)).encode()  # long enough to still run when the next is claimed
+# Long enough (9 MB, seconds of work) to still run when its runtime is shut down.
+LONGER = "\n\n".join(filler_paragraphs(20_000)).encode()
 SHORT = "\n\n".join(filler_paragraphs(20, seed=3)).encode()
 
 
@@ -35,16 +37,16 @@ def pool_settings(make_settings: MakeSettings, url: str, **overrides: Any) -> An
     return make_settings(**values)
 
 
-async def _two_files(make_settings: MakeSettings, url: str) -> tuple[str, str]:
+async def _two_files(make_settings: MakeSettings, url: str, long: bytes = LONG) -> tuple[str, str]:
     """A long file, then a short one, waiting for a worker (none runs here)."""
     async with Runtime(
         pool_settings(make_settings, url, file_processing_workers=0), role="worker"
     ) as runtime:
         await runtime.wait_ready(30)
         source_id = await create_source(runtime)
-        long = await add_file(runtime, source_id, LONG, name="long.md")
-        short = await add_file(runtime, source_id, SHORT, name="short.md")
-        return long.id, short.id
+        first = await add_file(runtime, source_id, long, name="long.md")
+        second = await add_file(runtime, source_id, SHORT, name="short.md")
+        return first.id, second.id
 
 
 @asynccontextmanager
@@ -88,7 +90,7 @@ async def test_the_next_file_waits_in_the_pool_and_starts_its_clock_when_the_fir
 async def test_a_shutdown_gives_back_the_running_and_the_queued_file(
     make_settings: MakeSettings, database_url: str
 ) -> None:
-    long_id, short_id = await _two_files(make_settings, database_url)
+    long_id, short_id = await _two_files(make_settings, database_url, LONGER)
     async with _holding_both(make_settings, database_url):
         pass
     idle = pool_settings(make_settings, database_url, file_processing_workers=0)
