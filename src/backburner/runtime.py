@@ -53,17 +53,23 @@ ReadinessCheck = Callable[[], Awaitable[CheckResult]]
 
 
 _startup_frozen = False
+# Young collections come after this many new container objects instead of 700: a listing of
+# 1,000 files makes tens of thousands, most of them freed before any collection would have run,
+# and young collections took a tenth of such a listing.
+YOUNG_COLLECTION_THRESHOLD = 50_000
 
 
-def _freeze_startup_objects() -> None:
+def _tune_garbage_collection() -> None:
     """Once per process, when the first runtime is ready: what start-up made (modules, the app,
-    the components) lives as long as the process, so full collections stop walking it. Each
-    then takes about a sixth of the time (12 ms instead of 77 during the files bench's
-    listings), a pause the event loop no longer feels."""
+    the components) lives as long as the process, so full collections stop walking it (each
+    then takes about a sixth of the time: 12 ms instead of 77 during the files bench's
+    listings); and young collections come less often."""
     global _startup_frozen
     if not _startup_frozen:
         _startup_frozen = True
         gc.freeze()
+        _, middle, old = gc.get_threshold()
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 class Runtime:
@@ -164,7 +170,7 @@ class Runtime:
             log.exception("runtime.start_failed", extra={"event": "runtime.start_failed"})
             return
         self._startup_error = None
-        _freeze_startup_objects()
+        _tune_garbage_collection()
         self._ready.set()
         log_event(log, logging.INFO, "runtime.ready", instance_id=self.instance_id, role=self.role)
 

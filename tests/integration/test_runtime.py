@@ -14,7 +14,7 @@ import pytest
 
 from backburner.api.app import create_app
 from backburner.db import migrate
-from backburner.runtime import Runtime
+from backburner.runtime import YOUNG_COLLECTION_THRESHOLD, Runtime
 from tests.conftest import MakeSettings
 
 
@@ -88,7 +88,7 @@ async def test_plain_sqlite_url_is_given_the_async_driver(
 
 FREEZE_PROGRAM = """
 import asyncio, gc, sys
-from backburner.runtime import Runtime
+from backburner.runtime import YOUNG_COLLECTION_THRESHOLD, Runtime
 from backburner.settings_loader import load_settings
 
 
@@ -97,14 +97,14 @@ async def main() -> None:
     before = gc.get_freeze_count()
     async with Runtime(loaded, role="worker") as runtime:
         await runtime.wait_ready(60)
-        print(before, gc.get_freeze_count())
+        print(before, gc.get_freeze_count(), gc.get_threshold()[0])
 
 
 asyncio.run(main())
 """
 
 
-def test_start_up_objects_are_frozen_out_of_full_collections_once_ready(
+def test_start_up_objects_are_frozen_and_young_collections_spaced_once_ready(
     sqlite_url: str, tmp_path: Path
 ) -> None:
     done = subprocess.run(
@@ -114,5 +114,6 @@ def test_start_up_objects_are_frozen_out_of_full_collections_once_ready(
         timeout=120,
         check=True,
     )
-    before, after = map(int, done.stdout.split())
+    before, after, young = map(int, done.stdout.split())
     assert before == 0 and after > 10_000, done.stdout  # the modules, the app, the components
+    assert young == YOUNG_COLLECTION_THRESHOLD
