@@ -171,13 +171,19 @@ def generate_corpus(directory: Path, total_mb: float, count: int, pdfs: int, see
 # --- databases --------------------------------------------------------------------------------
 
 
-async def fresh_database() -> str:
-    name = f"bench_files_{uuid.uuid4().hex[:10]}"
+async def admin_execute(statement: str) -> None:
+    """One statement on the server's admin database (CREATE DATABASE cannot run in a pool's
+    transaction)."""
     conn = await asyncpg.connect(PG_ADMIN_DSN)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(statement)
     finally:
         await conn.close()
+
+
+async def fresh_database() -> str:
+    name = f"bench_files_{uuid.uuid4().hex[:10]}"
+    await admin_execute(f'CREATE DATABASE "{name}"')
     url = PG_BASE_URL + name
     engine = create_async_engine(url)
     try:
@@ -188,19 +194,11 @@ async def fresh_database() -> str:
 
 
 async def checkpoint() -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
+    await admin_execute("CHECKPOINT")
 
 
 async def drop_database(url: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await admin_execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
 # --- Backburner -------------------------------------------------------------------------------
@@ -557,7 +555,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await drop_database(url)
     # Every figure comes from the round whose ratio is the median one: its two pipelines ran
     # side by side, minutes apart at most.
-    by_ratio = sorted(rounds, key=lambda r: r["naive"]["seconds"] / r["ours"]["seconds"])
+    by_ratio = sorted(rounds, key=lambda r: r["speedup"])
     median = by_ratio[len(rounds) // 2]
     ours, naive = median["ours"], median["naive"]
     seconds, naive_seconds = ours["seconds"], naive["seconds"]
@@ -571,7 +569,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "naive_mb_per_s": round(naive_mb_per_s, 2),
         "list_10k_ms": round(listing_ms, 1),
         "speedup": round(mb_per_s / naive_mb_per_s, 2),
-        "round_speedups": [round(r["naive"]["seconds"] / r["ours"]["seconds"], 2) for r in rounds],
+        "round_speedups": [round(r["speedup"], 2) for r in rounds],
         "upload_mb_per_s": round(corpus_bytes / MB / median["upload_s"], 2),
         "cpu_seconds": ours["cpu_seconds"],
         "naive_cpu_seconds": naive["cpu_seconds"],
@@ -625,12 +623,13 @@ async def one_round(number: int, flags: dict[str, Any], paths: list[Path]) -> di
     finally:
         await drop_database(ours_url)
         await drop_database(naive_url)
+    speedup = naive["seconds"] / ours["seconds"]
     print(
         f"round {number}: upload {upload_s:.1f} s, backburner {ours['seconds']:.2f} s, "
-        f"naive {naive['seconds']:.2f} s ({naive['seconds'] / ours['seconds']:.2f}x)",
+        f"naive {naive['seconds']:.2f} s ({speedup:.2f}x)",
         file=sys.stderr,
     )
-    return {"ours": ours, "naive": naive, "upload_s": upload_s}
+    return {"ours": ours, "naive": naive, "upload_s": upload_s, "speedup": speedup}
 
 
 def parse_args() -> argparse.Namespace:

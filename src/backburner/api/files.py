@@ -127,9 +127,6 @@ def source_out(source: SourceRecord) -> dict[str, Any]:
     }
 
 
-_STATUS_TEXT = {status: status.value for status in FileStatus}
-
-
 def file_out(file: FileRecord) -> dict[str, Any]:
     # Called for every file of a listing: the stage timings are built here, in place.
     started_at, created_at = file.started_at, file.created_at
@@ -140,7 +137,7 @@ def file_out(file: FileRecord) -> dict[str, Any]:
         "content_type": file.content_type,
         "size_bytes": file.size_bytes,
         "sha256": file.sha256,
-        "status": _STATUS_TEXT[file.status],
+        "status": file.status.value,
         "error_message": file.error_message,
         "total_chunks": file.total_chunks,
         "chunks_embedded": file.chunks_embedded,

@@ -141,15 +141,6 @@ class FileRecord:  # listings build thousands; treat it as a value all the same
         record.status = _STATUS_BY_VALUE[record.status]  # a dict beats calling the enum
         return record
 
-    def stage_seconds(self) -> dict[str, float | None]:
-        return {
-            "queued": queued_seconds(self.created_at, self.started_at),
-            "parse": self.parse_seconds,
-            "chunk": self.chunk_seconds,
-            "embed": self.embed_seconds,
-            "store": self.store_seconds,
-        }
-
 
 FILE_COLUMNS = tuple(files.c[f.name] for f in fields(FileRecord))
 

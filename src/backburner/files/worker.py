@@ -40,7 +40,15 @@ from backburner.files.offload import ChunkedDocument, CpuPool, parse_and_chunk
 from backburner.files.parsers import ParseError
 from backburner.files.pool_ingest import IngestFailed, IngestJob, IngestOutcome, ingest_file
 from backburner.files.states import FileStatus, IllegalTransition, deadline, is_stalled
-from backburner.files.store import FileNotFound, FileRecord, FileStore, Lease, LeaseLost, PassageRow
+from backburner.files.store import (
+    FileNotFound,
+    FileRecord,
+    FileStore,
+    Lease,
+    LeaseLost,
+    PassageRow,
+    queued_seconds,
+)
 from backburner.logs import describe_error, log_event
 from backburner.settings import Settings
 from backburner.tasks import cancel_and_wait
@@ -167,8 +175,8 @@ class FileWorker:
     async def run(self) -> None:
         await self._wait_for_pool()
         # One file at a time, and one more queued behind it where a pool process takes each
-        # file whole.
-        slots = 2 if self.embedder.pool_hash_dimensions is not None and self.pool.uses_processes else 1
+        # file whole (`hash` vectors made in the pool's processes).
+        slots = 2 if self.embedder.pool_hash_dimensions is not None else 1
         processing: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -513,7 +521,8 @@ class FileWorker:
 
     def _observe_completed(self, file: FileRecord, chunks: int, embed_s: float, store_s: float) -> None:
         self.metrics.completed.labels(status=FileStatus.COMPLETED.value).inc()
-        stages = {"embed": embed_s, "store": store_s, "queued": file.stage_seconds()["queued"]}
+        queued = queued_seconds(file.created_at, file.started_at)
+        stages = {"embed": embed_s, "store": store_s, "queued": queued}
         stages["total"] = (self.clock.now() - file.created_at).total_seconds()
         for stage, seconds in stages.items():
             if seconds is not None:
