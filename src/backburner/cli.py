@@ -17,6 +17,7 @@ from backburner.auth.cli import keys_app
 from backburner.batches.cli import batches_app
 from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
 from backburner.emulator.cli import emulator_cli
+from backburner.files.blobs.cli import blobs_app
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
@@ -37,6 +38,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(batches_app, name="batches")
 app.add_typer(emulator_cli, name="emulator")
 app.add_typer(files_app, name="files")
+app.add_typer(blobs_app, name="blobs")
 app.add_typer(scheduler_app, name="scheduler")
 
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]

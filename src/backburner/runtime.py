@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +35,9 @@ from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
 from backburner.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from backburner.files.blobs.health import BlobStoreHealth
 
 log = logging.getLogger("backburner.runtime")
 
@@ -70,6 +73,11 @@ def _tune_garbage_collection() -> None:
         gc.freeze()
         _, middle, old = gc.get_threshold()
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+
+
+async def _check_blob_store(health: BlobStoreHealth) -> CheckResult:
+    problem = await health.check()
+    return CheckResult(problem is None, problem or "ok")
 
 
 class Runtime:
@@ -183,8 +191,9 @@ class Runtime:
 
         from backburner.files.component import COMPONENT_NAME, FileProcessing
 
-        # Registers the file sweeper job: before the scheduler.
-        await self.enter_component(COMPONENT_NAME, FileProcessing(self))
+        # Registers the file and blob sweeper jobs: before the scheduler.
+        files = await self.enter_component(COMPONENT_NAME, FileProcessing(self))
+        self.add_readiness_check("blob_store", lambda: _check_blob_store(files.blob_health))
 
         # KEEP LAST: leader election, the scheduler and membership. The scheduler takes the jobs
         # registered by the components above; insert new components BEFORE this block.

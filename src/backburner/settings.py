@@ -7,6 +7,7 @@ Every value remembers where it came from, so that a bad value can be reported wi
 from __future__ import annotations
 
 import ipaddress
+import re
 import string
 from pathlib import Path
 from typing import Any, Literal
@@ -215,6 +216,43 @@ class Settings(BaseSettings):
         None, "embeddings", "Redis URL for the embedding cache (process memory when unset).", secret=True
     )
 
+    # --- blob storage -------------------------------------------------------------------------
+    blob_store: Literal["local", "database", "s3"] | None = _field(
+        None,
+        "blobs",
+        "Where uploaded files' contents live: `local` (under `data_dir`, one host unless shared), "
+        "`database` (rows of 1 MB in the database) or `s3`. Unset: `database` on PostgreSQL, "
+        "`local` on SQLite.",
+    )
+    blob_sweep_interval_seconds: float = _field(
+        600.0,
+        "blobs",
+        "Interval of the leader's orphan sweeper, which removes blobs no file owns and uploads "
+        "left by crashes once they are an hour old.",
+        gt=0,
+    )
+    s3_bucket: str | None = _field(None, "blobs", "Bucket of the `s3` blob store.")
+    s3_prefix: str = _field(
+        "backburner",
+        "blobs",
+        "Key prefix of every object Backburner stores in the bucket (empty: the bucket's root).",
+        max_length=200,
+    )
+    s3_endpoint_url: AnyHttpUrl | None = _field(
+        None, "blobs", "S3 API endpoint of a server other than AWS (MinIO, Ceph, R2, GCS)."
+    )
+    s3_region: str = _field(
+        "us-east-1", "blobs", "Region of the bucket (signs requests).", pattern=r"^[A-Za-z0-9-]{1,64}$"
+    )
+    s3_access_key_id: str | None = _field(
+        None,
+        "blobs",
+        "Access key id for S3; unset: the standard AWS credential chain (environment, files, role).",
+        min_length=1,
+        max_length=256,
+    )
+    s3_secret_access_key: SecretStr | None = _field(None, "blobs", "Secret access key for S3.", secret=True)
+
     # --- watchdog -----------------------------------------------------------------------------
     watchdog_enabled: bool = _field(True, "watchdog", "Watch the event loop for stalls and hangs.")
     watchdog_check_interval_seconds: float = _field(
@@ -289,6 +327,27 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL (the lock connection exists only on PostgreSQL)")
         return value
 
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}", value):
+            raise ValueError(
+                "must be 3 to 255 letters, digits, '.', '_' or '-', beginning with a letter or digit"
+            )
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix_is_a_key(cls, value: str) -> str:
+        from backburner.files.blobs.base import is_valid_key  # the blob keys' own rule
+
+        stripped = value.strip("/")
+        if stripped and not is_valid_key(stripped):
+            raise ValueError(
+                "must be `/`-separated segments of letters, digits, '.', '_' or '-', none starting with '.'"
+            )
+        return stripped
+
     @field_validator("batch_completion_handler")
     @classmethod
     def _handler_reference(cls, value: str | None) -> str | None:
@@ -314,6 +373,10 @@ class Settings(BaseSettings):
                 f"auth_mode 'none' leaves every API route open, so it is allowed only on a loopback host; "
                 f"host is {self.host!r} (set auth_mode to 'keys', or host to 127.0.0.1)"
             )
+        if self.blob_store == "s3" and self.s3_bucket is None:
+            raise ValueError("blob_store `s3` needs s3_bucket")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("s3_access_key_id and s3_secret_access_key go together: set both or neither")
         if self.embedder == "sentence-transformers" and self.embedding_model_path is None:
             raise ValueError("embedder `sentence-transformers` needs embedding_model_path (a local model)")
         return self
@@ -336,8 +399,21 @@ class Settings(BaseSettings):
         return self.effective_database_url.startswith("postgresql")
 
     @property
+    def effective_blob_store(self) -> Literal["local", "database", "s3"]:
+        """`blob_store`, or what fits the database: instances on PostgreSQL may run on several
+        hosts, so their blobs go to the database unless another shared store is chosen."""
+        if self.blob_store is not None:
+            return self.blob_store
+        return "database" if self.is_postgres else "local"
+
+    @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """This host's temporary copies of blobs, for the processes that parse files."""
+        return self.data_dir / "tmp"
 
     def timeout_message(self) -> str:
         return self.file_processing_timeout_error_message.format(self.file_processing_timeout_minutes)

@@ -240,6 +240,7 @@ _UPLOAD_BODY = {
         409: {"description": "Duplicate content with `duplicate_handling=error`"},
         413: {"description": "Larger than `file_upload_max_bytes`"},
         415: {"description": "Unsupported type, or binary content named as text"},
+        503: {"description": "The blob store does not work now (`/readyz` says why); nothing was stored"},
     },
 )
 async def upload_file(
@@ -348,6 +349,7 @@ async def cancel_file(file_id: FileId, files: Files, organization_id: Organizati
         409: {"description": "The file is not in ERROR, or its content is gone"},
         413: {"description": "The content is larger than `file_upload_max_bytes` now allows"},
         415: {"description": "The content's type is no longer accepted"},
+        503: {"description": "The blob store does not work now (`/readyz` says why)"},
     },
 )
 async def retry_file(file_id: FileId, files: Files, organization_id: OrganizationId) -> Any:

@@ -3,5 +3,6 @@
 import backburner.auth.tables
 import backburner.batches.tables
 import backburner.db.tables
+import backburner.files.blobs.tables
 import backburner.files.tables
 import backburner.leader.tables  # noqa: F401

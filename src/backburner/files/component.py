@@ -10,10 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from backburner.files.blobs import LocalBlobStore
+from backburner.files.blobs import build_blob_store
+from backburner.files.blobs.access import remove_stale_copies
+from backburner.files.blobs.factory import warn_about_sharing
+from backburner.files.blobs.health import BlobStoreHealth
+from backburner.files.blobs.references import BlobReferences
+from backburner.files.blobs.sweeper import BlobSweeper, BlobSweepMetrics, sweep_cutoff
 from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
 from backburner.files.metrics import FileMetrics
 from backburner.files.offload import CpuPool, default_processes
@@ -40,7 +46,15 @@ class FileProcessing:
         self.config = WorkerConfig.from_settings(settings)
         self.metrics = FileMetrics(runtime.metrics.registry)
         self.store = FileStore(runtime.engine)
-        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.blobs = build_blob_store(settings, runtime.engine, runtime.clock)
+        self.blob_health = BlobStoreHealth(self.blobs)
+        self.blob_sweeper = BlobSweeper(
+            self.blobs,
+            BlobReferences(runtime.engine),
+            runtime.clock,
+            settings.blob_sweep_interval_seconds,
+            BlobSweepMetrics(runtime.metrics.registry),
+        )
         processes = settings.file_processing_processes
         self.pool = CpuPool(default_processes(os.cpu_count()) if processes is None else processes)
         self.embedding: EmbeddingPath = build_embedding_path(settings, self.pool)
@@ -70,11 +84,18 @@ class FileProcessing:
             metrics=self.metrics,
             on_new_file=self.wake,
             on_stop_file=lambda file_id: self.stop_file(file_id, "deleted"),
+            storage_problem=lambda: self.blob_health.problem,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> FileProcessing:
         self.runtime.jobs.add(self.sweeper.job_spec())
+        self.runtime.jobs.add(self.blob_sweeper.job_spec())
+        warn_about_sharing(self.runtime.settings)
+        self._stack.push_async_callback(self.blobs.aclose)
+        await self._stack.enter_async_context(self.blob_health)
+        await remove_stale_copies(self.runtime.settings.scratch_dir, sweep_cutoff(self.runtime.clock.now()))
         if self.workers:
             self.pool.start()
         for worker in self.workers:
@@ -92,6 +113,7 @@ class FileProcessing:
         self._tasks.clear()
         self.pool.close()
         await self.embedding.aclose()
+        await self._stack.aclose()
         log_event(log, logging.INFO, "files.stopped")
 
     def wake(self) -> None:

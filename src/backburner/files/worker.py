@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from backburner.clock import Clock
@@ -75,6 +76,8 @@ class WorkerConfig:
     batch_size: int
     poll_interval_s: float
     embed_batches_in_flight: int = 3
+    # Where a blob from a store without local files is copied for the pool processes to read.
+    scratch_dir: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -88,6 +91,7 @@ class WorkerConfig:
             chunk_overlap_chars=settings.chunk_overlap_chars,
             batch_size=settings.embedding_batch_size,
             poll_interval_s=settings.file_poll_interval_seconds,
+            scratch_dir=settings.scratch_dir,
         )
 
     @property
@@ -292,7 +296,7 @@ class FileWorker:
             )
         dimensions = self.embedder.pool_hash_dimensions
         try:
-            async with local_path(self.blobs, file.blob_key) as path:
+            async with local_path(self.blobs, file.blob_key, config.scratch_dir) as path:
                 if dimensions is not None:
                     job = IngestJob(
                         database_url=self._database_url,
@@ -316,8 +320,8 @@ class FileWorker:
                     config.chunk_size_chars,
                     config.chunk_overlap_chars,
                 )
-        except BlobNotFound:
-            raise ParseError("the uploaded content is missing from storage") from None
+        except BlobNotFound as exc:
+            raise ParseError(f"the uploaded content is missing from storage: {exc}") from None
         self._observe_parsed(document.parse_s, document.chunk_s)
         file = await self.store.start_embedding(
             lease,
