@@ -17,9 +17,9 @@ import psutil
 import pytest
 from sqlalchemy import func, select
 
-from backburner.clock import utcnow
+from backburner.clock import SystemClock, utcnow
 from backburner.db.engine import create_engine
-from backburner.files.blobs import LocalBlobStore
+from backburner.files.blobs import build_blob_store
 from backburner.files.states import FileStatus
 from backburner.files.store import FileRecord, FileStore, NewFile
 from backburner.files.tables import files as files_table
@@ -42,7 +42,7 @@ class Seeder:
         ).settings
         self.engine = create_engine(settings)
         self.store = FileStore(self.engine)
-        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.blobs = build_blob_store(settings, self.engine, SystemClock())
 
     async def source(self, name: str = "docs") -> str:
         return (await self.store.create_source(ORG, new_id("source"), name, None, utcnow())).id
