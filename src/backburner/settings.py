@@ -55,7 +55,11 @@ class Settings(BaseSettings):
     # --- server -------------------------------------------------------------------------------
     host: str = _field("127.0.0.1", "server", "Address the API listens on.")
     port: int = _field(8283, "server", "Port the API listens on.", ge=1, le=65535)
-    data_dir: Path = _field(Path(".backburner"), "server", "Directory for the SQLite database and blobs.")
+    data_dir: Path = _field(
+        Path(".backburner"),
+        "server",
+        "Directory for the SQLite database, `local` blobs and temporary copies.",
+    )
     shutdown_timeout_seconds: float = _field(
         10.0, "server", "Upper bound on a graceful shutdown before remaining work is abandoned.", gt=0
     )

@@ -172,6 +172,35 @@ async def rebuffer(chunks: AsyncIterable[bytes], size: int) -> AsyncIterator[byt
         yield buffer
 
 
+@dataclass
+class Pieces:
+    """A write's stream, metered and cut into pieces, with its first piece read already."""
+
+    meter: StreamMeter
+    first: bytearray
+    rest: AsyncIterator[bytearray]
+    piece_bytes: int
+
+    @property
+    def whole(self) -> bool:
+        """The stream ended within the first piece (a store may then write it in one go)."""
+        return len(self.first) < self.piece_bytes
+
+
+async def cut_into_pieces(
+    key: str,
+    chunks: AsyncIterable[bytes],
+    max_bytes: int | None,
+    expected_sha256: str | None,
+    piece_bytes: int,
+) -> Pieces:
+    validate_key(key)
+    meter = StreamMeter(key, max_bytes, expected_sha256)
+    rest = aiter(rebuffer(meter.watch(chunks), piece_bytes))
+    first = await anext(rest, bytearray())
+    return Pieces(meter, first, rest, piece_bytes)
+
+
 async def iter_bytes(data: bytes, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
     """An async stream over bytes already in memory (tests, small writes)."""
     for start in range(0, len(data), chunk_bytes):

@@ -32,7 +32,7 @@ from backburner.files.blobs.base import BlobStore, BlobStoreUnavailable, StoreNa
 from backburner.files.blobs.factory import build_blob_store
 from backburner.files.blobs.migration import DEFAULT_CONCURRENCY, MigrationReport, migrate_blobs
 from backburner.files.blobs.references import BlobReferences
-from backburner.files.blobs.verification import BlobProblem, ProgressCallback, verify_blobs
+from backburner.files.blobs.verification import BlobProblem, ProgressCallback, VerifyReport, verify_blobs
 from backburner.logs import describe_error
 from backburner.settings import Settings
 
@@ -88,19 +88,13 @@ def migrate(
                 return await migrate_blobs(source, destination, references, advance, concurrency=concurrency)
 
     report = _run(settings, work)
-    problems = report.problems
-    if as_json:
-        typer.echo(json.dumps({**asdict(report), "problems": [asdict(p) for p in problems]}, indent=2))
-    else:
-        _print_problems(problems)
-        typer.echo(
-            f"copied {report.copied} blobs ({report.bytes_copied} bytes) from the {report.source} store to "
-            f"the {report.target} store; {report.skipped} were there already; {len(problems)} not copied"
-        )
-        if not problems:
-            typer.echo(f"set blob_store={report.target} on every instance to use it")
-    if problems:
-        raise typer.Exit(EXIT_PROBLEMS)
+    lines = [
+        f"copied {report.copied} blobs ({report.bytes_copied} bytes) from the {report.source} store to "
+        f"the {report.target} store; {report.skipped} were there already; {len(report.problems)} not copied"
+    ]
+    if not report.problems:
+        lines.append(f"set blob_store={report.target} on every instance to use it")
+    _finish(report, report.problems, lines, as_json)
 
 
 @blobs_app.command("verify")
@@ -111,24 +105,18 @@ def verify(as_json: JsonOption = False, config: ConfigOption = None, profile: Pr
     """
     settings = load_or_exit(config, profile).settings
 
-    async def work(engine: AsyncEngine, references: BlobReferences, total_bytes: int) -> Any:
+    async def work(engine: AsyncEngine, references: BlobReferences, total_bytes: int) -> VerifyReport:
         async with build_blob_store(settings, engine, SystemClock()) as store:
             await _require_working(store)
             with _progress(total_bytes, f"verifying {store.name}", as_json) as advance:
                 return await verify_blobs(store, references, advance)
 
-    report = _run(settings, work)
-    problems: list[BlobProblem] = report.problems
-    if as_json:
-        typer.echo(json.dumps({**asdict(report), "problems": [asdict(p) for p in problems]}, indent=2))
-    else:
-        _print_problems(problems)
-        typer.echo(
-            f"checked {report.checked} blobs ({report.bytes_read} bytes) in the {report.store} store: "
-            f"{len(problems)} missing or corrupt"
-        )
-    if problems:
-        raise typer.Exit(EXIT_PROBLEMS)
+    report: VerifyReport = _run(settings, work)
+    summary = (
+        f"checked {report.checked} blobs ({report.bytes_read} bytes) in the {report.store} store: "
+        f"{len(report.problems)} missing or corrupt"
+    )
+    _finish(report, report.problems, [summary], as_json)
 
 
 def _run(settings: Settings, work: Callable[[AsyncEngine, BlobReferences, int], Awaitable[T]]) -> T:
@@ -175,15 +163,22 @@ def _progress(total_bytes: int, label: str, quiet: bool) -> Iterator[ProgressCal
         yield lambda size: progress.advance(task, size)
 
 
-def _print_problems(problems: list[BlobProblem]) -> None:
-    if not problems:
-        return
-    table = Table(title="Blobs missing or corrupt")
-    for column in ("file", "organization", "name", "key", "problem", "detail"):
-        table.add_column(column)
-    for p in problems:
-        table.add_row(p.file_id, p.organization_id, p.file_name, p.key, p.problem, p.detail)
-    Console().print(table)
+def _finish(report: Any, problems: list[BlobProblem], lines: list[str], as_json: bool) -> None:
+    """Print the report (a table of problems and `lines`, or JSON); exit 1 if there are problems."""
+    if as_json:
+        typer.echo(json.dumps(asdict(report), indent=2))
+    else:
+        if problems:
+            table = Table(title="Blobs missing or corrupt")
+            for column in ("file", "organization", "name", "key", "problem", "detail"):
+                table.add_column(column)
+            for p in problems:
+                table.add_row(p.file_id, p.organization_id, p.file_name, p.key, p.problem, p.detail)
+            Console().print(table)
+        for line in lines:
+            typer.echo(line)
+    if problems:
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 def _exit_bad_input(message: str) -> NoReturn:

@@ -28,8 +28,8 @@ from backburner.files.blobs.base import (
     BlobNotFound,
     BlobStat,
     BlobStore,
-    StreamMeter,
-    rebuffer,
+    Pieces,
+    cut_into_pieces,
     validate_key,
 )
 from backburner.files.blobs.tables import blob_chunks, blobs
@@ -53,12 +53,9 @@ class DatabaseBlobStore(BlobStore):
         *,
         expected_sha256: str | None = None,
     ) -> BlobInfo:
-        validate_key(key)
-        meter = StreamMeter(key, max_bytes, expected_sha256)
-        pieces = aiter(rebuffer(meter.watch(chunks), CHUNK_BYTES))
-        first = await anext(pieces, None)
-        if first is None or len(first) < CHUNK_BYTES:  # the stream ended within one chunk
-            info = meter.finish()
+        pieces = await cut_into_pieces(key, chunks, max_bytes, expected_sha256, CHUNK_BYTES)
+        if pieces.whole:
+            info = pieces.meter.finish()
             blob_id = uuid.uuid4().hex
             now = self.clock.now()
             async with self.engine.begin() as conn:
@@ -69,19 +66,17 @@ class DatabaseBlobStore(BlobStore):
                         key=key,
                         size_bytes=info.size,
                         sha256=info.sha256,
-                        chunk_count=0 if first is None else 1,
+                        chunk_count=1 if pieces.first else 0,
                         started_at=now,
                         stored_at=now,
                     )
                 )
-                if first is not None:
-                    await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=0, data=first))
+                if pieces.first:
+                    await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=0, data=pieces.first))
             return info
-        return await self._write_pending(key, first, pieces, meter)
+        return await self._write_pending(key, pieces)
 
-    async def _write_pending(
-        self, key: str, first: bytearray, rest: AsyncIterator[bytearray], meter: StreamMeter
-    ) -> BlobInfo:
+    async def _write_pending(self, key: str, pieces: Pieces) -> BlobInfo:
         blob_id = uuid.uuid4().hex
         async with self.engine.begin() as conn:
             await conn.execute(
@@ -89,15 +84,15 @@ class DatabaseBlobStore(BlobStore):
                     id=blob_id, key=None, size_bytes=0, chunk_count=0, started_at=self.clock.now()
                 )
             )
-            await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=0, data=first))
-        del first
+            await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=0, data=pieces.first))
+        pieces.first = bytearray()  # not kept while the rest streams in
         try:
             count = 1
-            async for piece in rest:
+            async for piece in pieces.rest:
                 async with self.engine.begin() as conn:
                     await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=count, data=piece))
                 count += 1
-            info = meter.finish()
+            info = pieces.meter.finish()
             async with self.engine.begin() as conn:
                 await _drop_key(conn, key)
                 await conn.execute(

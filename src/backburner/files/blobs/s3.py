@@ -37,9 +37,8 @@ from backburner.files.blobs.base import (
     BlobStat,
     BlobStore,
     BlobStoreUnavailable,
-    StreamMeter,
+    cut_into_pieces,
     is_valid_key,
-    rebuffer,
     validate_key,
 )
 
@@ -100,18 +99,15 @@ class S3BlobStore(BlobStore):
         *,
         expected_sha256: str | None = None,
     ) -> BlobInfo:
-        validate_key(key)
-        meter = StreamMeter(key, max_bytes, expected_sha256)
-        pieces = aiter(rebuffer(meter.watch(chunks), self.part_bytes))
-        first = await anext(pieces, None)
+        pieces = await cut_into_pieces(key, chunks, max_bytes, expected_sha256, self.part_bytes)
         client = await self._s3()
-        if first is None or len(first) < self.part_bytes:  # the stream ended within one part
-            info = meter.finish()
+        if pieces.whole:
+            info = pieces.meter.finish()
             with self._errors():
                 await client.put_object(
                     Bucket=self.bucket,
                     Key=self._object_key(key),
-                    Body=PartReader(first or bytearray()),
+                    Body=PartReader(pieces.first),
                     Metadata={SHA256_METADATA: info.sha256},
                 )
             return info
@@ -123,11 +119,11 @@ class S3BlobStore(BlobStore):
         upload_id = started["UploadId"]
         try:
             with self._errors():
-                parts = [await self._upload_part(client, key, upload_id, 1, first)]
-                del first
-                async for piece in pieces:
+                parts = [await self._upload_part(client, key, upload_id, 1, pieces.first)]
+                pieces.first = bytearray()  # not kept while the rest streams in
+                async for piece in pieces.rest:
                     parts.append(await self._upload_part(client, key, upload_id, len(parts) + 1, piece))
-                info = meter.finish()  # a wrong hash aborts before the object exists
+                info = pieces.meter.finish()  # a wrong hash aborts before the object exists
                 await client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self._object_key(key),
