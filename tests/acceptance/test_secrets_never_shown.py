@@ -101,6 +101,8 @@ def run_cli(captured: Captured, *args: str, env: dict[str, str], cwd: Path, reco
     return result.stdout
 
 
+# A whole deployment's life with a dozen processes; on a busy 2-core machine it takes about a minute.
+@pytest.mark.timeout(240)
 def test_a_full_run_shows_no_secret_anywhere(
     database_role: tuple[str, str], redis_user: tuple[str, str], tmp_path: Path, s3_server: S3Server
 ) -> None:

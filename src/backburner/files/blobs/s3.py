@@ -25,8 +25,6 @@ from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from backburner.files.blobs.base import (
@@ -238,12 +236,16 @@ class S3BlobStore(BlobStore):
         """The client, made on first use (so that building the store does no I/O)."""
         async with self._lock:
             if self._client is None:
-                made: S3Client = await self._stack.enter_async_context(self._new_client())
+                # Importing the SDK takes a third of a second or more: not on the event loop.
+                session = await asyncio.to_thread(_sdk_session)
+                made: S3Client = await self._stack.enter_async_context(self._new_client(session))
                 self._client = made
                 return made
             return self._client
 
-    def _new_client(self) -> Any:
+    def _new_client(self, session: Any) -> Any:
+        from aiobotocore.config import AioConfig
+
         access_key_id, secret_access_key = self._credentials
         config = AioConfig(
             connect_timeout=CONNECT_TIMEOUT_S,
@@ -255,7 +257,7 @@ class S3BlobStore(BlobStore):
             # Path-style addressing is what MinIO, Ceph and most local servers expect.
             s3={"addressing_style": "path" if self.endpoint_url else "auto"},
         )
-        return get_session().create_client(
+        return session.create_client(
             "s3",
             endpoint_url=self.endpoint_url,
             region_name=self.region,
@@ -298,6 +300,13 @@ class S3BlobStore(BlobStore):
                 "s3_access_key_id, s3_secret_access_key and the bucket's permissions"
             )
         return f"{self.where} answered {status} {code} for the S3 bucket {self.bucket!r}: {exc}"
+
+
+def _sdk_session() -> Any:
+    from aiobotocore.config import AioConfig  # noqa: F401 (imported here, off the loop, for the caller)
+    from aiobotocore.session import get_session
+
+    return get_session()
 
 
 def _code(exc: ClientError) -> str:
