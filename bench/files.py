@@ -49,7 +49,7 @@ from backburner.api.app import create_app
 from backburner.clock import utcnow
 from backburner.db import migrate
 from backburner.files.chunking import chunk_text
-from backburner.files.component import COMPONENT_NAME, FileProcessing
+from backburner.files.component import FileProcessing
 from backburner.files.embedders import HashEmbedder
 from backburner.files.offload import default_processes
 from backburner.files.parsers import parser_for
@@ -258,7 +258,7 @@ async def upload_corpus(loaded: LoadedSettings, paths: list[Path]) -> tuple[str,
     """Upload every file through the file service, with no worker running; returns (source, s)."""
     async with Runtime(loaded, role="worker") as runtime:
         await runtime.wait_ready(60)
-        component = runtime.components[COMPONENT_NAME]
+        component = runtime.files
         assert isinstance(component, FileProcessing)
         service = component.service
         source = await service.create_source(ORG, "corpus", None)
@@ -298,7 +298,7 @@ async def ingest_backburner(loaded: LoadedSettings, source_id: str, count: int) 
         booting = time.perf_counter()
         async with Runtime(loaded, role="worker") as runtime:
             await runtime.wait_ready(60)
-            component = runtime.components[COMPONENT_NAME]
+            component = runtime.files
             assert isinstance(component, FileProcessing)
             # The workers claim their first files once the pool processes are up: a start made
             # once per boot (timed on its own), as the naive pipeline's imports are not timed.

@@ -221,7 +221,8 @@ async def test_background_jobs_keep_the_organization_on_what_they_write(
         async with EmulatorAdmin(emulator.base_url) as admin:
             for batch in batches.values():
                 await admin.end_batch(batch["provider_batch_id"])
-        component = d.runtime.components["batches"]
+        component = d.runtime.batches
+        assert component is not None
         leadership = await StaticLeadership.claim(d.runtime.engine, TEST_ELECTION, d.runtime.instance_id)
         report = await component.poller.run_cycle(leadership)
         assert report.completed == 2, report

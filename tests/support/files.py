@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from backburner.api.app import create_app
 from backburner.files.blobs import iter_bytes
-from backburner.files.component import COMPONENT_NAME, FileProcessing
+from backburner.files.component import FileProcessing
 from backburner.files.states import TERMINAL, FileStatus
 from backburner.files.store import FileRecord, NewFile
 from backburner.ids import new_id
@@ -179,9 +179,8 @@ async def served(loaded: LoadedSettings) -> AsyncIterator[tuple[FastAPI, httpx.A
 
 
 def component(runtime: Runtime) -> FileProcessing:
-    found = runtime.components[COMPONENT_NAME]
-    assert isinstance(found, FileProcessing)
-    return found
+    assert runtime.files is not None, "file processing has not started"
+    return runtime.files
 
 
 async def wait_file(

@@ -9,11 +9,10 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.deps import get_file_service, get_organization_id
 from backburner.api.paging import page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.files.blobs import BlobNotFound
-from backburner.files.component import file_processing
 from backburner.files.embedders import EmbeddingError
 from backburner.files.service import FileService, SearchHit, UploadRefused
 from backburner.files.states import FileStatus, IllegalTransition
@@ -27,7 +26,6 @@ from backburner.files.store import (
     encode_cursor,
     queued_seconds,
 )
-from backburner.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -37,13 +35,6 @@ SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 FileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 DEFAULT_PAGE_SIZE = 100
 MAX_SEARCH_K = 100
-
-
-def get_file_service(runtime: Runtime = Depends(get_runtime)) -> FileService:
-    try:
-        return file_processing(runtime)
-    except LookupError:
-        raise HTTPException(503, "file processing is starting; retry shortly") from None
 
 
 Files = Annotated[FileService, Depends(get_file_service)]

@@ -1,7 +1,7 @@
 """File processing as one runtime component: its workers, its sweeper job and the service.
 
-Entering it registers the leader-only sweeper job on `runtime.jobs` (so it must be entered before
-the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels them,
+Entering it registers the leader-only sweeper job on the job registry (so it must be entered
+before the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels them,
 and each gives its file back so that another instance takes it over at once.
 """
 
@@ -11,8 +11,11 @@ import asyncio
 import logging
 import os
 from types import TracebackType
-from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.clock import Clock
 from backburner.files.blobs import LocalBlobStore
 from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
 from backburner.files.metrics import FileMetrics
@@ -22,41 +25,47 @@ from backburner.files.store import FileStore
 from backburner.files.sweeper import FileSweeper
 from backburner.files.worker import FileWorker, StopReason, WorkerConfig
 from backburner.logs import log_event
+from backburner.scheduler.jobs import JobRegistry
+from backburner.settings import Settings
 from backburner.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from backburner.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-COMPONENT_NAME = "files"
 STATUS_GAUGE_INTERVAL_S = 15.0
 
 
 class FileProcessing:
-    def __init__(self, runtime: Runtime) -> None:
-        settings = runtime.settings
-        self.runtime = runtime
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        clock: Clock,
+        registry: CollectorRegistry,
+        jobs: JobRegistry,
+        instance_id: str,
+    ) -> None:
+        self.jobs = jobs
         self.config = WorkerConfig.from_settings(settings)
-        self.metrics = FileMetrics(runtime.metrics.registry)
-        self.store = FileStore(runtime.engine)
+        self.metrics = FileMetrics(registry)
+        self.store = FileStore(engine)
         self.blobs = LocalBlobStore(settings.blob_dir)
         processes = settings.file_processing_processes
         self.pool = CpuPool(default_processes(os.cpu_count()) if processes is None else processes)
         self.embedding: EmbeddingPath = build_embedding_path(settings, self.pool)
         self.sweeper = FileSweeper(
-            self.store, self.config, runtime.clock, self.metrics, settings.file_sweep_interval_seconds
+            self.store, self.config, clock, self.metrics, settings.file_sweep_interval_seconds
         )
         self.workers = [
             FileWorker(
                 name=f"files.worker-{number}",
-                instance_id=runtime.instance_id,
+                instance_id=instance_id,
                 store=self.store,
                 blobs=self.blobs,
                 pool=self.pool,
                 embedder=self.embedding.packed,
                 config=self.config,
-                clock=runtime.clock,
+                clock=clock,
                 metrics=self.metrics,
             )
             for number in range(settings.file_processing_workers)
@@ -66,7 +75,7 @@ class FileProcessing:
             store=self.store,
             blobs=self.blobs,
             embedding=self.embedding,
-            clock=runtime.clock,
+            clock=clock,
             metrics=self.metrics,
             on_new_file=self.wake,
             on_stop_file=lambda file_id: self.stop_file(file_id, "deleted"),
@@ -74,7 +83,7 @@ class FileProcessing:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> FileProcessing:
-        self.runtime.jobs.add(self.sweeper.job_spec())
+        self.jobs.add(self.sweeper.job_spec())
         if self.workers:
             self.pool.start()
         for worker in self.workers:
@@ -120,11 +129,3 @@ class FileProcessing:
             except Exception as exc:  # a scrape shows the last known counts meanwhile
                 log_event(log, logging.DEBUG, "files.count_failed", error=repr(exc))
             await asyncio.sleep(STATUS_GAUGE_INTERVAL_S)
-
-
-def file_processing(runtime: Runtime) -> FileService:
-    """The file service of a started runtime (LookupError while it is starting)."""
-    component = runtime.components.get(COMPONENT_NAME)
-    if not isinstance(component, FileProcessing):
-        raise LookupError("file processing has not started yet")
-    return component.service
