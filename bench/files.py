@@ -48,14 +48,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backburner.api.app import create_app
 from backburner.clock import utcnow
 from backburner.db import migrate
-from backburner.files.chunking import chunk_text
-from backburner.files.component import FileProcessing
-from backburner.files.embedders import HashEmbedder
-from backburner.files.offload import default_processes
-from backburner.files.parsers import parser_for
+from backburner.files.component import FileProcessing, default_processes
+from backburner.files.embedding.embedders import HashEmbedder
+from backburner.files.embedding.vectors import vector_to_bytes
+from backburner.files.pipeline.chunking import chunk_text
+from backburner.files.pipeline.parsers import parser_for
 from backburner.files.states import FileStatus
 from backburner.files.tables import files, passages, sources
-from backburner.files.vectors import vector_to_bytes
 from backburner.ids import new_id
 from backburner.logs import configure_logging
 from backburner.runtime import Runtime
@@ -283,7 +282,7 @@ async def wait_until_finished(component: FileProcessing, count: int) -> None:
         if finished >= count:
             return
         if time.monotonic() >= next_query:
-            counts = await component.store.count_by_status()
+            counts = await component.stores.catalog.count_by_status()
             if counts[FileStatus.COMPLETED] + counts[FileStatus.ERROR] >= count:
                 return
             next_query = time.monotonic() + DONE_QUERY_INTERVAL_S

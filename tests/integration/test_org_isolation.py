@@ -38,7 +38,7 @@ from tests.support.routes import api_routes
 shared_emulator = _support.shared_emulator  # fixtures of the batch tests
 emulator = _support.emulator
 
-FAST_FILES = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 0}
+FAST_FILES = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 1}
 OBJECT_PARAMETERS = {"batch_id", "file_id", "source_id"}
 NOTE = b"The walrus basks on the ice floe while the gulls wheel overhead."
 

@@ -121,7 +121,7 @@ async def _file_panel(
             "recent_errors": [],
             "page_size": page_size,
         }
-    store = component.store
+    store = component.stores.catalog
     counts, (in_progress, total), errors = await asyncio.gather(
         store.count_by_status(organization_id),
         store.in_progress_page(organization_id, page_size, page * page_size),

@@ -17,13 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.clock import Clock
 from backburner.files.blobs import LocalBlobStore
-from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
+from backburner.files.embedding.strategy import Embedding, build_embedding
 from backburner.files.metrics import FileMetrics
-from backburner.files.offload import CpuPool, default_processes
+from backburner.files.pipeline.worker import FileWorker, StopReason, WorkerConfig
+from backburner.files.pool.process_pool import ProcessPool
 from backburner.files.service import FileService
-from backburner.files.store import FileStore
+from backburner.files.store import FileStores
 from backburner.files.sweeper import FileSweeper
-from backburner.files.worker import FileWorker, StopReason, WorkerConfig
 from backburner.logs import log_event
 from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
@@ -32,6 +32,17 @@ from backburner.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 STATUS_GAUGE_INTERVAL_S = 15.0
+# Imported once by the fork server, so that each pool process starts with its work loaded.
+POOL_PRELOAD = [
+    "backburner.files.pool.child",
+    "backburner.files.pipeline.parse_job",
+    "backburner.files.embedding.feature_hashing",
+]
+
+
+def default_processes(cpu_count: int | None) -> int:
+    """One pool process per CPU."""
+    return max(1, cpu_count or 1)
 
 
 class FileProcessing:
@@ -48,22 +59,25 @@ class FileProcessing:
         self.jobs = jobs
         self.config = WorkerConfig.from_settings(settings)
         self.metrics = FileMetrics(registry)
-        self.store = FileStore(engine)
+        self.stores = FileStores.on(engine)
         self.blobs = LocalBlobStore(settings.blob_dir)
         processes = settings.file_processing_processes
-        self.pool = CpuPool(default_processes(os.cpu_count()) if processes is None else processes)
-        self.embedding: EmbeddingPath = build_embedding_path(settings, self.pool)
+        self.pool = ProcessPool(
+            default_processes(os.cpu_count()) if processes is None else processes, preload=POOL_PRELOAD
+        )
+        self.embedding: Embedding = build_embedding(settings, self.pool)
         self.sweeper = FileSweeper(
-            self.store, self.config, clock, self.metrics, settings.file_sweep_interval_seconds
+            self.stores.timeouts, self.config, clock, self.metrics, settings.file_sweep_interval_seconds
         )
         self.workers = [
             FileWorker(
                 name=f"files.worker-{number}",
                 instance_id=instance_id,
-                store=self.store,
+                leases=self.stores.leases,
+                passages=self.stores.passages,
                 blobs=self.blobs,
                 pool=self.pool,
-                embedder=self.embedding.packed,
+                embedder=self.embedding.chunks,
                 config=self.config,
                 clock=clock,
                 metrics=self.metrics,
@@ -72,7 +86,7 @@ class FileProcessing:
         ]
         self.service = FileService(
             settings=settings,
-            store=self.store,
+            stores=self.stores,
             blobs=self.blobs,
             embedding=self.embedding,
             clock=clock,
@@ -85,7 +99,8 @@ class FileProcessing:
     async def __aenter__(self) -> FileProcessing:
         self.jobs.add(self.sweeper.job_spec())
         if self.workers:
-            self.pool.start()
+            # Started now, in the background: the first files need not wait for it.
+            self._tasks.append(asyncio.create_task(self._start_pool(), name="files.pool_start"))
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.name))
         self._tasks.append(asyncio.create_task(self._refresh_status_gauge(), name="files.status_gauge"))
@@ -122,10 +137,16 @@ class FileProcessing:
                 log.exception("file worker crashed; restarting it", extra={"event": "files.worker_crashed"})
                 await asyncio.sleep(self.config.poll_interval_s)
 
+    async def _start_pool(self) -> None:
+        try:
+            await self.pool.wait_started()
+        except Exception as exc:  # the workers try again as they wait for it
+            log_event(log, logging.ERROR, "files.pool_start_failed", error=repr(exc))
+
     async def _refresh_status_gauge(self) -> None:
         while True:
             try:
-                self.metrics.set_counts(await self.store.count_by_status())
+                self.metrics.set_counts(await self.stores.catalog.count_by_status())
             except Exception as exc:  # a scrape shows the last known counts meanwhile
                 log_event(log, logging.DEBUG, "files.count_failed", error=repr(exc))
             await asyncio.sleep(STATUS_GAUGE_INTERVAL_S)
