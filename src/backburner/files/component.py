@@ -25,6 +25,7 @@ from backburner.files.service import FileService
 from backburner.files.store import FileStores
 from backburner.files.sweeper import FileSweeper
 from backburner.logs import log_event
+from backburner.readiness import CheckResult
 from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
 from backburner.tasks import cancel_and_wait
@@ -37,6 +38,10 @@ POOL_PRELOAD = [
     "backburner.files.pool.child",
     "backburner.files.pipeline.parse_job",
     "backburner.files.embedding.feature_hashing",
+    # The parsers import these on first use; imported here, no pool process pays for it.
+    "pypdf",
+    "docx",
+    "bs4",
 ]
 
 
@@ -117,6 +122,12 @@ class FileProcessing:
         self.pool.close()
         await self.embedding.aclose()
         log_event(log, logging.INFO, "files.stopped")
+
+    def readiness(self) -> CheckResult:
+        """Ready once the pool processes run (or when there are no workers to need them)."""
+        if not self.workers or self.pool.started:
+            return CheckResult(True)
+        return CheckResult(False, "the file processing pool is starting")
 
     def wake(self) -> None:
         for worker in self.workers:
