@@ -1,0 +1,27 @@
+"""Fair file claims: each organization's last claim, and files by organization and status.
+
+Revision ID: 0011_fair_claims
+Revises: 0006_job_pauses
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011_fair_claims"
+down_revision = "0006_job_pauses"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "file_claim_turns",
+        sa.Column("organization_id", sa.String(64), primary_key=True),
+        sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_files_organization_id_status", "files", ["organization_id", "status"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_files_organization_id_status", "files")
+    op.drop_table("file_claim_turns")
