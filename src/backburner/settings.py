@@ -285,6 +285,10 @@ class Settings(BaseSettings):
         60, "auth", "Batch submissions and uploads one key may make per minute.", gt=0
     )
     api_max_page_size: int = _field(500, "auth", "Largest `limit` a listing accepts.", gt=0, le=10_000)
+    searches_per_minute: int = _field(120, "auth", "Searches one key may make per minute.", gt=0)
+    search_max_concurrent: int = _field(
+        4, "auth", "Searches one instance runs at once; more wait up to 10 s, then get 503.", gt=0, le=1000
+    )
 
     @field_validator("file_processing_timeout_error_message")
     @classmethod

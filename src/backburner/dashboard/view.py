@@ -44,11 +44,18 @@ class DashboardSources:
 
 
 async def dashboard_view(
-    sources: DashboardSources, organization_id: str, *, batches_page: int, files_page: int, page_size: int
+    sources: DashboardSources,
+    organization_id: str,
+    *,
+    deployment_wide: bool,
+    batches_page: int,
+    files_page: int,
+    page_size: int,
 ) -> dict[str, Any]:
+    """`deployment_wide`: the caller may see figures that cover every organization."""
     scheduler, batches, files = await asyncio.gather(
         _scheduler_panels(sources.scheduler, sources.engine),
-        _batch_panel(sources.batches, organization_id, batches_page, page_size),
+        _batch_panel(sources.batches, organization_id, batches_page, page_size, deployment_wide),
         _file_panel(sources.files, sources.settings, organization_id, files_page, page_size),
     )
     return {
@@ -93,7 +100,7 @@ async def _scheduler_panels(service: SchedulerService | None, engine: AsyncEngin
 
 
 async def _batch_panel(
-    component: BatchesComponent | None, organization_id: str, page: int, page_size: int
+    component: BatchesComponent | None, organization_id: str, page: int, page_size: int, deployment_wide: bool
 ) -> dict[str, Any]:
     if component is None:
         return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
@@ -106,7 +113,7 @@ async def _batch_panel(
         "running": [running_view(b) for b in running],
         "running_total": sum(n for by_status in counts.values() for s, n in by_status.items() if s in polled),
         "page_size": page_size,
-        "last_cycle": cycle_view(await store.last_cycle()),
+        "last_cycle": cycle_view(await store.last_cycle()) if deployment_wide else None,
     }
 
 

@@ -1,4 +1,5 @@
-"""Fair file claims: each organization's last claim, and files by organization and status.
+"""Fair file claims (each organization's last claim; files by organization and status) and
+deployment admin keys.
 
 Revision ID: 0011_fair_claims
 Revises: 0006_job_pauses
@@ -20,8 +21,14 @@ def upgrade() -> None:
         sa.Column("last_claimed_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_files_organization_id_status", "files", ["organization_id", "status"])
+    with op.batch_alter_table("api_keys") as table:
+        table.add_column(
+            sa.Column("is_deployment_admin", sa.Boolean, nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("api_keys") as table:
+        table.drop_column("is_deployment_admin")
     op.drop_index("ix_files_organization_id_status", "files")
     op.drop_table("file_claim_turns")
