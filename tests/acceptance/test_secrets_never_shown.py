@@ -134,7 +134,7 @@ def test_a_full_run_shows_no_secret_anywhere(
             "BACKBURNER_EMBEDDING_BASE_URL": embeddings.base_url,
             "BACKBURNER_EMBEDDING_API_KEY": embedding_key,
             "BACKBURNER_REDIS_URL": redis_url,
-            "BACKBURNER_FILE_PROCESSING_PROCESSES": "0",
+            "BACKBURNER_FILE_PROCESSING_PROCESSES": "1",
             "BACKBURNER_FILE_POLL_INTERVAL_SECONDS": "0.1",
             **{
                 f"BACKBURNER_{name.upper()}": str(value)

@@ -12,7 +12,8 @@ from backburner.cli import app as cli
 from backburner.clock import SystemClock, utcnow
 from backburner.db.engine import create_engine
 from backburner.files.blobs import build_blob_store, file_blob_key
-from backburner.files.store import FileStore, NewFile
+from backburner.files.store import FileStores
+from backburner.files.store.records import NewFile
 from backburner.ids import new_id
 from backburner.settings_loader import load_settings
 from tests.support.files import ORG
@@ -35,14 +36,14 @@ def seed(values: dict[str, object], contents: list[bytes]) -> list[str]:
         settings = load_settings(flags=values, environ={}).settings
         engine = create_engine(settings)
         try:
-            store = FileStore(engine)
-            source = await store.create_source(ORG, new_id("source"), "docs", None, utcnow())
+            stores = FileStores.on(engine)
+            source = await stores.sources.create(ORG, new_id("source"), "docs", None, utcnow())
             keys = []
             async with build_blob_store(settings, engine, SystemClock()) as blobs:
                 for data in contents:
                     file_id = new_id("file")
                     info = await blobs.write_bytes(file_blob_key(file_id), data)
-                    await store.create_file(
+                    await stores.catalog.create(
                         NewFile(
                             file_id,
                             ORG,

@@ -15,13 +15,13 @@ import pytest
 
 from backburner.files.blobs import BlobStore, file_blob_key
 from backburner.files.states import FileStatus
-from backburner.files.store import NewFile
+from backburner.files.store.records import NewFile
 from backburner.ids import new_id
 from tests.conftest import MakeSettings
 from tests.support.files import ORG, component, create_source, filler_paragraphs, pdf_bytes, served, wait_file
 from tests.support.s3server import S3Server
 
-FAST = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 0}
+FAST = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 1}
 DOCUMENT = "\n\n".join(filler_paragraphs(8)).encode()
 
 
@@ -65,11 +65,11 @@ async def test_files_are_processed_retried_and_deleted_with_their_blobs(
         assert failed.status is FileStatus.ERROR
         retried = await client.post(f"/v1/files/{failed.id}/retry")
         assert retried.status_code == 201, retried.text
-        again = await component(runtime).store.get_file(ORG, retried.json()["id"])
+        again = await component(runtime).stores.catalog.get(ORG, retried.json()["id"])
         assert await blobs.read_bytes(again.blob_key) == pdf_bytes(["x"])[:300]
 
         for file_id in (done.id, failed.id, retried.json()["id"]):
-            record = await component(runtime).store.get_file(ORG, file_id)
+            record = await component(runtime).stores.catalog.get(ORG, file_id)
             assert (await client.delete(f"/v1/files/{file_id}")).status_code == 204
             assert not await blobs.exists(record.blob_key), f"the blob of {file_id} outlived it"
 
@@ -129,7 +129,7 @@ async def test_a_file_whose_blob_is_missing_fails_naming_the_store_and_the_key(
         files = component(runtime)
         file_id = new_id("file")
         key = file_blob_key(file_id)
-        await files.store.create_file(
+        await files.stores.catalog.create(
             NewFile(file_id, ORG, await create_source(runtime), "lost.md", None, 10, "0" * 64, key),
             runtime.clock.now(),
         )

@@ -34,7 +34,8 @@ from backburner.files.blobs.migration import migrate_blobs
 from backburner.files.blobs.references import BlobReferences
 from backburner.files.blobs.sweeper import BlobSweeper
 from backburner.files.blobs.verification import verify_blobs
-from backburner.files.store import FileStore, NewFile
+from backburner.files.store import FileStores
+from backburner.files.store.records import NewFile
 from backburner.ids import new_id
 from tests.support.blobs import STORES, StoreKit, make_kit
 from tests.support.files import ORG, wait_for
@@ -286,7 +287,7 @@ async def _file_owning(engine: AsyncEngine, store: BlobStore, data: bytes, sourc
     file_id = new_id("file")
     key = file_blob_key(file_id)
     info = await store.write_bytes(key, data)
-    await FileStore(engine).create_file(
+    await FileStores.on(engine).catalog.create(
         NewFile(file_id, ORG, source_id, f"{file_id}.txt", "text/plain", info.size, info.sha256, key),
         utcnow(),
     )
@@ -294,7 +295,9 @@ async def _file_owning(engine: AsyncEngine, store: BlobStore, data: bytes, sourc
 
 
 async def _source(engine: AsyncEngine) -> str:
-    return (await FileStore(engine).create_source(ORG, new_id("source"), new_id("docs"), None, utcnow())).id
+    return (
+        await FileStores.on(engine).sources.create(ORG, new_id("source"), new_id("docs"), None, utcnow())
+    ).id
 
 
 async def test_the_sweeper_removes_old_orphans_and_crashed_uploads_only(kit: StoreKit) -> None:

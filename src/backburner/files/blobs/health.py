@@ -12,6 +12,7 @@ from types import TracebackType
 
 from backburner.files.blobs.base import BlobStore
 from backburner.logs import describe_error, log_event
+from backburner.readiness import CheckResult
 from backburner.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ class BlobStoreHealth:
                 log_event(log, logging.ERROR, "blobs.unavailable", store=self.store.name, problem=problem)
         self.problem = problem
         return problem
+
+    async def readiness(self) -> CheckResult:
+        """The readiness check `blob_store`: checks the store now."""
+        problem = await self.check()
+        return CheckResult(problem is None, problem or "ok")
 
     async def __aenter__(self) -> BlobStoreHealth:
         await self.check()

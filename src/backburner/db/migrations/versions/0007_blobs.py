@@ -1,14 +1,14 @@
 """The database blob store's tables, and an index to find which file owns a blob.
 
 Revision ID: 0007_blobs
-Revises: 0006_job_pauses
+Revises: 0011_fair_claims
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0007_blobs"
-down_revision = "0006_job_pauses"
+down_revision = "0011_fair_claims"
 branch_labels = None
 depends_on = None
 
