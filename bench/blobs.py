@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,16 +37,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+import harness
 import psutil
 
 from backburner.clock import SystemClock
-from backburner.db import migrate
 from backburner.db.engine import create_engine_for_url
 from backburner.files.blobs import BlobStore, DatabaseBlobStore, LocalBlobStore
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-PG_BASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 MB = 1_000_000
 PIECE_BYTES = 64 * 1024
 TEXT_BYTES = 4 * 1024 * 1024
@@ -178,51 +173,22 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
 # --- the orchestra: servers, databases and one process per measurement -----------------------
 
 
-async def admin(statement: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+def start_s3_server(workdir: Path) -> tuple[harness.Server, str]:
+    """moto's S3 server on a free loopback port, with a bucket; returns it and the bucket."""
+    import boto3
 
-
-async def fresh_database() -> str:
-    name = f"bench_blobs_{uuid.uuid4().hex[:10]}"
-    await admin(f'CREATE DATABASE "{name}"')
-    url = PG_BASE_URL + name
-    engine = create_engine_for_url(url, pool_size=1, max_overflow=0, pool_timeout=30)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-    return url
-
-
-def start_s3_server(port: int, log: Path) -> subprocess.Popen[bytes]:
-    import httpx
-
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).status_code < 500:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError(f"the S3 server did not start: {log.read_text()}")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    port = harness.free_port()
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    server = harness.start_server(argv, {}, port=port, log_path=workdir / "s3.log", ready_path="/moto-api/")
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    boto3.client(
+        "s3",
+        endpoint_url=server.base_url,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench-secret",
+    ).create_bucket(Bucket=bucket)
+    return server, bucket
 
 
 def run_child(args: argparse.Namespace, store: str, extra: list[str]) -> dict[str, float]:
@@ -240,44 +206,28 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise SystemExit(f"unknown stores: {sorted(unknown)}; choose among {', '.join(STORES)}")
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-blobs-") as workdir:
-        database_url = asyncio.run(fresh_database()) if "database" in stores else None
-        server = None
-        extra_s3: list[str] = []
-        if "s3" in stores:
-            import boto3
-
-            port = free_port()
-            server = start_s3_server(port, Path(workdir) / "s3.log")
-            endpoint = f"http://127.0.0.1:{port}"
-            bucket = f"bench-{uuid.uuid4().hex[:8]}"
-            boto3.client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name="us-east-1",
-                aws_access_key_id="bench",
-                aws_secret_access_key="bench-secret",
-            ).create_bucket(Bucket=bucket)
-            extra_s3 = ["--s3-endpoint", endpoint, "--s3-bucket", bucket]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-blobs-") as workdir,
+        harness.postgres_database("bench_blobs", migrated=True) as database_url,
+    ):
+        server, bucket = start_s3_server(Path(workdir)) if "s3" in stores else (None, "")
         try:
             for store in stores:
                 extra = {
                     "local": ["--directory", str(Path(workdir) / "blobs")],
-                    "database": ["--database-url", str(database_url)],
-                    "s3": extra_s3,
+                    "database": ["--database-url", database_url],
+                    "s3": ["--s3-endpoint", server.base_url if server else "", "--s3-bucket", bucket],
                 }[store]
+                harness.log(f"{store}: {args.rounds} x {args.mb:g} MB")
                 rounds = [run_child(args, store, extra) for _ in range(args.rounds)]
                 results[store] = {
-                    "write_mb_per_s": statistics.median(r["write_mb_per_s"] for r in rounds),
-                    "read_mb_per_s": statistics.median(r["read_mb_per_s"] for r in rounds),
+                    "write_mb_per_s": harness.median([r["write_mb_per_s"] for r in rounds]),
+                    "read_mb_per_s": harness.median([r["read_mb_per_s"] for r in rounds]),
                     "rss_growth_mb": max(r["rss_growth_mb"] for r in rounds),
                 }
         finally:
             if server is not None:
-                server.terminate()
-                server.wait(10)
-            if database_url is not None:
-                asyncio.run(admin(f'DROP DATABASE IF EXISTS "{database_url.rsplit("/", 1)[1]}" WITH (FORCE)'))
+                server.stop()
     return results
 
 
@@ -286,9 +236,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(asyncio.run(measure(args))))
         return
-    print(json.dumps(orchestrate(args)))
+    harness.emit(orchestrate(args))
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     main()

@@ -13,11 +13,12 @@ A read fetches one chunk per query, so no transaction stays open while the reade
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.clock import Clock
@@ -78,7 +79,7 @@ class DatabaseBlobStore(BlobStore):
 
     async def _write_pending(self, key: str, pieces: Pieces) -> BlobInfo:
         blob_id = uuid.uuid4().hex
-        async with self.engine.begin() as conn:
+        async with self._chunk_transaction() as conn:
             await conn.execute(
                 insert(blobs).values(
                     id=blob_id, key=None, size_bytes=0, chunk_count=0, started_at=self.clock.now()
@@ -89,7 +90,7 @@ class DatabaseBlobStore(BlobStore):
         try:
             count = 1
             async for piece in pieces.rest:
-                async with self.engine.begin() as conn:
+                async with self._chunk_transaction() as conn:
                     await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=count, data=piece))
                 count += 1
             info = pieces.meter.finish()
@@ -111,6 +112,17 @@ class DatabaseBlobStore(BlobStore):
             await asyncio.shield(self._remove_ids([blob_id]))
             raise
         return info
+
+    @contextlib.asynccontextmanager
+    async def _chunk_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A transaction that stores part of a blob not visible yet. On PostgreSQL its commit
+        does not wait for the disk: the last transaction, which makes the blob visible, does
+        (synchronously), and flushing the log up to its commit flushes every chunk written
+        before it; a crash before that leaves a pending blob that the sweeper removes."""
+        async with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            yield conn
 
     async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
         validate_key(key)
