@@ -92,6 +92,7 @@ class DatabaseBlobStore(BlobStore):
             async for piece in pieces.rest:
                 async with self._chunk_transaction() as conn:
                     await conn.execute(insert(blob_chunks).values(blob_id=blob_id, seq=count, data=piece))
+                del piece  # not kept while the next chunk fills
                 count += 1
             info = pieces.meter.finish()
             async with self.engine.begin() as conn:

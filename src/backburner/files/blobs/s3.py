@@ -121,6 +121,7 @@ class S3BlobStore(BlobStore):
                 pieces.first = bytearray()  # not kept while the rest streams in
                 async for piece in pieces.rest:
                     parts.append(await self._upload_part(client, key, upload_id, len(parts) + 1, piece))
+                    del piece  # not kept while the next part fills
                 info = pieces.meter.finish()  # a wrong hash aborts before the object exists
                 await client.complete_multipart_upload(
                     Bucket=self.bucket,
