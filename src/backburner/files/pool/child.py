@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 Outcome = tuple[str, Any]
+POOL_NICENESS = 10
 # A task that failed with its process's address space this close to the cap failed for want
 # of memory (at most an eighth of the limit).
 LIMIT_MARGIN_BYTES = 32 * 1024 * 1024
@@ -28,6 +29,9 @@ class RemoteTaskError(RuntimeError):
 def serve(conn: Connection, memory_limit_bytes: int | None) -> None:
     """Run tasks from `conn` until the main process closes it or goes away."""
     _exit_with_parent()
+    # Parsing yields the CPU to the instance's event loop: a file that takes a core for
+    # minutes must not make the API or the leader's jobs wait.
+    os.nice(POOL_NICENESS)
     start_peak = _peak_address_space()
     address_space_limit = _limit_memory(memory_limit_bytes) if memory_limit_bytes is not None else None
     margin = min(LIMIT_MARGIN_BYTES, (memory_limit_bytes or 0) // 8)
