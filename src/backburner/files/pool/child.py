@@ -35,6 +35,7 @@ def serve(conn: Connection, memory_limit_bytes: int | None) -> None:
     start_peak = _peak_address_space()
     address_space_limit = _limit_memory(memory_limit_bytes) if memory_limit_bytes is not None else None
     margin = min(LIMIT_MARGIN_BYTES, (memory_limit_bytes or 0) // 8)
+    conn.send(("ready", os.getpid()))
     while True:
         try:
             function, args, cpu_s = conn.recv()
