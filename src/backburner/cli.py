@@ -15,7 +15,7 @@ from rich.table import Table
 from backburner import __version__
 from backburner.auth.cli import keys_app
 from backburner.batches.cli import batches_app
-from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
+from backburner.cli_common import EXIT_BAD_CONFIG, ConfigOption, ProfileOption, bind_or_exit, load_or_exit
 from backburner.emulator.cli import emulator_cli
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
@@ -39,6 +39,7 @@ app.add_typer(emulator_cli, name="emulator")
 app.add_typer(files_app, name="files")
 app.add_typer(scheduler_app, name="scheduler")
 
+PORT_HINT = "choose another with --port or BACKBURNER_PORT (e.g. BACKBURNER_PORT=8284 make run)"
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
 PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]
 
@@ -74,9 +75,16 @@ def serve(
     loaded = load_or_exit(config, profile, host=host, port=port)
     settings = loaded.settings
     configure_logging(settings.log_level, settings.log_format)
+    sock = bind_or_exit(settings.host, settings.port, how_to_change=PORT_HINT)
+    fatal: list[str] = []
+
+    def stop(reason: str) -> None:  # a problem that waiting will not fix: stop and say it
+        fatal.append(reason)
+        server.should_exit = True
+
     server = GracefulServer(
         uvicorn.Config(
-            create_app(loaded),
+            create_app(loaded, on_fatal=stop),
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -85,7 +93,10 @@ def serve(
             access_log=False,
         )
     )
-    server.run()
+    server.run(sockets=[sock])
+    if fatal:
+        typer.echo(f"error: {fatal[0]}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG)
     if not server.started:
         raise typer.Exit(1)
 
@@ -102,11 +113,20 @@ async def _run_worker(loaded: LoadedSettings) -> None:
     from backburner.runtime import Runtime
 
     stop = asyncio.Event()
+    fatal: list[str] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Runtime(loaded, role="worker"):
+
+    def stop_for(reason: str) -> None:
+        fatal.append(reason)
+        stop.set()
+
+    async with Runtime(loaded, role="worker", on_fatal=stop_for):
         await stop.wait()
+    if fatal:
+        typer.echo(f"error: {fatal[0]}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG)
 
 
 @config_app.command("show")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from backburner.listen import PortUnavailable, bind
 from backburner.settings_loader import LoadedSettings, SettingsError, load_settings
 
 EXIT_BAD_CONFIG = 2
@@ -31,6 +33,15 @@ ApiKeyOption = Annotated[
         "--api-key", envvar="BACKBURNER_API_KEY", help="API key for the server.", show_default=False
     ),
 ]
+
+
+def bind_or_exit(host: str, port: int, *, how_to_change: str) -> socket.socket:
+    """A listening socket, or exit 2 naming the port and how to choose another."""
+    try:
+        return bind(host, port, how_to_change=how_to_change)
+    except PortUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
 
 
 def load_or_exit(config: Path | None, profile: str | None, **flags: Any) -> LoadedSettings:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backburner.clock import Clock, SystemClock
 from backburner.db import migrate
 from backburner.db.engine import create_engine
+from backburner.db.errors import permanent_problem
 from backburner.instance import make_instance_id
 from backburner.logs import describe_error, log_event
 from backburner.monitoring.loop_health import install_loop_health
@@ -73,7 +74,14 @@ def _tune_garbage_collection() -> None:
 
 
 class Runtime:
-    def __init__(self, loaded: LoadedSettings, *, role: Role, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedSettings,
+        *,
+        role: Role,
+        clock: Clock | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self.loaded = loaded
         self.settings: Settings = loaded.settings
         self.role = role
@@ -89,6 +97,7 @@ class Runtime:
         self._ready = asyncio.Event()
         self._startup_task: asyncio.Task[None] | None = None
         self._startup_error: str | None = "starting"
+        self._on_fatal = on_fatal
         self._executor: ThreadPoolExecutor | None = None
         self.watchdog: Watchdog | None = None
         self._migrations_current = False
@@ -149,7 +158,14 @@ class Runtime:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # every failure here is retried: the database may come later
+            except Exception as exc:  # retried, unless waiting cannot help (no such database)
+                problem = permanent_problem(exc, self.settings.effective_database_url)
+                if problem is not None:
+                    self._startup_error = problem
+                    log_event(log, logging.ERROR, "db.unusable", detail=problem)
+                    if self._on_fatal is not None:
+                        self._on_fatal(problem)
+                    return
                 self._startup_error = f"database not available: {describe_error(exc)}"
                 log_event(log, logging.WARNING, "db.unavailable", error=describe_error(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)

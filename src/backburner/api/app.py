@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from backburner import __version__
 from backburner.api import admin_scheduler, admin_watchdog, batches, files, health
+from backburner.api.errors import ErrorsMiddleware, install_error_handlers
+from backburner.api.headers import SecurityHeadersMiddleware, add_cors
 from backburner.api.http_metrics import HttpMetricsMiddleware
-from backburner.api.limits import LimitsMiddleware
+from backburner.api.json_body import JsonBodyMiddleware
+from backburner.api.limits import LimitsMiddleware, is_batch_submission
 from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
 from backburner.dashboard import router as dashboard
@@ -18,10 +21,12 @@ from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
 
 
-def create_app(loaded: LoadedSettings) -> FastAPI:
+def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
+    """The app; `on_fatal` is told when start-up meets a problem that waiting cannot fix."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime(loaded, role="serve") as runtime:
+        async with Runtime(loaded, role="serve", on_fatal=on_fatal) as runtime:
             app.state.runtime = runtime
             yield
 
@@ -31,10 +36,17 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
         description="Background processing for LLM agent servers.",
         lifespan=lifespan,
     )
-    # Added innermost first: metrics see every answer, auth runs before the limits that need the key.
+    # Added innermost first: metrics see every answer, errors become JSON, CORS preflights are
+    # answered before auth, auth runs before the limits that need the key, and JSON bodies are
+    # checked once their size is known to be within the limit.
+    app.add_middleware(JsonBodyMiddleware, skip=is_batch_submission)
     app.add_middleware(LimitsMiddleware)
     app.add_middleware(AuthMiddleware)
+    add_cors(app, loaded.settings.cors_allowed_origins)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(ErrorsMiddleware)
     app.add_middleware(HttpMetricsMiddleware)
+    install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(batches.router)
     app.include_router(batches.admin_router)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
+from backburner.sizes import too_large_message
 
 UPLOAD_PATH = re.compile(r"^/v1/sources/[^/]+/files$")
 BATCHES_PATH = "/v1/batches"
@@ -31,9 +32,13 @@ def is_upload(method: str, path: str) -> bool:
     return method == "POST" and UPLOAD_PATH.match(path) is not None
 
 
+def is_batch_submission(method: str, path: str) -> bool:
+    return method == "POST" and path == BATCHES_PATH
+
+
 def is_submission(method: str, path: str) -> bool:
     """A batch submission or an upload: these count against the per-key limit."""
-    return is_upload(method, path) or (method == "POST" and path == BATCHES_PATH)
+    return is_upload(method, path) or is_batch_submission(method, path)
 
 
 class SlidingWindowLimiter:
@@ -126,15 +131,20 @@ class LimitsMiddleware:
                 )
                 return
         if upload:
+            # The multipart framing around the file is allowed for on top of the file's limit.
             limit = settings.file_upload_max_bytes + MULTIPART_OVERHEAD_BYTES
-        elif method == "POST" and path == BATCHES_PATH:
+            too_large = too_large_message("the file", "file_upload_max_bytes", settings.file_upload_max_bytes)
+        elif is_batch_submission(method, path):
             limit = settings.batch_max_body_bytes
+            too_large = too_large_message(
+                "the batch body", "batch_max_body_bytes", settings.batch_max_body_bytes
+            )
         else:
             limit = settings.api_max_body_bytes
-        await self._within(limit, scope, receive, send)
+            too_large = too_large_message("the body", "api_max_body_bytes", settings.api_max_body_bytes)
+        await self._within(limit, too_large, scope, receive, send)
 
-    async def _within(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        too_large = f"request body is larger than the limit of {limit} bytes for this route"
+    async def _within(self, limit: int, too_large: str, scope: Scope, receive: Receive, send: Send) -> None:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await send_json_error(send, 413, too_large)

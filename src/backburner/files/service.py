@@ -38,6 +38,7 @@ from backburner.files.vectors import cosine, vector_from_bytes
 from backburner.ids import new_id
 from backburner.logs import log_event
 from backburner.settings import Settings
+from backburner.sizes import too_large_message
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class UploadTooLarge(UploadRefused):
     status_code = 413
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"the file is larger than the upload limit of {max_bytes} bytes")
+        super().__init__(too_large_message("the file", "file_upload_max_bytes", max_bytes))
 
 
 class DuplicateFile(UploadRefused):

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -205,6 +206,9 @@ def timeout_cutoff(now: datetime, timeout_minutes: float) -> datetime:
     return now - timedelta(minutes=timeout_minutes)
 
 
+CURSOR_FILE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
 def encode_cursor(record: FileRecord) -> str:
     raw = f"{record.created_at.isoformat()}|{record.id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -217,8 +221,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         created_at = datetime.fromisoformat(moment)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise InvalidCursor(f"invalid cursor {cursor!r}") from None
-    if not file_id or created_at.tzinfo is None:
+    if created_at.tzinfo is None or CURSOR_FILE_ID.fullmatch(file_id) is None:
         raise InvalidCursor(f"invalid cursor {cursor!r}")
+    try:
+        created_at = created_at.astimezone(UTC)  # an offset may carry it past year 1 or 9999
+    except OverflowError:
+        raise InvalidCursor(f"invalid cursor {cursor!r}") from None
     return created_at, file_id
 
 
@@ -450,10 +458,30 @@ class FileStore:
                 if timeouts is not None
                 else []
             )
+            if cursor is not None and not await self._cursor_known(conn, organization_id, source_id, cursor):
+                await self.get_source(organization_id, source_id, conn=conn)  # 404 before 400
+                raise InvalidCursor(f"the cursor {after!r} names no file of this source to continue after")
             page = await self._page(conn, organization_id, source_id, limit, cursor)
             if not page:  # an empty page is the only one that needs to ask
                 await self.get_source(organization_id, source_id, conn=conn)
         return FilePage(page, timed_out)
+
+    @staticmethod
+    async def _cursor_known(
+        conn: AsyncConnection, organization_id: str, source_id: str, cursor: tuple[datetime, str]
+    ) -> bool:
+        """Whether the cursor's file is one of this source's, created when the cursor says."""
+        created_at, file_id = cursor
+        found = (
+            await conn.execute(
+                select(files.c.created_at).where(
+                    files.c.id == file_id,
+                    files.c.organization_id == organization_id,
+                    files.c.source_id == source_id,
+                )
+            )
+        ).scalar_one_or_none()
+        return found is not None and found == created_at
 
     async def _page(
         self,
