@@ -19,7 +19,10 @@ def is_blank(text: str) -> bool:
 
 
 def check_name(text: str) -> str:
-    """`text` itself, or ValueError when it is blank (pydantic turns that into a 422)."""
+    """`text` itself, or ValueError when it is blank or holds a control character (PostgreSQL
+    refuses NUL in text; the others make names unreadable). Pydantic turns that into a 422."""
+    if any(unicodedata.category(ch) == "Cc" for ch in text):
+        raise ValueError("a name may not contain control characters (tabs, line breaks, NUL)")
     if is_blank(text):
         raise ValueError("a name must contain a visible character; this one is only blank characters")
     return text

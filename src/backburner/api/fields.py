@@ -8,12 +8,8 @@ from pydantic import AfterValidator, Field
 
 from backburner.text import check_name
 
-# No control characters (PostgreSQL refuses NUL in text; the others make names unreadable), and
-# at least one visible character (a name of Unicode blanks looks like no name at all).
-Name = Annotated[
-    str,
-    Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$"),
-    AfterValidator(check_name),
-]
+# No control characters, and at least one visible character (a name of Unicode blanks looks
+# like no name at all).
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_name)]
 # Free text: anything but NUL.
 Description = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
