@@ -9,14 +9,20 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from backburner import __version__
 from backburner.auth.cli import keys_app
 from backburner.batches.cli import batches_app
-from backburner.cli_common import EXIT_BAD_CONFIG, ConfigOption, ProfileOption, bind_or_exit, load_or_exit
-from backburner.emulator.cli import emulator_cli
+from backburner.cli_common import (
+    EXIT_BAD_CONFIG,
+    ConfigOption,
+    ProfileOption,
+    bind_or_exit,
+    conventional_usage,
+    load_or_exit,
+)
+from backburner.cli_output import print_table
+from backburner.emulator.cli import emulator
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
@@ -35,7 +41,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batches_app, name="batches")
-app.add_typer(emulator_cli, name="emulator")
+app.command("emulator")(emulator)
 app.add_typer(files_app, name="files")
 app.add_typer(scheduler_app, name="scheduler")
 
@@ -141,13 +147,10 @@ def config_show(
     if as_json:
         typer.echo(json.dumps({"settings": described}, indent=2, default=str))
         return
-    table = Table(title="Backburner settings")
-    table.add_column("setting")
-    table.add_column("value")
-    table.add_column("source")
-    for name, entry in described.items():
-        table.add_row(name, json.dumps(entry["value"], default=str), entry["source"])
-    Console().print(table)
+    rows = [
+        (name, json.dumps(entry["value"], default=str), entry["source"]) for name, entry in described.items()
+    ]
+    print_table("Backburner settings", ("setting", "value", "source"), rows, keep_whole=("setting",))
 
 
 @config_app.command("validate")
@@ -184,6 +187,6 @@ def db_upgrade(config: ConfigOption = None, profile: ProfileOption = None) -> No
 
 def main() -> None:
     try:
-        app()
+        conventional_usage(typer.main.get_command(app))(prog_name="backburner")
     except KeyboardInterrupt:
         sys.exit(130)

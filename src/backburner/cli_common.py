@@ -35,6 +35,25 @@ ApiKeyOption = Annotated[
 ]
 
 
+def conventional_usage(command: Any) -> Any:
+    """Usage lines as in most tools (`submit [OPTIONS] FILE`), not Typer's `{file}`.
+
+    Typer writes a required argument's name in braces and lowercase; this gives every argument
+    of `command` and its sub-commands the usual form: `NAME`, `[NAME]` when optional, `NAME...`
+    when it takes several.
+    """
+    # Duck-typed: Typer ships its own copy of Click, whose classes are not `click`'s.
+    for param in command.params:
+        if getattr(param, "param_type_name", None) == "argument":
+            name = (param.name or "arg").upper()
+            shown = name if param.required else f"[{name}]"
+            usage = shown + ("..." if param.nargs != 1 else "")
+            param.make_metavar = lambda *_a, _usage=usage, **_k: _usage
+    for sub in getattr(command, "commands", {}).values():
+        conventional_usage(sub)
+    return command
+
+
 def bind_or_exit(host: str, port: int, *, how_to_change: str) -> socket.socket:
     """A listening socket, or exit 2 naming the port and how to choose another."""
     try:

@@ -92,7 +92,12 @@ def get_scheduler(runtime: Runtime = Depends(get_runtime)) -> SchedulerService:
 async def status(
     runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
 ) -> dict[str, Any]:
-    return await scheduler_status(service, runtime.engine)
+    return await scheduler_status(
+        service,
+        runtime.engine,
+        now=runtime.clock.now(),
+        heartbeat_interval_s=runtime.settings.instance_heartbeat_interval_seconds,
+    )
 
 
 class JobPauseState(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.auth.principal import Principal
@@ -19,10 +19,18 @@ from backburner.ids import new_id
 class KeyInfo:
     id: str
     organization: str
+    organization_id: str
     name: str
     is_admin: bool
     created_at: datetime
     revoked_at: datetime | None
+    organization_created: bool = False
+
+
+@dataclass(frozen=True)
+class OrganizationInfo:
+    id: str
+    name: str
 
 
 class UnknownKey(Exception):
@@ -35,12 +43,20 @@ async def create_key(
     """Create a key (and its organization if new); returns the key and its token, shown once."""
     token = new_token()
     async with engine.begin() as conn:
-        org_id = (
-            await conn.execute(select(organizations.c.id).where(organizations.c.name == organization))
-        ).scalar_one_or_none()
-        if org_id is None:
+        # An organization is named by its name or its id (`org-default`, as the docs call the
+        # organization that holds what was made before keys were turned on).
+        found = (
+            await conn.execute(
+                select(organizations.c.id, organizations.c.name).where(
+                    or_(organizations.c.id == organization, organizations.c.name == organization)
+                )
+            )
+        ).first()
+        if found is None:
             org_id = new_id("org")
             await conn.execute(organizations.insert().values(id=org_id, name=organization, created_at=now))
+        else:
+            org_id, organization = found.id, found.name
         await conn.execute(
             api_keys.insert().values(
                 id=token.key_id,
@@ -51,7 +67,9 @@ async def create_key(
                 created_at=now,
             )
         )
-    return KeyInfo(token.key_id, organization, name, is_admin, now, None), token.render()
+    return KeyInfo(
+        token.key_id, organization, org_id, name, is_admin, now, None, found is None
+    ), token.render()
 
 
 async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
@@ -63,9 +81,23 @@ async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [
-        KeyInfo(r["id"], r["organization"], r["name"], r["is_admin"], r["created_at"], r["revoked_at"])
+        KeyInfo(
+            r["id"],
+            r["organization"],
+            r["organization_id"],
+            r["name"],
+            r["is_admin"],
+            r["created_at"],
+            r["revoked_at"],
+        )
         for r in rows
     ]
+
+
+async def list_organizations(engine: AsyncEngine) -> list[OrganizationInfo]:
+    query = select(organizations.c.id, organizations.c.name).order_by(organizations.c.created_at)
+    async with engine.connect() as conn:
+        return [OrganizationInfo(row.id, row.name) for row in await conn.execute(query)]
 
 
 async def revoke_key(engine: AsyncEngine, key_id: str, now: datetime) -> None:

@@ -47,7 +47,12 @@ async def _scheduler_panels(runtime: Runtime) -> dict[str, Any]:
     service = runtime.components.get("scheduler")
     if not isinstance(service, SchedulerService):
         return {"cluster": {"instances": [], "leader": None}, "jobs": []}
-    status = await scheduler_status(service, runtime.engine)
+    status = await scheduler_status(
+        service,
+        runtime.engine,
+        now=runtime.clock.now(),
+        heartbeat_interval_s=runtime.settings.instance_heartbeat_interval_seconds,
+    )
     job_ids = [job["id"] for job in status["jobs"]]
     async with runtime.engine.connect() as conn:
         history = await runs.recent_runs(conn, job_ids, RUN_HISTORY_LENGTH)

@@ -1,7 +1,6 @@
 """``backburner emulator``: serve the provider emulator from the command line.
 
-Mount it with ``register(app)`` (adds the ``emulator`` command) or
-``app.add_typer(emulator_cli, name="emulator")``.
+Mount it with ``register(app)``, which adds the ``emulator`` command.
 """
 
 from __future__ import annotations
@@ -58,5 +57,6 @@ def register(app: typer.Typer) -> None:
     app.command("emulator")(emulator)
 
 
-emulator_cli = typer.Typer(help="Serve the provider emulator.")
-emulator_cli.callback(invoke_without_command=True)(emulator)
+# One command: `python -m backburner.emulator` runs it with no sub-command to name.
+emulator_cli = typer.Typer(help="Serve the provider emulator.", add_completion=False)
+emulator_cli.command()(emulator)
