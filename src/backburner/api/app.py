@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from backburner import __version__
 from backburner.api import admin_scheduler, admin_watchdog, batches, files, health
+from backburner.api.docs import install_docs
 from backburner.api.errors import ErrorsMiddleware, install_error_handlers
 from backburner.api.headers import SecurityHeadersMiddleware, add_cors
 from backburner.api.http_metrics import HttpMetricsMiddleware
@@ -35,6 +36,8 @@ def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None
         version=__version__,
         description="Background processing for LLM agent servers.",
         lifespan=lifespan,
+        docs_url=None,  # served by `install_docs` from the package, not a CDN
+        redoc_url=None,
     )
     # Added innermost first: metrics see every answer, errors become JSON, CORS preflights are
     # answered before auth, auth runs before the limits that need the key, and JSON bodies are
@@ -55,5 +58,6 @@ def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None
     app.include_router(admin_watchdog.router)
     app.include_router(dashboard.router)
     app.mount("/dashboard/static", dashboard.static_files(), name="dashboard-static")
+    install_docs(app)
     install_openapi(app, loaded.settings)  # after every router: it documents them all
     return app

@@ -12,7 +12,7 @@ from typing import Any
 
 from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
-from backburner.batches.domain import POLLED_STATUSES
+from backburner.batches.domain import POLLED_STATUSES, BatchStatus
 from backburner.clock import iso_or_none
 from backburner.files.component import FileProcessing
 from backburner.runtime import Runtime
@@ -21,6 +21,9 @@ from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
 
 RUN_HISTORY_LENGTH = 20
+# The batch list shows every batch not yet finished: those still being submitted too, so that a
+# batch stuck in `submitting` is in the list and not only in the counts.
+UNFINISHED_STATUSES = frozenset({BatchStatus.SUBMITTING, *POLLED_STATUSES})
 RECENT_ERRORS = 10
 RECENT_STALLS = 10
 
@@ -86,12 +89,16 @@ async def _batch_panel(runtime: Runtime, organization_id: str, page: int, page_s
         return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
     store = component.store
     counts = await counts_by_provider(store, organization_id)
-    polled = {status.value for status in POLLED_STATUSES}
-    running = await store.running_page(organization_id, limit=page_size, offset=page * page_size)
+    unfinished = {status.value for status in UNFINISHED_STATUSES}
+    running = await store.running_page(
+        organization_id, limit=page_size, offset=page * page_size, statuses=UNFINISHED_STATUSES
+    )
     return {
         "counts": counts,
         "running": [running_view(b) for b in running],
-        "running_total": sum(n for by_status in counts.values() for s, n in by_status.items() if s in polled),
+        "running_total": sum(
+            n for by_status in counts.values() for s, n in by_status.items() if s in unfinished
+        ),
         "page_size": page_size,
         "last_cycle": cycle_view(await store.last_cycle()),
     }
