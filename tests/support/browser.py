@@ -43,6 +43,11 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[webdriver.Chrome]
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=_find("chromedriver")), options=options)
+    # The viewport exactly this wide (a headless window is never narrower than 500 px).
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
     try:
         yield driver
     finally:

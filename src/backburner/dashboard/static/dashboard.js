@@ -57,7 +57,6 @@
   };
   const fmtDuration = (s) => s < 90 ? `${s}s` : s < 5400 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
   const secs = (x) => x == null ? "–" : x < 1 ? `${Math.round(x * 1000)} ms` : `${x.toFixed(2)} s`;
-  const shortId = (id) => id && id.length > 18 ? `${id.slice(0, 16)}…` : (id || "–");
 
   function replaceRows(tbody, rows, emptyText, columns) {
     tbody.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: columns, class: "muted" }, emptyText))]));
@@ -139,7 +138,7 @@
     replaceRows(list("running-batches"), (b.running || []).map((batch) => {
       const submitting = batch.status === "submitting";
       return el("tr", { "data-batch": batch.id },
-        el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showBatch(batch.id); } }, shortId(batch.id))),
+        el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showBatch(batch.id); } }, batch.id)),
         el("td", {}, batch.provider), el("td", { class: submitting ? "pending" : "" }, batch.status || "running"),
         el("td", {}, ago(batch.last_polled_at)), el("td", {}, submitting ? "after submission" : ago(batch.next_poll_at)),
         el("td", { title: batch.last_error || "" }, batch.consecutive_errors || 0),
