@@ -229,8 +229,10 @@ def test_dashboard_reads_well_at_every_width(
         wait_text(driver, "#freshness", "live")
         wait_text(driver, '[data-job="batches.poll"]', "Poll")
         WebDriverWait(driver, WAIT_S).until(  # in the DOM: a phone hides the culprit column
-            lambda d: "parse_everything_at_once"
-            in d.find_element(By.CSS_SELECTOR, "[data-list=stalls]").get_attribute("textContent")
+            lambda d: (
+                "parse_everything_at_once"
+                in d.find_element(By.CSS_SELECTOR, "[data-list=stalls]").get_attribute("textContent")
+            )
         )
         # A batch stuck in `submitting` is in the list, not only in the counts.
         wait_text(driver, f'[data-batch="{SUBMITTING_BATCH_ID}"]', "submitting")

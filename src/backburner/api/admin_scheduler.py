@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from backburner.api.deps import get_runtime
 from backburner.logs import log_event
@@ -50,7 +50,8 @@ class JobInfo(BaseModel):
     name: str
     trigger: str
     interval_seconds: float
-    jitter_seconds: float
+    jitter_seconds: float = Field(description="The jitter the ticks use: at most half the interval.")
+    configured_jitter_seconds: float
     next_run_time: str | None
     paused: bool
     last_run: LastRun | None
@@ -58,8 +59,12 @@ class JobInfo(BaseModel):
 
 class InstanceInfo(BaseModel):
     instance_id: str
-    role: str
+    role: str = Field(
+        description="`leader` for the holder of the current term only; `follower`; `stale` when it "
+        "has missed several heartbeats (dead, frozen or cut off) and its row is not yet removed"
+    )
     last_seen: str
+    last_seen_seconds_ago: float
     host: str
     pid: int
     process: str

@@ -12,6 +12,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from backburner.cli_common import bind_or_exit
 from backburner.emulator.config import DEFAULT_HOST, DEFAULT_PORT, EmulatorConfig
 from backburner.emulator.server import run_emulator
 
@@ -45,11 +46,12 @@ def emulator(
 ) -> None:
     """Serve a local Anthropic Message Batches and OpenAI Batch API, with fault injection."""
     settings = load_config(config)
+    sock = bind_or_exit(host, port, how_to_change="choose another with --port")
     typer.echo(
         f"Provider emulator on http://{host}:{port} "
         f"(Anthropic base_url http://{host}:{port}, OpenAI base_url http://{host}:{port}/v1)"
     )
-    run_emulator(host, port, complete_after, config=settings)
+    run_emulator(host, port, complete_after, config=settings, sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:
