@@ -116,7 +116,7 @@ def worker(config: ConfigOption = None, profile: ProfileOption = None) -> None:
 
 
 async def _run_worker(loaded: LoadedSettings) -> None:
-    from backburner.runtime import Runtime
+    from backburner.runtime import Runtime, run_as_process
 
     stop = asyncio.Event()
     fatal: list[str] = []
@@ -128,7 +128,7 @@ async def _run_worker(loaded: LoadedSettings) -> None:
         fatal.append(reason)
         stop.set()
 
-    async with Runtime(loaded, role="worker", on_fatal=stop_for):
+    async with run_as_process(Runtime(loaded, role="worker", on_fatal=stop_for)):
         await stop.wait()
     if fatal:
         typer.echo(f"error: {fatal[0]}", err=True)

@@ -34,7 +34,7 @@ def _field(default: Any, section: str, description: str, *, secret: bool = False
 class Settings(BaseSettings):
     """The effective configuration of one Backburner process.
 
-    Built by `backburner.config_loader.load_settings`, never at import time. Field names are the
+    Built by `backburner.settings_loader.load_settings`, never at import time. Field names are the
     operator-facing names (the Letta names are kept as they are), with units in the names.
     """
 
@@ -189,9 +189,8 @@ class Settings(BaseSettings):
     file_processing_processes: int | None = _field(
         None,
         "files",
-        "Processes that parse and chunk files (and, with the `hash` embedder, embed and store "
-        "them); 0: the thread pool; unset: the CPU count.",
-        ge=0,
+        "Processes that parse and chunk files (and make `hash` vectors); unset: the CPU count.",
+        ge=1,
         le=64,
     )
     chunk_size_chars: int = _field(1200, "files", "Target size of a chunk, in characters.", ge=50, le=100_000)

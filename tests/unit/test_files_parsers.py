@@ -15,8 +15,8 @@ import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from backburner.files.chunking import chunk_text
-from backburner.files.parsers import (
+from backburner.files.pipeline.chunking import chunk_text
+from backburner.files.pipeline.parsers import (
     SUPPORTED_EXTENSIONS,
     DocumentKind,
     ParseError,

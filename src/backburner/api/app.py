@@ -1,4 +1,4 @@
-"""The FastAPI app factory; its lifespan is the runtime."""
+"""The FastAPI app factory; its lifespan runs the instance's runtime."""
 
 from __future__ import annotations
 
@@ -18,17 +18,17 @@ from backburner.api.limits import LimitsMiddleware, is_batch_submission
 from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
 from backburner.dashboard import router as dashboard
-from backburner.runtime import Runtime
+from backburner.runtime import Runtime, run_as_process
 from backburner.settings_loader import LoadedSettings
 
 
 def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None = None) -> FastAPI:
     """The app; `on_fatal` is told when start-up meets a problem that waiting cannot fix."""
+    runtime = Runtime(loaded, role="serve", on_fatal=on_fatal)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime(loaded, role="serve", on_fatal=on_fatal) as runtime:
-            app.state.runtime = runtime
+        async with run_as_process(runtime):
             yield
 
     app = FastAPI(
@@ -39,16 +39,17 @@ def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None
         docs_url=None,  # served by `install_docs` from the package, not a CDN
         redoc_url=None,
     )
+    app.state.runtime = runtime  # read by `api.deps` only
     # Added innermost first: metrics see every answer, errors become JSON, CORS preflights are
     # answered before auth, auth runs before the limits that need the key, and JSON bodies are
     # checked once their size is known to be within the limit.
     app.add_middleware(JsonBodyMiddleware, skip=is_batch_submission)
-    app.add_middleware(LimitsMiddleware)
-    app.add_middleware(AuthMiddleware)
-    add_cors(app, loaded.settings.cors_allowed_origins)
+    app.add_middleware(LimitsMiddleware, settings=runtime.settings)
+    app.add_middleware(AuthMiddleware, settings=runtime.settings, engine=runtime.engine)
+    add_cors(app, runtime.settings.cors_allowed_origins)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(ErrorsMiddleware)
-    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(HttpMetricsMiddleware, metrics=runtime.metrics.http)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(batches.router)

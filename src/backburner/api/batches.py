@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from backburner.api.batch_models import (
@@ -17,7 +17,7 @@ from backburner.api.batch_models import (
     BatchPage,
     BatchProblem,
 )
-from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.deps import get_batches, get_organization_id
 from backburner.api.paging import page_limit
 from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
@@ -27,7 +27,6 @@ from backburner.batches.providers.registry import ProviderNotConfigured
 from backburner.batches.service import BatchConflict, BatchNotFound, SubmitFailed, SubmitUncertain
 from backburner.batches.validation import SubmissionError, parse_jsonl_requests, validate_submission
 from backburner.clock import iso_or_none
-from backburner.runtime import Runtime
 
 router = APIRouter(tags=["batches"])
 admin_router = APIRouter(tags=["admin"])
@@ -93,13 +92,6 @@ class _Problem(Exception):
         return JSONResponse(
             {"detail": self.detail, **self.extra}, status_code=self.status_code, headers=self.headers
         )
-
-
-def get_batches(runtime: Runtime = Depends(get_runtime)) -> BatchesComponent:
-    component = runtime.components.get("batches")
-    if not isinstance(component, BatchesComponent):
-        raise HTTPException(503, "the batches component has not started yet; retry shortly")
-    return component
 
 
 def batch_view(batch: Batch) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
+from backburner.settings import Settings
 from backburner.sizes import too_large_message
 
 UPLOAD_PATH = re.compile(r"^/v1/sources/[^/]+/files$")
@@ -94,15 +95,16 @@ async def _send_validation_error(send: Send, error: dict[str, Any]) -> None:
 
 
 class LimitsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
-        self._limiter: SlidingWindowLimiter | None = None
+        self.settings = settings
+        self._limiter = SlidingWindowLimiter(settings.submissions_per_minute)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        settings = scope["app"].state.runtime.settings
+        settings = self.settings
         path, method = scope["path"], scope["method"]
         nul_at = _nul_location(scope)
         if nul_at is not None:
@@ -117,8 +119,7 @@ class LimitsMiddleware:
             return
         upload = is_upload(method, path)
         if is_submission(method, path):
-            limiter = self._limiter or SlidingWindowLimiter(settings.submissions_per_minute)
-            self._limiter = limiter
+            limiter = self._limiter
             principal: Principal | None = scope.get("state", {}).get("principal")
             key = principal.key_id if principal and principal.key_id else "open"
             wait_s = limiter.retry_after(key, time.monotonic())
