@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture
 async def app(make_settings: MakeSettings, database_url: str) -> AsyncIterator[FastAPI]:
-    built = create_app(make_settings(database_url=database_url, file_processing_processes=0))
+    built = create_app(make_settings(database_url=database_url, file_processing_processes=1))
     async with built.router.lifespan_context(built):
         await built.state.runtime.wait_ready(30)
         yield built
@@ -105,7 +106,8 @@ async def test_every_cursor_that_this_listing_did_not_give_is_a_400(app: FastAPI
             "empty": "",
         }
         for what, cursor in bad.items():
-            response = await c.get(f"/v1/sources/{source}/files", params={"after": cursor})
+            encoded = quote(cursor.encode("utf-8", "surrogatepass"), safe="")
+            response = await c.get(f"/v1/sources/{source}/files?after={encoded}")
             assert response.status_code in (400, 422), (what, response.text)
             assert response.headers["content-type"] == "application/json"
             if response.status_code == 400:

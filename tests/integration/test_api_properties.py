@@ -33,7 +33,7 @@ EXAMPLES_PER_INPUT = 30
 # Operations whose body is not JSON: their JSON-free inputs (path and query) are still covered.
 JSON_MEDIA = "application/json"
 
-SETTINGS = {"file_processing_processes": 0, "submissions_per_minute": 1_000_000}
+SETTINGS = {"file_processing_processes": 1, "submissions_per_minute": 1_000_000}
 SCHEMA = create_app(load_settings(flags={"data_dir": Path("unused"), **SETTINGS}, environ={})).openapi()
 
 _ANY_CHARACTER = st.characters(min_codepoint=0, max_codepoint=0x10FFFF)  # surrogates included

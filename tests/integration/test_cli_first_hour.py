@@ -60,7 +60,7 @@ def server(make_settings: MakeSettings, sqlite_url: str, tmp_path: Path) -> Iter
     settings = make_settings(
         database_url=sqlite_url,
         auth_mode="keys",
-        file_processing_processes=0,
+        file_processing_processes=1,
         file_upload_max_bytes=UPLOAD_LIMIT_BYTES,
     )
     listener = socket.socket()
