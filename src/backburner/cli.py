@@ -6,6 +6,7 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -133,6 +134,34 @@ async def _run_worker(loaded: LoadedSettings) -> None:
     if fatal:
         typer.echo(f"error: {fatal[0]}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option("--port", help="Port of the demo's server.")] = 8290,
+    emulator_port: Annotated[
+        int, typer.Option("--emulator-port", help="Port of the provider emulator.")
+    ] = 8766,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Keep the demo's database and logs here (default: a temporary one)."),
+    ] = None,
+) -> None:
+    """Start the emulator and a server, submit a batch per provider, upload and search sample files."""
+    from backburner.demo.run import DemoFailed, run_demo
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
+    try:
+        run_demo("127.0.0.1", port, emulator_port, data_dir)
+    except DemoFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG if "already in use" in str(exc) else 1) from None
+    except KeyboardInterrupt:
+        typer.echo("Stopped: the server and the emulator have exited.")
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @config_app.command("show")
