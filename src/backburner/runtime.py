@@ -87,7 +87,6 @@ class Runtime:
         self.add_readiness_check("migrations", self._check_migrations)
         self.add_readiness_check("watchdog", self._check_watchdog)
         self.add_readiness_check("startup", self._check_startup)
-        self.add_readiness_check("file_pool", self._check_file_pool)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -245,9 +244,6 @@ class Runtime:
                 f"the event loop hung; ready again {when} (consecutive hangs: {state['consecutive_hangs']})",
             )
         return CheckResult(True, str(state["status"]))
-
-    async def _check_file_pool(self) -> CheckResult:
-        return self.files.readiness() if self.files is not None else CheckResult(True)
 
     async def _check_startup(self) -> CheckResult:
         return CheckResult(self._startup_error is None, self._startup_error or "ok")

@@ -11,10 +11,12 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.db.keyset import InvalidCursor
+from backburner.db.tables import organizations
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.worker import WorkerConfig
 from backburner.files.states import FileStatus, IllegalTransition, can_transition
 from backburner.files.store import FileStores
+from backburner.files.store.leases import ClaimRules
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, NewFile, PassageRow
 from backburner.files.sweeper import FileSweeper
 from backburner.files.tables import passages
@@ -22,6 +24,8 @@ from backburner.ids import new_id
 from backburner.leader.static import StaticLeadership
 from backburner.monitoring.metrics import Metrics
 from backburner.scheduler.jobs import JobContext
+from backburner.settings_loader import load_settings
+from tests.support.files import claim_rules
 
 ORG = "org-default"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -31,16 +35,17 @@ TIMEOUT_MINUTES = 30
 class Files:
     """A store and a source to put files in."""
 
-    def __init__(self, stores: FileStores, source_id: str) -> None:
+    def __init__(self, stores: FileStores, source_id: str, organization_id: str = ORG) -> None:
         self.stores = stores
         self.source_id = source_id
+        self.organization_id = organization_id
 
     async def new(self, created_at: datetime = T0, sha256: str | None = None) -> FileRecord:
         file_id = new_id("file")
         return await self.stores.catalog.create(
             NewFile(
                 id=file_id,
-                organization_id=ORG,
+                organization_id=self.organization_id,
                 source_id=self.source_id,
                 file_name="a.txt",
                 content_type="text/plain",
@@ -71,7 +76,9 @@ class Files:
         self, owner: str, now: datetime = T0, lease_s: float = 30, max_attempts: int = 3
     ) -> FileRecord:
         claimed = await self.stores.leases.claim(
-            owner, now, lease_s=lease_s, max_attempts=max_attempts, timeout_minutes=TIMEOUT_MINUTES
+            owner,
+            now,
+            claim_rules(lease_s=lease_s, max_attempts=max_attempts, timeout_minutes=TIMEOUT_MINUTES),
         )
         assert claimed is not None
         return claimed
@@ -135,9 +142,7 @@ async def test_concurrent_claims_take_each_file_exactly_once(files: Files) -> No
             record = await files.stores.leases.claim(
                 f"owner-{number}-{len(claimed)}",
                 T0 + timedelta(minutes=1),
-                lease_s=30,
-                max_attempts=3,
-                timeout_minutes=TIMEOUT_MINUTES,
+                claim_rules(lease_s=30, max_attempts=3, timeout_minutes=TIMEOUT_MINUTES),
             )
             if record is None:
                 return
@@ -155,7 +160,9 @@ async def test_claims_go_oldest_first_and_skip_timed_out_files(files: Files) -> 
     assert (await files.claim("a", now)).id == older.id
     assert (await files.claim("b", now)).id == newer.id
     assert (
-        await files.stores.leases.claim("c", now, lease_s=30, max_attempts=3, timeout_minutes=TIMEOUT_MINUTES)
+        await files.stores.leases.claim(
+            "c", now, claim_rules(lease_s=30, max_attempts=3, timeout_minutes=TIMEOUT_MINUTES)
+        )
         is None
     )
     assert (await files.stores.catalog.get(ORG, stale.id)).lease_owner is None
@@ -178,9 +185,7 @@ async def test_an_expired_lease_is_reclaimed_and_the_old_owner_is_fenced_out(fil
         await files.stores.leases.claim(
             "worker-b",
             T0 + timedelta(seconds=14),
-            lease_s=10,
-            max_attempts=3,
-            timeout_minutes=TIMEOUT_MINUTES,
+            claim_rules(lease_s=10, max_attempts=3, timeout_minutes=TIMEOUT_MINUTES),
         )
         is None
     )
@@ -207,7 +212,7 @@ async def test_attempts_have_a_maximum_then_the_sweeper_fails_the_file(files: Fi
     later = T0 + timedelta(minutes=5)
     assert (
         await files.stores.leases.claim(
-            "w3", later, lease_s=10, max_attempts=2, timeout_minutes=TIMEOUT_MINUTES
+            "w3", later, claim_rules(lease_s=10, max_attempts=2, timeout_minutes=TIMEOUT_MINUTES)
         )
         is None
     )
@@ -283,7 +288,12 @@ async def test_finished_files_never_change(files: Files, engine: AsyncEngine) ->
     assert await files.stores.timeouts.fail_exhausted(far, 0, "exhausted") == []
     assert await files.stores.timeouts.reclaim_stalled(far, 1, 3, "stalled") == ([], [])
     assert await files.stores.timeouts.release_expired(far) == []
-    assert await files.stores.leases.claim("w", far, lease_s=1, max_attempts=9, timeout_minutes=10**6) is None
+    assert (
+        await files.stores.leases.claim(
+            "w", far, claim_rules(lease_s=1, max_attempts=9, timeout_minutes=10**6)
+        )
+        is None
+    )
     for record in (completed, failed):
         lease = Lease(record.id, "anyone")
         assert not await files.stores.leases.heartbeat(lease, far, 10)
@@ -363,16 +373,10 @@ async def test_the_sweeper_job_times_out_files_that_no_worker_ever_took(
     files: Files, engine: AsyncEngine
 ) -> None:
     never_claimed = [await files.new() for _ in range(3)]
-    config = WorkerConfig(
-        lease_s=30,
-        max_attempts=3,
-        timeout_minutes=TIMEOUT_MINUTES,
-        timeout_message="timed out after 30",
-        stall_minutes=5,
-        chunk_size_chars=1000,
-        chunk_overlap_chars=100,
-        batch_size=8,
-        poll_interval_s=1,
+    config = WorkerConfig.from_settings(
+        load_settings(
+            flags={"file_processing_timeout_error_message": "timed out after {}"}, environ={}
+        ).settings
     )
 
     class At:
@@ -405,3 +409,42 @@ async def test_the_last_batch_completes_the_file_in_its_own_transaction(files: F
     assert done.finished_at == T0 and done.store_seconds is not None and done.store_seconds >= 1
     with pytest.raises(LeaseLost):  # nothing more can be written to a finished file
         await files.stores.passages.store_batch(lease, record, rows, T0, lease_s=30, embed_s=1, store_s=1)
+
+
+async def other_organization(files: Files, name: str = "other") -> Files:
+    """A source of another organization, in the same database."""
+    async with files.stores.sources.engine.begin() as conn:
+        await conn.execute(organizations.insert().values(id=f"org-{name}", name=name, created_at=T0))
+    source = await files.stores.sources.create(f"org-{name}", new_id("source"), "docs", None, T0)
+    return Files(files.stores, source.id, organization_id=f"org-{name}")
+
+
+async def test_organizations_take_turns_at_claims(files: Files) -> None:
+    many = [await files.new(T0 + timedelta(seconds=i)) for i in range(4)]
+    other = await other_organization(files)
+    late = await other.new(T0 + timedelta(minutes=1))
+    order = [(await files.claim(f"w{i}", T0 + timedelta(minutes=2, seconds=i))).id for i in range(5)]
+    # The first organization's oldest file, then the other's, then the rest in upload order.
+    assert order == [many[0].id, late.id, many[1].id, many[2].id, many[3].id]
+
+
+async def test_an_organization_at_its_cap_leaves_the_workers_to_others(files: Files) -> None:
+    for i in range(4):
+        await files.new(T0 + timedelta(seconds=i))
+    now = T0 + timedelta(minutes=1)
+    here = claim_rules(org_cap=2)
+    here = ClaimRules(here.lease_s, here.max_attempts, here.timeout_minutes, 2, "instance-a/")
+    for number in range(2):
+        assert await files.stores.leases.claim(f"instance-a/w{number}", now, here) is not None
+    assert await files.stores.leases.claim("instance-a/w2", now, here) is None  # at its cap here
+    other = await other_organization(files)
+    theirs = await other.new(now)
+    claimed = await files.stores.leases.claim("instance-a/w2", now, here)
+    assert claimed is not None and claimed.id == theirs.id
+    # Another instance counts its own files in work: it may take the first organization's.
+    there = ClaimRules(here.lease_s, here.max_attempts, here.timeout_minutes, 2, "instance-b/")
+    taken = await files.stores.leases.claim("instance-b/w0", now, there)
+    assert taken is not None and taken.organization_id == ORG
+    # A file whose lease expired no longer counts as in work.
+    later = now + timedelta(seconds=here.lease_s + 1)
+    assert await files.stores.leases.claim("instance-a/w3", later, here) is not None

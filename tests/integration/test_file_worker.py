@@ -30,6 +30,7 @@ from tests.support.embedding_endpoint import DIMENSIONS, EmbeddingEndpoint
 from tests.support.files import (
     ORG,
     add_file,
+    claim_rules,
     component,
     create_source,
     filler_paragraphs,
@@ -266,7 +267,9 @@ async def test_a_reclaimed_file_resumes_from_its_stored_passages(
             ),
             now,
         )
-        dead = await stores.leases.claim("dead-worker", now, lease_s=0.5, max_attempts=3, timeout_minutes=30)
+        dead = await stores.leases.claim(
+            "dead-worker", now, claim_rules(lease_s=0.5, max_attempts=3, timeout_minutes=30)
+        )
         assert dead is not None and dead.id == file_id
         lease = Lease(file_id, "dead-worker")
         await stores.leases.start_embedding(

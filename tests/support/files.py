@@ -19,6 +19,7 @@ from backburner.api.app import create_app
 from backburner.files.blobs import iter_bytes
 from backburner.files.component import FileProcessing
 from backburner.files.states import TERMINAL, FileStatus
+from backburner.files.store.leases import ClaimRules
 from backburner.files.store.records import FileRecord, NewFile
 from backburner.ids import new_id
 from backburner.runtime import Runtime
@@ -251,3 +252,16 @@ async def wait_first_sweep(runtime: Runtime, timeout_s: float = 30) -> None:
             return found.first() is not None
 
     await wait_for(swept, timeout_s, "the first sweeper run")
+
+
+def claim_rules(
+    *, lease_s: float = 30, max_attempts: int = 3, timeout_minutes: float = 30, org_cap: int = 1000
+) -> ClaimRules:
+    """Claim rules for store tests: every lease counts as this instance's."""
+    return ClaimRules(
+        lease_s=lease_s,
+        max_attempts=max_attempts,
+        timeout_minutes=timeout_minutes,
+        org_cap=org_cap,
+        owner_prefix="",
+    )

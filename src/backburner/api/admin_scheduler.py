@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.api.deps import get_clock, get_engine, get_scheduler, get_settings
+from backburner.api.deps import get_clock, get_engine, get_scheduler, get_settings, require_deployment_admin
 from backburner.clock import Clock
 from backburner.logs import log_event
 from backburner.scheduler import runs
@@ -124,9 +124,11 @@ async def _set_paused(
     summary="Pause a job on every instance: the leader skips its ticks until it is resumed",
     response_model=JobPauseState,
     responses={
+        403: {"description": "Not a deployment admin key: the job runs for every organization"},
         404: {"description": "No such job"},
         503: {"description": "The scheduler has not started yet"},
     },
+    dependencies=[Depends(require_deployment_admin)],
 )
 async def pause_job(
     job_id: str,
@@ -142,9 +144,11 @@ async def pause_job(
     summary="Resume a paused job",
     response_model=JobPauseState,
     responses={
+        403: {"description": "Not a deployment admin key: the job runs for every organization"},
         404: {"description": "No such job"},
         503: {"description": "The scheduler has not started yet"},
     },
+    dependencies=[Depends(require_deployment_admin)],
 )
 async def resume_job(
     job_id: str,

@@ -17,8 +17,9 @@ from backburner.api.batch_models import (
     BatchPage,
     BatchProblem,
 )
-from backburner.api.deps import get_batches, get_organization_id
+from backburner.api.deps import get_batches, get_organization_id, get_principal
 from backburner.api.paging import page_limit
+from backburner.auth.principal import Principal
 from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES, Batch, BatchStatus
@@ -275,6 +276,7 @@ async def cancel_batch(
 @admin_router.get("/api/admin/batch-jobs", response_model=BatchJobs, summary="Batch poller diagnostics")
 async def batch_jobs(
     organization_id: str = Depends(get_organization_id),
+    principal: Principal = Depends(get_principal),
     batches: BatchesComponent = Depends(get_batches),
 ) -> dict[str, Any]:
     store = batches.store
@@ -286,5 +288,6 @@ async def batch_jobs(
     return {
         "counts": await counts_by_provider(store, organization_id),
         "running": [running_view(b) for b in running],
-        "last_cycle": cycle_view(await store.last_cycle()),
+        # A poll cycle covers every organization: its figures are the deployment admin's only.
+        "last_cycle": cycle_view(await store.last_cycle()) if principal.is_deployment_admin else None,
     }

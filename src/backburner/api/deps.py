@@ -111,6 +111,17 @@ def get_principal(request: Request) -> Principal:
     return principal
 
 
+def require_deployment_admin(request: Request) -> None:
+    """Deployment-wide actions (pausing jobs, every organization's figures) need a deployment
+    admin key; an organization's admin key acts on its own organization only."""
+    if not get_principal(request).is_deployment_admin:
+        raise HTTPException(
+            403,
+            "this action affects every organization and needs a deployment admin key "
+            "(`backburner keys create --deployment-admin`)",
+        )
+
+
 def get_organization_id(request: Request) -> str:
     """The organization that scopes every read and write of this request."""
     return get_principal(request).organization_id

@@ -50,7 +50,17 @@ def create(
             "auth_mode=none belongs to `default` (id org-default).",
         ),
     ],
-    admin: Annotated[bool, typer.Option("--admin", help="May use the /api/admin routes.")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="May use the /api/admin routes, for its organization.")
+    ] = False,
+    deployment_admin: Annotated[
+        bool,
+        typer.Option(
+            "--deployment-admin",
+            help="An admin key that may also act on the whole deployment (pause jobs, see every "
+            "organization's counts).",
+        ),
+    ] = False,
     name: Annotated[str, typer.Option("--name", help="A label to recognise the key by.")] = "",
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -68,13 +78,19 @@ def create(
         config,
         profile,
         lambda engine: store.create_key(
-            engine, organization=org, name=name or org, is_admin=admin, now=utcnow()
+            engine,
+            organization=org,
+            name=name or org,
+            is_admin=admin,
+            is_deployment_admin=deployment_admin,
+            now=utcnow(),
         ),
     )
     typer.echo(token)
+    role = " (deployment admin)" if info.is_deployment_admin else " (admin)" if info.is_admin else ""
     typer.echo(
-        f"key {info.id} for organization {info.organization!r} ({info.organization_id})"
-        f"{' (admin)' if admin else ''}; this is the only time the key is shown",
+        f"key {info.id} for organization {info.organization!r} ({info.organization_id}){role}; "
+        "this is the only time the key is shown",
         err=True,
     )
     if info.organization_created:
@@ -107,6 +123,7 @@ def list_(
                 "organization_id": key.organization_id,
                 "name": key.name,
                 "admin": key.is_admin,
+                "deployment_admin": key.is_deployment_admin,
                 "created_at": key.created_at.isoformat(),
                 "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
             }
@@ -114,14 +131,14 @@ def list_(
         ]
         typer.echo(json.dumps(rows, indent=2))
         return
-    columns = ("id", "organization", "organization id", "name", "admin", "created", "revoked")
+    columns = ("id", "organization", "organization id", "name", "role", "created", "revoked")
     table = [
         (
             key.id,
             key.organization,
             key.organization_id,
             key.name,
-            "yes" if key.is_admin else "no",
+            "deployment admin" if key.is_deployment_admin else "admin" if key.is_admin else "member",
             key.created_at.isoformat(timespec="seconds"),
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
         )

@@ -24,13 +24,8 @@ class KeyInfo:
     is_admin: bool
     created_at: datetime
     revoked_at: datetime | None
+    is_deployment_admin: bool = False
     organization_created: bool = False
-
-
-@dataclass(frozen=True)
-class OrganizationInfo:
-    id: str
-    name: str
 
 
 class UnknownKey(Exception):
@@ -38,9 +33,19 @@ class UnknownKey(Exception):
 
 
 async def create_key(
-    engine: AsyncEngine, *, organization: str, name: str, is_admin: bool, now: datetime
+    engine: AsyncEngine,
+    *,
+    organization: str,
+    name: str,
+    is_admin: bool,
+    now: datetime,
+    is_deployment_admin: bool = False,
 ) -> tuple[KeyInfo, str]:
-    """Create a key (and its organization if new); returns the key and its token, shown once."""
+    """Create a key (and its organization if new); returns the key and its token, shown once.
+
+    A deployment admin key is an admin key of its organization that may also act on the whole
+    deployment."""
+    is_admin = is_admin or is_deployment_admin
     token = new_token()
     async with engine.begin() as conn:
         # An organization is named by its name or its id (`org-default`, as the docs call the
@@ -63,13 +68,23 @@ async def create_key(
                 organization_id=org_id,
                 name=name,
                 is_admin=is_admin,
+                is_deployment_admin=is_deployment_admin,
                 secret_hash=hash_secret(token.secret),
                 created_at=now,
             )
         )
-    return KeyInfo(
-        token.key_id, organization, org_id, name, is_admin, now, None, found is None
-    ), token.render()
+    info = KeyInfo(
+        id=token.key_id,
+        organization=organization,
+        organization_id=org_id,
+        name=name,
+        is_admin=is_admin,
+        created_at=now,
+        revoked_at=None,
+        is_deployment_admin=is_deployment_admin,
+        organization_created=found is None,
+    )
+    return info, token.render()
 
 
 async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
@@ -89,15 +104,10 @@ async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
             r["is_admin"],
             r["created_at"],
             r["revoked_at"],
+            r["is_deployment_admin"],
         )
         for r in rows
     ]
-
-
-async def list_organizations(engine: AsyncEngine) -> list[OrganizationInfo]:
-    query = select(organizations.c.id, organizations.c.name).order_by(organizations.c.created_at)
-    async with engine.connect() as conn:
-        return [OrganizationInfo(row.id, row.name) for row in await conn.execute(query)]
 
 
 async def revoke_key(engine: AsyncEngine, key_id: str, now: datetime) -> None:
@@ -117,11 +127,14 @@ async def authenticate(engine: AsyncEngine, token_text: str) -> Principal | None
     token: Token | None = parse_token(token_text)
     if token is None:
         return None
-    query = select(api_keys.c.organization_id, api_keys.c.is_admin, api_keys.c.secret_hash).where(
-        api_keys.c.id == token.key_id, api_keys.c.revoked_at.is_(None)
-    )
+    query = select(
+        api_keys.c.organization_id,
+        api_keys.c.is_admin,
+        api_keys.c.is_deployment_admin,
+        api_keys.c.secret_hash,
+    ).where(api_keys.c.id == token.key_id, api_keys.c.revoked_at.is_(None))
     async with engine.connect() as conn:
         row = (await conn.execute(query)).first()
     if row is None or not secret_matches(token.secret, row.secret_hash):
         return None
-    return Principal(row.organization_id, bool(row.is_admin), token.key_id)
+    return Principal(row.organization_id, bool(row.is_admin), token.key_id, bool(row.is_deployment_admin))

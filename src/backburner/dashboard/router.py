@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from backburner.api.deps import get_batches, get_dashboard_sources, get_organization_id
+from backburner.api.deps import get_batches, get_dashboard_sources, get_organization_id, get_principal
+from backburner.auth.principal import Principal
 from backburner.batches.component import BatchesComponent
 from backburner.dashboard.view import DashboardSources, dashboard_view
 
@@ -32,13 +33,18 @@ async def dashboard_page() -> HTMLResponse:
 @router.get("/api/admin/dashboard", summary="Everything the dashboard shows, one page of each list")
 async def dashboard_data(
     sources: DashboardSources = Depends(get_dashboard_sources),
-    organization_id: str = Depends(get_organization_id),
+    principal: Principal = Depends(get_principal),
     batches_page: int = Query(0, ge=0, le=100_000, description="Page of running batches (0-based)."),
     files_page: int = Query(0, ge=0, le=100_000, description="Page of files in progress (0-based)."),
     page_size: int = Query(PAGE_SIZE, ge=1, le=100),
 ) -> dict[str, Any]:
     return await dashboard_view(
-        sources, organization_id, batches_page=batches_page, files_page=files_page, page_size=page_size
+        sources,
+        principal.organization_id,
+        deployment_wide=principal.is_deployment_admin,
+        batches_page=batches_page,
+        files_page=files_page,
+        page_size=page_size,
     )
 
 

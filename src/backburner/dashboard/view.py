@@ -47,11 +47,18 @@ class DashboardSources:
 
 
 async def dashboard_view(
-    sources: DashboardSources, organization_id: str, *, batches_page: int, files_page: int, page_size: int
+    sources: DashboardSources,
+    organization_id: str,
+    *,
+    deployment_wide: bool,
+    batches_page: int,
+    files_page: int,
+    page_size: int,
 ) -> dict[str, Any]:
+    """`deployment_wide`: the caller may see figures that cover every organization."""
     scheduler, batches, files = await asyncio.gather(
         _scheduler_panels(sources.scheduler, sources.engine, sources.clock, sources.settings),
-        _batch_panel(sources.batches, organization_id, batches_page, page_size),
+        _batch_panel(sources.batches, organization_id, batches_page, page_size, deployment_wide),
         _file_panel(sources.files, sources.settings, organization_id, files_page, page_size),
     )
     return {
@@ -103,7 +110,7 @@ async def _scheduler_panels(
 
 
 async def _batch_panel(
-    component: BatchesComponent | None, organization_id: str, page: int, page_size: int
+    component: BatchesComponent | None, organization_id: str, page: int, page_size: int, deployment_wide: bool
 ) -> dict[str, Any]:
     if component is None:
         return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
@@ -120,7 +127,7 @@ async def _batch_panel(
             n for by_status in counts.values() for s, n in by_status.items() if s in unfinished
         ),
         "page_size": page_size,
-        "last_cycle": cycle_view(await store.last_cycle()),
+        "last_cycle": cycle_view(await store.last_cycle()) if deployment_wide else None,
     }
 
 

@@ -1,15 +1,19 @@
 """File processing as one runtime component: its workers, its sweeper job and the service.
 
 Entering it registers the leader-only sweeper job on the job registry (so it must be entered
-before the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels them,
-and each gives its file back so that another instance takes it over at once.
+before the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels
+them, and each gives its file back so that another instance takes it over at once.
+
+A file stopped anywhere (cancelled, deleted or timed out through another instance, or taken by
+the sweeper) stops here within `STOP_CHECK_INTERVAL_S`: the leases of the files in work are
+checked together, and the processing of a file whose lease is gone is cancelled, which kills
+its pool process if it is parsing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry
@@ -25,7 +29,6 @@ from backburner.files.service import FileService
 from backburner.files.store import FileStores
 from backburner.files.sweeper import FileSweeper
 from backburner.logs import log_event
-from backburner.readiness import CheckResult
 from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
 from backburner.tasks import cancel_and_wait
@@ -33,6 +36,7 @@ from backburner.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 STATUS_GAUGE_INTERVAL_S = 15.0
+STOP_CHECK_INTERVAL_S = 0.5
 # Imported once by the fork server, so that each pool process starts with its work loaded.
 POOL_PRELOAD = [
     "backburner.files.pool.child",
@@ -43,11 +47,6 @@ POOL_PRELOAD = [
     "docx",
     "bs4",
 ]
-
-
-def default_processes(cpu_count: int | None) -> int:
-    """One pool process per CPU."""
-    return max(1, cpu_count or 1)
 
 
 class FileProcessing:
@@ -66,10 +65,12 @@ class FileProcessing:
         self.metrics = FileMetrics(registry)
         self.stores = FileStores.on(engine)
         self.blobs = LocalBlobStore(settings.blob_dir)
-        processes = settings.file_processing_processes
         self.pool = ProcessPool(
-            default_processes(os.cpu_count()) if processes is None else processes, preload=POOL_PRELOAD
+            settings.effective_file_processes,
+            memory_limit_bytes=settings.file_process_memory_limit_mb * 1024 * 1024,
+            preload=POOL_PRELOAD,
         )
+        claim_lock = asyncio.Lock()
         self.embedding: Embedding = build_embedding(settings, self.pool)
         self.sweeper = FileSweeper(
             self.stores.timeouts, self.config, clock, self.metrics, settings.file_sweep_interval_seconds
@@ -86,6 +87,7 @@ class FileProcessing:
                 config=self.config,
                 clock=clock,
                 metrics=self.metrics,
+                claim_lock=claim_lock,
             )
             for number in range(settings.file_processing_workers)
         ]
@@ -104,10 +106,13 @@ class FileProcessing:
     async def __aenter__(self) -> FileProcessing:
         self.jobs.add(self.sweeper.job_spec())
         if self.workers:
-            # Started now, in the background: the first files need not wait for it.
-            self._tasks.append(asyncio.create_task(self._start_pool(), name="files.pool_start"))
+            # The instance is ready once its workers can process files: until then its files
+            # stay free for the workers of other instances.
+            await self.pool.wait_started()
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.name))
+        if self.workers:
+            self._tasks.append(asyncio.create_task(self._watch_stops(), name="files.stop_watch"))
         self._tasks.append(asyncio.create_task(self._refresh_status_gauge(), name="files.status_gauge"))
         log_event(
             log, logging.INFO, "files.started", workers=len(self.workers), processes=self.pool.processes
@@ -122,12 +127,6 @@ class FileProcessing:
         self.pool.close()
         await self.embedding.aclose()
         log_event(log, logging.INFO, "files.stopped")
-
-    def readiness(self) -> CheckResult:
-        """Ready once the pool processes run (or when there are no workers to need them)."""
-        if not self.workers or self.pool.started:
-            return CheckResult(True)
-        return CheckResult(False, "the file processing pool is starting")
 
     def wake(self) -> None:
         for worker in self.workers:
@@ -148,11 +147,20 @@ class FileProcessing:
                 log.exception("file worker crashed; restarting it", extra={"event": "files.worker_crashed"})
                 await asyncio.sleep(self.config.poll_interval_s)
 
-    async def _start_pool(self) -> None:
-        try:
-            await self.pool.wait_started()
-        except Exception as exc:  # the workers try again as they wait for it
-            log_event(log, logging.ERROR, "files.pool_start_failed", error=repr(exc))
+    async def _watch_stops(self) -> None:
+        while True:
+            await asyncio.sleep(STOP_CHECK_INTERVAL_S)
+            leases = [worker.active.lease for worker in self.workers if worker.active is not None]
+            if not leases:
+                continue
+            try:
+                held = await self.stores.leases.held_of(leases)
+            except Exception as exc:  # the heartbeat catches a lost lease too, a little later
+                log_event(log, logging.DEBUG, "files.stop_check_failed", error=repr(exc))
+                continue
+            for lease in leases:
+                if lease.file_id not in held:
+                    self.stop_file(lease.file_id, "lease_lost")
 
     async def _refresh_status_gauge(self) -> None:
         while True:

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from backburner.files.pipeline.budget import ParseLimits
 from backburner.files.pipeline.chunking import iter_chunk_texts
 from backburner.files.pipeline.parsers import ParseError, parser_for
 
@@ -25,14 +26,19 @@ class ChunkedDocument:
 
 
 def parse_and_chunk(
-    path: str, file_name: str, content_type: str | None, size_chars: int, overlap_chars: int
+    path: str,
+    file_name: str,
+    content_type: str | None,
+    size_chars: int,
+    overlap_chars: int,
+    limits: ParseLimits,
 ) -> ChunkedDocument:
     """Parse the file at `path` with the parser its name and type choose, then chunk the text."""
     parser = parser_for(file_name, content_type)
     if parser is None:
         raise ParseError(f"unsupported file type: {file_name}")
     started = time.perf_counter()
-    document = parser(Path(path))
+    document = parser(Path(path), limits)
     parsed = time.perf_counter()
     texts = list(iter_chunk_texts(document.text, document.kind.value, size_chars, overlap_chars))
     return ChunkedDocument(

@@ -36,11 +36,12 @@ from backburner.files.blobs import BlobNotFound, BlobStore, local_path
 from backburner.files.embedding.embedders import EmbeddingError
 from backburner.files.embedding.strategy import ChunkEmbedder
 from backburner.files.metrics import FileMetrics
+from backburner.files.pipeline.budget import FileBudget, over_budget
 from backburner.files.pipeline.parse_job import ChunkedDocument, parse_and_chunk
 from backburner.files.pipeline.parsers import ParseError
-from backburner.files.pool.process_pool import ProcessPool
+from backburner.files.pool.process_pool import ProcessPool, TaskFailed, TaskLimits
 from backburner.files.states import FileStatus, IllegalTransition, deadline, is_stalled
-from backburner.files.store.leases import LeaseStore
+from backburner.files.store.leases import ClaimRules, LeaseStore
 from backburner.files.store.passages import PassageStore
 from backburner.files.store.records import (
     FileNotFound,
@@ -75,11 +76,15 @@ class WorkerConfig:
     chunk_overlap_chars: int
     batch_size: int
     poll_interval_s: float
+    org_cap: int
+    budget: FileBudget
     embed_batches_in_flight: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         return cls(
+            org_cap=settings.effective_file_org_cap,
+            budget=FileBudget.from_settings(settings),
             lease_s=settings.file_lease_seconds,
             max_attempts=settings.file_max_attempts,
             timeout_minutes=settings.file_processing_timeout_minutes,
@@ -140,8 +145,10 @@ class FileWorker:
         config: WorkerConfig,
         clock: Clock,
         metrics: FileMetrics,
+        claim_lock: asyncio.Lock,
     ) -> None:
         self.name = name
+        self.claim_lock = claim_lock
         self.instance_id = instance_id
         self.leases = leases
         self.passages = passages
@@ -170,7 +177,6 @@ class FileWorker:
     # --- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._wait_for_pool()
         while True:
             self._wake.clear()
             file = await self._claim_or_none()
@@ -186,26 +192,20 @@ class FileWorker:
             log_event(log, logging.WARNING, "file.claim_failed", worker=self.name, error=repr(exc))
             return None
 
-    async def _wait_for_pool(self) -> None:
-        """A file is claimed only once it can be processed: while this instance's pool processes
-        start, its files stay free for the workers of other instances."""
-        while True:
-            try:
-                await self.pool.wait_started()
-                return
-            except Exception as exc:  # logged by the pool; it tries again on the next call
-                log_event(log, logging.DEBUG, "file.pool_not_started", worker=self.name, error=repr(exc))
-                await asyncio.sleep(self.config.poll_interval_s)
-
     async def claim(self) -> FileRecord | None:
-        owner = f"{self.instance_id}/{self.name}/{uuid.uuid4().hex[:8]}"
-        return await self.leases.claim(
-            owner,
-            self.clock.now(),
-            lease_s=self.config.lease_s,
-            max_attempts=self.config.max_attempts,
-            timeout_minutes=self.config.timeout_minutes,
+        config = self.config
+        rules = ClaimRules(
+            lease_s=config.lease_s,
+            max_attempts=config.max_attempts,
+            timeout_minutes=config.timeout_minutes,
+            org_cap=config.org_cap,
+            owner_prefix=f"{self.instance_id}/",
         )
+        # One claim at a time per instance: each counts this instance's files in work.
+        async with self.claim_lock:
+            return await self.leases.claim(
+                f"{self.instance_id}/{self.name}/{uuid.uuid4().hex[:8]}", self.clock.now(), rules
+            )
 
     async def _wait_for_work(self) -> None:
         """Until a wake-up or the poll interval (jittered, so that the workers of several
@@ -260,6 +260,7 @@ class FileWorker:
             )
         try:
             async with local_path(self.blobs, file.blob_key) as path:
+                budget = config.budget
                 document: ChunkedDocument = await self.pool.run(
                     parse_and_chunk,
                     str(path),
@@ -267,9 +268,16 @@ class FileWorker:
                     file.content_type,
                     config.chunk_size_chars,
                     config.chunk_overlap_chars,
+                    budget.parse,
+                    limits=TaskLimits(wall_s=budget.parse_timeout_s, cpu_s=budget.parse_timeout_s),
                 )
         except BlobNotFound:
             raise ParseError("the uploaded content is missing from storage") from None
+        except TaskFailed as exc:
+            message = over_budget(exc, config.budget)
+            if message is None:
+                raise
+            raise ParseError(message) from None
         self._observe_parsed(document.parse_s, document.chunk_s)
         file = await self.leases.start_embedding(
             lease,

@@ -128,10 +128,6 @@ class ProcessPool:
             idle.put_nowait(await asyncio.to_thread(self._new_process))
         self._idle = idle
 
-    @property
-    def started(self) -> bool:
-        return self._idle is not None
-
     def _context(self) -> ForkServerContext:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(self._preload)

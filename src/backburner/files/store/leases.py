@@ -8,17 +8,33 @@ claim, so a worker whose file was reclaimed, timed out or deleted cannot change 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Insert, case, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.db.transactions import transaction
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, allowed_sources
 from backburner.files.store.records import FILE_COLUMNS, FileNotFound, FileRecord, Lease, LeaseLost
 from backburner.files.store.timeouts import NON_TERMINAL_VALUES, timeout_cutoff
-from backburner.files.tables import files
+from backburner.files.tables import file_claim_turns, files
+
+IN_WORK_VALUES = [FileStatus.PARSING.value, FileStatus.EMBEDDING.value]
+# Organizations tried per claim: more than one, since a concurrent claim (on PostgreSQL) may
+# have locked the only claimable file of the first.
+CANDIDATE_ORGANIZATIONS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRules:
+    lease_s: float
+    max_attempts: int
+    timeout_minutes: float
+    org_cap: int  # files of one organization in work on this instance, at most
+    owner_prefix: str  # every lease owner of this instance starts with it
 
 
 def held(lease: Lease) -> list[ColumnElement[bool]]:
@@ -35,25 +51,60 @@ class LeaseStore:
         self.engine = engine
         self._postgres = engine.dialect.name == "postgresql"
 
-    async def claim(
-        self, owner: str, now: datetime, *, lease_s: float, max_attempts: int, timeout_minutes: float
-    ) -> FileRecord | None:
-        """Take the oldest claimable file: PENDING, released, or whose lease expired.
+    async def claim(self, owner: str, now: datetime, rules: ClaimRules) -> FileRecord | None:
+        """Take a claimable file (PENDING, released, or whose lease expired) for `owner`.
 
-        A PENDING file moves to PARSING in the same compare-and-set UPDATE (the claim is the
-        start of its parsing); a reclaimed file keeps its status. Files past their deadline or
-        out of attempts are left to the sweeper, which fails them.
+        Organizations take turns: the file is the oldest of the organization whose last claim is
+        the oldest, among those with fewer than `rules.org_cap` files in work on this instance.
+        A PENDING file moves to PARSING in the same compare-and-set UPDATE; a reclaimed file
+        keeps its status. Files past their deadline or out of attempts are left to the sweeper.
         PostgreSQL skips rows another claim has locked; SQLite's BEGIN IMMEDIATE serialises
-        claims, so the UPDATE with its sub-select is atomic there.
+        claims. Claims of one instance must not run concurrently (the cap is counted here).
         """
+        claimable = [
+            files.c.status.in_(NON_TERMINAL_VALUES),
+            or_(files.c.lease_owner.is_(None), files.c.lease_expires_at < now),
+            files.c.attempts < rules.max_attempts,
+            files.c.created_at > timeout_cutoff(now, rules.timeout_minutes),
+        ]
+        full = (
+            select(files.c.organization_id)
+            .where(
+                files.c.status.in_(IN_WORK_VALUES),
+                files.c.lease_owner.startswith(rules.owner_prefix, autoescape=True),
+                files.c.lease_expires_at >= now,
+            )
+            .group_by(files.c.organization_id)
+            .having(func.count() >= rules.org_cap)
+        )
+        turns = (
+            select(files.c.organization_id)
+            .outerjoin(file_claim_turns, file_claim_turns.c.organization_id == files.c.organization_id)
+            .where(*claimable, files.c.organization_id.not_in(full))
+            .group_by(files.c.organization_id, file_claim_turns.c.last_claimed_at)
+            .order_by(file_claim_turns.c.last_claimed_at.asc().nulls_first(), func.min(files.c.created_at))
+            .limit(CANDIDATE_ORGANIZATIONS)
+        )
+        async with self.engine.begin() as conn:
+            for (organization_id,) in (await conn.execute(turns)).all():
+                row = await self._claim_in(conn, organization_id, claimable, owner, now, rules.lease_s)
+                if row is not None:
+                    await conn.execute(self._take_turn(organization_id, now))
+                    return row
+        return None
+
+    async def _claim_in(
+        self,
+        conn: AsyncConnection,
+        organization_id: str,
+        claimable: list[ColumnElement[bool]],
+        owner: str,
+        now: datetime,
+        lease_s: float,
+    ) -> FileRecord | None:
         candidate = (
             select(files.c.id)
-            .where(
-                files.c.status.in_(NON_TERMINAL_VALUES),
-                or_(files.c.lease_owner.is_(None), files.c.lease_expires_at < now),
-                files.c.attempts < max_attempts,
-                files.c.created_at > timeout_cutoff(now, timeout_minutes),
-            )
+            .where(files.c.organization_id == organization_id, *claimable)
             .order_by(files.c.created_at)
             .limit(1)
         )
@@ -77,9 +128,16 @@ class LeaseStore:
             )
             .returning(*FILE_COLUMNS)
         )
-        async with self.engine.begin() as conn:
-            row = (await conn.execute(statement)).first()
+        row = (await conn.execute(statement)).first()
         return FileRecord.from_row(row) if row is not None else None
+
+    def _take_turn(self, organization_id: str, now: datetime) -> Insert:
+        insert = postgresql.insert if self._postgres else sqlite.insert
+        return (
+            insert(file_claim_turns)
+            .values(organization_id=organization_id, last_claimed_at=now)
+            .on_conflict_do_update(index_elements=["organization_id"], set_={"last_claimed_at": now})
+        )
 
     async def heartbeat(self, lease: Lease, now: datetime, lease_s: float) -> datetime | None:
         """Renew the lease. Returns the file's last progress, or None when the lease is no longer
@@ -97,6 +155,17 @@ class LeaseStore:
             return None
         last_progress: datetime | None = row.last_progress_at
         return last_progress or now
+
+    async def held_of(self, leases: list[Lease]) -> set[str]:
+        """The ids of the files whose lease among `leases` is still held."""
+        owners = {lease.file_id: lease.owner for lease in leases}
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(files.c.id, files.c.lease_owner).where(
+                    files.c.id.in_(list(owners)), files.c.status.in_(NON_TERMINAL_VALUES)
+                )
+            )
+            return {file_id for file_id, owner in result if owners[file_id] == owner}
 
     async def release(self, lease: Lease, now: datetime, *, count_attempt: bool = True) -> bool:
         """Give the file back so any worker can claim it at once (shutdown, a failed attempt).
