@@ -9,18 +9,14 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 from sqlalchemy import insert
 
-from backburner.api.app import create_app
 from backburner.clock import utcnow
 from backburner.db.engine import create_engine
 from backburner.db.tables import DEFAULT_ORGANIZATION_ID
@@ -29,7 +25,8 @@ from backburner.membership import store as membership_store
 from backburner.membership.roles import shown_role
 from backburner.settings_loader import load_settings
 from tests.conftest import MakeSettings
-from tests.support.processes import free_port, wait_until
+from tests.support.processes import free_port
+from tests.support.served import served
 
 UPLOAD_LIMIT_BYTES = 4096
 
@@ -63,19 +60,8 @@ def server(make_settings: MakeSettings, sqlite_url: str, tmp_path: Path) -> Iter
         file_processing_processes=1,
         file_upload_max_bytes=UPLOAD_LIMIT_BYTES,
     )
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, 30, "the server to be ready")
+    with served(settings) as url:
         yield Server(url, sqlite_url, {"BACKBURNER_DATABASE_URL": sqlite_url, "BACKBURNER_URL": url})
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        listener.close()
 
 
 def test_help_reads_as_in_most_tools() -> None:
