@@ -13,7 +13,8 @@ EXIT_BAD_INPUT = 2
 TIMEOUT_S = 300.0
 KEY_HINT = (
     "pass --api-key KEY or set BACKBURNER_API_KEY; an operator creates one with "
-    "`backburner keys create --org NAME` (add --admin for the admin commands)"
+    "`backburner keys create --org NAME` (add --admin for the admin commands; "
+    "--org default reaches what was made before keys were on)"
 )
 
 

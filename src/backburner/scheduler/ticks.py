@@ -75,6 +75,8 @@ class AlignedIntervalTrigger(BaseTrigger):  # type: ignore[misc]
                 f"interval[{interval_s:g}s, jitter up to {jitter_s:g}s (half the interval; "
                 f"{configured:g}s configured), aligned]"
             )
+        if jitter_s == 0:
+            return f"interval[{interval_s:g}s, aligned]"
         return f"interval[{interval_s:g}s, jitter up to {jitter_s:g}s, aligned]"
 
     def __repr__(self) -> str:
