@@ -52,7 +52,13 @@ async def _prepare(url: str) -> tuple[Seeded, str]:
                 )
             )
         _, token = await key_store.create_key(
-            engine, organization="default", name="ops", is_admin=True, now=utcnow()
+            # Pausing a job acts on the whole deployment: a deployment admin's action.
+            engine,
+            organization="default",
+            name="ops",
+            is_admin=True,
+            is_deployment_admin=True,
+            now=utcnow(),
         )
     finally:
         await engine.dispose()

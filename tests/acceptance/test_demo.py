@@ -71,3 +71,5 @@ def test_the_demo_shows_the_product_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
         if demo.poll() is None:
             demo.kill()
             demo.wait()
+        reader.join(10)
+        demo.stdout.close()  # type: ignore[union-attr]
