@@ -109,14 +109,16 @@ def list_statuses(client: httpx.Client, source_id: str) -> list[str]:
             return statuses
 
 
-def run_side(side: str, embedder: dict[str, str], corpus: list[Path], workdir: Path, tag: str) -> Run:
+def run_side(
+    side: str, embedder: dict[str, str], corpus: list[Path], workdir: Path, tag: str, executable: str
+) -> Run:
     url = asyncio.run(harness.create_database(f"bench_files_{side}"))
     data_dir = workdir / f"{side}-{tag}"
     settings = {"database_url": url, **embedder}
     try:
         if side == "backburner":
             server = harness.start_backburner(
-                settings, data_dir=data_dir, log_path=workdir / f"{side}-{tag}.log"
+                settings, data_dir=data_dir, log_path=workdir / f"{side}-{tag}.log", executable=executable
             )
         else:
             port = harness.free_port()
@@ -138,13 +140,15 @@ def run_side(side: str, embedder: dict[str, str], corpus: list[Path], workdir: P
         asyncio.run(harness.checkpoint())
 
 
-def compare(embedder: dict[str, str], corpus: list[Path], rounds: int, workdir: Path) -> dict[str, Any]:
+def compare(
+    embedder: dict[str, str], corpus: list[Path], rounds: int, workdir: Path, executable: str
+) -> dict[str, Any]:
     runs: dict[str, list[Run]] = {"backburner": [], "naive": []}
     kind = embedder["embedder"]
     for number in range(rounds):
         order = ("backburner", "naive") if number % 2 == 0 else ("naive", "backburner")
         for side in order:
-            run = run_side(side, embedder, corpus, workdir, f"{kind}-{number}")
+            run = run_side(side, embedder, corpus, workdir, f"{kind}-{number}", executable)
             harness.log(
                 f"{kind} round {number + 1}/{rounds} {side}: {run.seconds:.2f} s, {run.cpu_s:.1f} CPU-s"
             )
@@ -196,13 +200,16 @@ async def seed_listing(url: str, count: int) -> str:
     return source_id
 
 
-def measure_listing(workdir: Path, files_count: int) -> float:
+def measure_listing(workdir: Path, files_count: int, executable: str) -> float:
     """Median time to list `files_count` files (all of them, in pages of 500) through the API."""
     url = asyncio.run(harness.create_database("bench_files_list", migrated=True))
     try:
         source_id = asyncio.run(seed_listing(url, files_count))
         server = harness.start_backburner(
-            {"database_url": url}, data_dir=workdir / "listing", log_path=workdir / "listing.log"
+            {"database_url": url},
+            data_dir=workdir / "listing",
+            log_path=workdir / "listing.log",
+            executable=executable,
         )
         try:
             with httpx.Client(base_url=server.base_url, timeout=60) as client:
@@ -240,6 +247,11 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=200.0, help="Latency of each embedding request.")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
+        "--backburner",
+        default=harness.BACKBURNER,
+        help="The `backburner` executable to measure (another installation's, to compare versions).",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="Keep the servers' logs and data (path on stderr)."
     )
     args = parser.parse_args()
@@ -253,7 +265,7 @@ def main() -> None:
         total_mb = sum(path.stat().st_size for path in corpus) / MB
         harness.log(f"corpus: {len(corpus)} files, {total_mb:.2f} MB, in {workdir}")
         load_before = harness.machine_load()
-        hashed = compare({"embedder": "hash"}, corpus, args.rounds, workdir)
+        hashed = compare({"embedder": "hash"}, corpus, args.rounds, workdir, args.backburner)
         emulator = harness.start_emulator(
             workdir / "emulator.log", "--embedding-latency-ms", str(args.latency_ms)
         )
@@ -267,10 +279,11 @@ def main() -> None:
                 corpus,
                 args.rounds,
                 workdir,
+                args.backburner,
             )
         finally:
             emulator.stop()
-        list_ms = measure_listing(workdir, LIST_FILES if not args.quick else 1000)
+        list_ms = measure_listing(workdir, LIST_FILES if not args.quick else 1000, args.backburner)
     harness.emit(
         {
             "corpus": {"files": len(corpus), "mb": round(total_mb, 2)},

@@ -146,13 +146,21 @@ def start_server(
 
 
 def start_backburner(
-    settings: Mapping[str, str], *, data_dir: Path, log_path: Path, command: str = "serve"
+    settings: Mapping[str, str],
+    *,
+    data_dir: Path,
+    log_path: Path,
+    command: str = "serve",
+    executable: str = BACKBURNER,
 ) -> Server:
-    """`backburner serve` with `BACKBURNER_` settings (names without the prefix), on a free port."""
+    """`backburner serve` with `BACKBURNER_` settings (names without the prefix), on a free port.
+
+    `executable` may be another installation's `backburner`, to compare two versions side by side.
+    """
     port = free_port()
     env = {f"BACKBURNER_{name.upper()}": value for name, value in settings.items()}
     env |= {"BACKBURNER_PORT": str(port), "BACKBURNER_DATA_DIR": str(data_dir)}
-    return start_server([BACKBURNER, command], env, port=port, log_path=log_path)
+    return start_server([executable, command], env, port=port, log_path=log_path)
 
 
 def start_emulator(log_path: Path, *extra: str) -> Server:

@@ -210,9 +210,16 @@ class Settings(BaseSettings):
     file_parse_timeout_seconds: float = _field(
         120.0,
         "files",
-        "Wall-clock and CPU time one file's parsing may take before the file ends in ERROR.",
+        "Wall-clock and CPU time any file's parsing may take before the file ends in ERROR.",
         gt=0,
         le=86_400,
+    )
+    file_parse_seconds_per_mb: float = _field(
+        20.0,
+        "files",
+        "Parsing time a file gets per MB of its size (at least 5 s, at most "
+        "`file_parse_timeout_seconds`): a small file cannot take long.",
+        gt=0,
     )
     file_max_pages: int = _field(2000, "files", "Most pages of a PDF that is processed.", ge=1)
     file_max_text_chars: int = _field(

@@ -28,6 +28,8 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "failover": {"faults", "overlapping_leader_runs"},
     "watchdog": {"overhead_ratio", "detection_ms", "false_reports"},
     "batch_poll": {"cycle_10k", "ingest_100k", "naive_ingest_100k"},
+    "hostile": {"victim_p95_s", "bomb_error_s", "healthz_p99_ms", "idle_cpu_after_s"},
+    "scale": {"files_per_min", "scaling_3_over_1"},
 }
 QUICK_TIMEOUT_S = 600
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import psutil
 import pytest
 
-from backburner.files.pool.child import RemoteTaskError
+from backburner.files.pool.child import POOL_NICENESS, RemoteTaskError
 from backburner.files.pool.process_pool import (
     ProcessPool,
     TaskFailed,
@@ -102,3 +102,8 @@ async def test_closing_kills_every_process() -> None:
     pool.close()
     for pid in pids:
         assert await gone(pid, 5)
+
+
+async def test_pool_processes_yield_the_cpu_to_the_event_loop(pool: ProcessPool) -> None:
+    main = psutil.Process().nice()
+    assert {psutil.Process(pid).nice() for pid in pool.pids()} == {main + POOL_NICENESS}

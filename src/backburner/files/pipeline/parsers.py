@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -114,6 +115,10 @@ def parse_markdown(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocumen
     return _document(_read_text(path, limits), DocumentKind.MARKDOWN, limits)
 
 
+def _too_deep(what: str) -> str:
+    return f"{what}: nested deeper than the limit of {sys.getrecursionlimit()} levels"
+
+
 def parse_json(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     text = _read_text(path, limits)
     try:
@@ -122,7 +127,7 @@ def parse_json(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     except json.JSONDecodeError as exc:
         raise ParseError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise ParseError("invalid JSON: nested too deeply") from None
+        raise ParseError(_too_deep("invalid JSON")) from None
     return _document(pretty, DocumentKind.JSON, limits)
 
 
@@ -136,7 +141,7 @@ def parse_jsonl(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
         except json.JSONDecodeError as exc:
             raise ParseError(f"invalid JSON on line {number}: {exc.msg}") from None
         except RecursionError:
-            raise ParseError(f"invalid JSON on line {number}: nested too deeply") from None
+            raise ParseError(_too_deep(f"invalid JSON on line {number}")) from None
     return _document("\n".join(lines), DocumentKind.JSON, limits)
 
 
@@ -205,7 +210,7 @@ def parse_pdf(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
             pages.append(page.extract_text() or "")
             chars += len(pages[-1])
             _check_length(chars, limits)
-    except ParseError:
+    except (ParseError, MemoryError):  # a MemoryError is the pool's memory limit: not the file's fault
         raise
     except Exception as exc:  # pypdf raises many types (PdfReadError, ValueError, KeyError...)
         raise ParseError(f"corrupt PDF: {exc or type(exc).__name__}") from None
@@ -225,6 +230,8 @@ def parse_docx(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
         blocks = list(_docx_blocks(document.iter_inner_content()))
     except PackageNotFoundError:
         raise ParseError("corrupt DOCX: not a Word document package") from None
+    except MemoryError:
+        raise
     except Exception as exc:  # zip, XML and missing-part errors of a damaged package
         raise ParseError(f"corrupt DOCX: {exc or type(exc).__name__}") from None
     return _document("\n\n".join(blocks), DocumentKind.DOCX, limits)

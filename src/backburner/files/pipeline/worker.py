@@ -269,12 +269,14 @@ class FileWorker:
                     config.chunk_size_chars,
                     config.chunk_overlap_chars,
                     budget.parse,
-                    limits=TaskLimits(wall_s=budget.parse_timeout_s, cpu_s=budget.parse_timeout_s),
+                    limits=TaskLimits(
+                        wall_s=budget.parse_s(file.size_bytes), cpu_s=budget.parse_s(file.size_bytes)
+                    ),
                 )
         except BlobNotFound:
             raise ParseError("the uploaded content is missing from storage") from None
         except TaskFailed as exc:
-            message = over_budget(exc, config.budget)
+            message = over_budget(exc, config.budget, file.size_bytes)
             if message is None:
                 raise
             raise ParseError(message) from None

@@ -74,6 +74,9 @@ class _Process:
         )
         self.process.start()
         theirs.close()
+        # The process answers once its limits are set: only then does it take tasks.
+        if self.conn.recv() != ("ready", self.process.pid):
+            raise RuntimeError("a pool process did not start as expected")
 
     def roundtrip(self, task: tuple[Callable[..., Any], tuple[Any, ...], float | None]) -> Outcome:
         """Send a task and wait for its outcome (in a thread: both may block)."""
