@@ -30,6 +30,16 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "batch_poll": {"cycle_10k", "ingest_100k", "naive_ingest_100k"},
     "hostile": {"victim_p95_s", "bomb_error_s", "healthz_p99_ms", "idle_cpu_after_s"},
     "scale": {"files_per_min", "scaling_3_over_1"},
+    "soak": {
+        "faults",
+        "files",
+        "passages_duplicated",
+        "batch_items",
+        "overlapping_leader_runs",
+        "leader_changes",
+        "completions_undelivered",
+        "max_rss_mb",
+    },
 }
 QUICK_TIMEOUT_S = 600
 
