@@ -120,3 +120,6 @@ def test_bad_requests_exit_2_and_change_nothing(sqlite_url: str, tmp_path: Path,
     assert code == 2 and "ftp" in err
     code, out, _ = run(env_of(base), "verify")
     assert code == 0 and "checked 1 blobs" in out
+    nowhere = {"database_url": "postgresql://postgres@127.0.0.1:5432/bb_no_such_database"}
+    code, _, err = run(env_of({**base, **nowhere}), "verify")
+    assert code == 2 and "'bb_no_such_database' does not exist" in err and "createdb" in err

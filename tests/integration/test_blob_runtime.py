@@ -89,6 +89,7 @@ async def test_a_missing_bucket_makes_readiness_fail_and_uploads_refused_until_i
         refused = await upload(client, source_id, "a.txt", b"some text", "text/plain")
         assert refused.status_code == 503
         assert refused.headers["content-type"] == "application/json"
+        assert refused.headers["retry-after"] == "5"
         assert "uploads are refused until the blob store works again" in refused.json()["detail"]
         assert bucket in refused.json()["detail"]
         assert (await client.get(f"/v1/sources/{source_id}/files")).json()["files"] == []

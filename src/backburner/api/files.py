@@ -10,12 +10,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel, Field
 
 from backburner.api.deps import get_file_service, get_organization_id
+from backburner.api.fields import Description, Name
 from backburner.api.paging import page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.db.keyset import InvalidCursor
 from backburner.files.blobs import BlobNotFound
 from backburner.files.embedding.embedders import EmbeddingError
-from backburner.files.service import FileService, SearchHit, UploadRefused
+from backburner.files.service import FileService, SearchHit, StorageUnavailable, UploadRefused
 from backburner.files.states import FileStatus, IllegalTransition
 from backburner.files.store.records import (
     DuplicateSource,
@@ -34,6 +35,8 @@ SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 FileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 DEFAULT_PAGE_SIZE = 100
 MAX_SEARCH_K = 100
+# The blob store is checked every 5 s: a fixed bucket or key counts by then.
+STORAGE_RETRY_AFTER_S = 5
 
 
 Files = Annotated[FileService, Depends(get_file_service)]
@@ -43,11 +46,8 @@ Files = Annotated[FileService, Depends(get_file_service)]
 
 
 class SourceCreate(BaseModel):
-    # No control characters (PostgreSQL refuses NUL in text; the others make names unreadable).
-    name: str = Field(
-        min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
-    )
-    description: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00]*$")
+    name: Name
+    description: Description | None = None
 
 
 class SourceOut(BaseModel):
@@ -149,6 +149,12 @@ def file_out(file: FileRecord) -> dict[str, Any]:
 
 def _not_found(exc: LookupError) -> HTTPException:
     return HTTPException(404, str(exc))
+
+
+def _refused(exc: UploadRefused) -> HTTPException:
+    """A refused upload's answer; a blob store that does not work says when to try again."""
+    headers = {"retry-after": str(STORAGE_RETRY_AFTER_S)} if isinstance(exc, StorageUnavailable) else None
+    return HTTPException(exc.status_code, str(exc), headers=headers)
 
 
 # --- sources ----------------------------------------------------------------------------------
@@ -257,7 +263,7 @@ async def upload_file(
     except MultipartError as exc:
         raise HTTPException(400, str(exc)) from None
     except UploadRefused as exc:
-        raise HTTPException(exc.status_code, str(exc)) from None
+        raise _refused(exc) from None
     if result.duplicate:
         response.status_code = 200
     return {**file_out(result.file), "duplicate": result.duplicate}
@@ -352,7 +358,7 @@ async def retry_file(file_id: FileId, files: Files, organization_id: Organizatio
     except BlobNotFound:
         raise HTTPException(409, f"the content of file {file_id} is no longer stored") from None
     except UploadRefused as exc:
-        raise HTTPException(exc.status_code, str(exc)) from None
+        raise _refused(exc) from None
 
 
 # --- search -----------------------------------------------------------------------------------

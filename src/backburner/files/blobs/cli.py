@@ -21,13 +21,14 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.cli_common import EXIT_BAD_CONFIG, ConfigOption, ProfileOption, load_or_exit
+from backburner.cli_output import print_table
 from backburner.clock import SystemClock
 from backburner.db import migrate as schema
 from backburner.db.engine import create_engine
+from backburner.db.errors import permanent_problem
 from backburner.files.blobs.base import BlobStore, BlobStoreUnavailable, StoreName
 from backburner.files.blobs.factory import build_blob_store
 from backburner.files.blobs.migration import DEFAULT_CONCURRENCY, MigrationReport, migrate_blobs
@@ -137,6 +138,9 @@ def _run(settings: Settings, work: Callable[[AsyncEngine, BlobReferences, int], 
     except BlobStoreUnavailable as exc:
         _fail(str(exc))
     except Exception as exc:
+        problem = permanent_problem(exc, settings.effective_database_url)
+        if problem is not None:  # a missing database, a refused login: waiting will not help
+            _exit_bad_input(problem)
         _fail(describe_error(exc))
 
 
@@ -169,12 +173,12 @@ def _finish(report: Any, problems: list[BlobProblem], lines: list[str], as_json:
         typer.echo(json.dumps(asdict(report), indent=2))
     else:
         if problems:
-            table = Table(title="Blobs missing or corrupt")
-            for column in ("file", "organization", "name", "key", "problem", "detail"):
-                table.add_column(column)
-            for p in problems:
-                table.add_row(p.file_id, p.organization_id, p.file_name, p.key, p.problem, p.detail)
-            Console().print(table)
+            print_table(
+                "Blobs missing or corrupt",
+                ("file", "organization", "name", "key", "problem", "detail"),
+                [(p.file_id, p.organization_id, p.file_name, p.key, p.problem, p.detail) for p in problems],
+                keep_whole=("file", "key"),
+            )
         for line in lines:
             typer.echo(line)
     if problems:
