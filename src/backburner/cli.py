@@ -20,6 +20,7 @@ from backburner.emulator.cli import emulator_cli
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
+from backburner.schedules.cli import schedules_app
 from backburner.settings_loader import LoadedSettings
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.add_typer(batches_app, name="batches")
 app.add_typer(emulator_cli, name="emulator")
 app.add_typer(files_app, name="files")
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(schedules_app, name="schedules")
 
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
 PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +35,9 @@ from backburner.scheduler.jobs import JobRegistry
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
 from backburner.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from backburner.schedules.component import Schedules
 
 log = logging.getLogger("backburner.runtime")
 
@@ -91,6 +94,7 @@ class Runtime:
         self._startup_error: str | None = "starting"
         self._executor: ThreadPoolExecutor | None = None
         self.watchdog: Watchdog | None = None
+        self.schedules: Schedules | None = None
         self._migrations_current = False
         self.add_readiness_check("database", self._check_database)
         self.add_readiness_check("migrations", self._check_migrations)
@@ -185,6 +189,21 @@ class Runtime:
 
         # Registers the file sweeper job: before the scheduler.
         await self.enter_component(COMPONENT_NAME, FileProcessing(self))
+
+        from backburner.schedules.component import COMPONENT_NAME as SCHEDULES
+        from backburner.schedules.component import Schedules
+
+        # Registers the leader-only dispatch job of user schedules: before the scheduler.
+        self.schedules = await self.enter_component(
+            SCHEDULES,
+            Schedules(
+                engine=self.engine,
+                settings=self.settings,
+                clock=self.clock,
+                registry=self.metrics.registry,
+                jobs=self.jobs,
+            ),
+        )
 
         # KEEP LAST: leader election, the scheduler and membership. The scheduler takes the jobs
         # registered by the components above; insert new components BEFORE this block.

@@ -15,6 +15,7 @@ from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
 from backburner.dashboard import router as dashboard
 from backburner.runtime import Runtime
+from backburner.schedules import api as schedules
 from backburner.settings_loader import LoadedSettings
 
 
@@ -39,6 +40,7 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(batches.admin_router)
     app.include_router(files.router)
+    app.include_router(schedules.router)
     app.include_router(admin_scheduler.router)
     app.include_router(admin_watchdog.router)
     app.include_router(dashboard.router)
