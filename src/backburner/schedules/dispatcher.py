@@ -1,14 +1,14 @@
 """The leader's dispatcher: finds due schedules, claims their fires, delivers them, records the ends.
 
-It runs for one term of leadership at a time and stops when the term ends. Four loops share it:
+It runs for one term of leadership at a time and stops when the term ends. It starts by taking
+over: the runs an earlier leader left delivering get their next attempt. Then four loops share it:
 
 - **claim**: in one fenced transaction, up to `schedule_dispatch_batch_size` schedules due now
   (through the index on `due_at`) are locked and decided (catch-up, then overlap), their runs are
   inserted under the unique (schedule, fire time) key, each counting its first attempt, and the
   schedules move on to their next fire time. Then it sleeps until the next due time (at least
   0.1 s, at most `schedule_poll_interval_seconds`, or until woken).
-- **attempts**: queued runs whose retry time has come get their next attempt; when the term
-  starts, it also takes over what an earlier leader left delivering.
+- **attempts**: queued runs whose retry time has come get their next attempt.
 - **record**: the ends of attempts are written together, in one fenced transaction every 0.1 s.
 - **prune**: finished runs older than `schedule_run_retention_days` are deleted.
 
@@ -198,8 +198,14 @@ class Dispatcher:
         term = _Term(self, leadership)
         log_event(log, logging.INFO, "schedules.dispatching", epoch=leadership.term.epoch)
         try:
+            orphans = await term.take_over()
+        except NotLeader:
+            return
+        try:
             async with asyncio.TaskGroup() as group:
                 term.group = group
+                for delivery in orphans:
+                    term.start(delivery)
                 group.create_task(term.until_lost(), name="schedules.term")
                 group.create_task(term.guarded("claim", term.claim_pass), name="schedules.claim")
                 group.create_task(term.guarded("attempts", term.attempt_pass), name="schedules.attempts")
@@ -233,7 +239,6 @@ class _Term:
         self.has_records = asyncio.Event()
         self.attempts_due = asyncio.Event()
         self.next_retry_at: datetime | None = None
-        self.taking_over = True
 
     async def until_lost(self) -> None:
         await self.leadership.lost.wait()
@@ -263,7 +268,7 @@ class _Term:
         async with self.leadership.fenced() as conn:
             deliveries, more, next_due = await self._claim(conn, now)
         for delivery in deliveries:
-            self._start(delivery)
+            self.start(delivery)
         if more:
             await asyncio.sleep(0)
             return
@@ -318,7 +323,7 @@ class _Term:
 
     # --- delivering -------------------------------------------------------------------------
 
-    def _start(self, delivery: Delivery) -> None:
+    def start(self, delivery: Delivery) -> None:
         assert self.group is not None
         self.in_flight += 1
         self.metrics.in_flight.inc()
@@ -390,24 +395,33 @@ class _Term:
         if released:
             self.attempts_due.set()
 
-    # --- retries and take-over --------------------------------------------------------------
+    # --- take-over and retries --------------------------------------------------------------
+
+    async def take_over(self) -> list[Delivery]:
+        """Before anything is claimed: the runs an earlier leader (or an earlier start of this
+        one) left delivering get their next attempt, and buffered runs left waiting are let go.
+        Their number is bounded by the earlier dispatcher's in-flight limit."""
+        now = self.clock.now()
+        async with self.leadership.fenced() as conn:
+            await store.release_orphaned_buffers(conn, now)
+            deliveries = await store.start_attempts(
+                conn, now=now, epoch=self.epoch, limit=None, take_over=True
+            )
+        if deliveries:
+            log_event(log, logging.INFO, "schedules.taken_over", runs=len(deliveries), epoch=self.epoch)
+        return deliveries
 
     async def attempt_pass(self) -> None:
         await self.room.wait()
         now = self.clock.now()
         async with self.leadership.fenced() as conn:
-            if self.taking_over:
-                await store.release_orphaned_buffers(conn, now)
             deliveries = await store.start_attempts(
-                conn, now=now, epoch=self.epoch, limit=ATTEMPT_BATCH, take_over=self.taking_over
+                conn, now=now, epoch=self.epoch, limit=ATTEMPT_BATCH, take_over=False
             )
-        if self.taking_over and deliveries:
-            log_event(log, logging.INFO, "schedules.taken_over", runs=len(deliveries), epoch=self.epoch)
         for delivery in deliveries:
-            self._start(delivery)
+            self.start(delivery)
         if len(deliveries) == ATTEMPT_BATCH:
             return
-        self.taking_over = False
         if self.next_retry_at is not None and self.next_retry_at <= now:
             self.next_retry_at = None
         delay_s = self.config.poll_interval_s

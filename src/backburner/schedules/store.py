@@ -494,7 +494,7 @@ async def deliveries_of(conn: AsyncConnection, run_ids: Iterable[str]) -> list[D
 
 
 async def start_attempts(
-    conn: AsyncConnection, *, now: datetime, epoch: int, limit: int, take_over: bool
+    conn: AsyncConnection, *, now: datetime, epoch: int, limit: int | None, take_over: bool
 ) -> list[Delivery]:
     """Count and start the next attempt of runs that wait for one: queued runs whose time has
     come, and (`take_over`, when a leader starts) runs left delivering by an earlier leader or
@@ -505,7 +505,8 @@ async def start_attempts(
     if take_over:
         waiting = or_(waiting, schedule_runs.c.outcome == RunOutcome.DELIVERING.value)
     query = select(schedule_runs.c.id).where(unfinished, waiting).order_by(schedule_runs.c.next_attempt_at)
-    query = query.limit(limit)
+    if limit is not None:
+        query = query.limit(limit)
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     ids = list((await conn.execute(query)).scalars())
