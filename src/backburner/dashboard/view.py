@@ -19,6 +19,7 @@ from backburner.runtime import Runtime
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
+from backburner.schedules.dashboard import schedules_panel
 
 RUN_HISTORY_LENGTH = 20
 RECENT_ERRORS = 10
@@ -40,6 +41,7 @@ async def dashboard_view(
         "batches": batches,
         "files": files,
         "loop": _loop_panel(runtime),
+        "schedules": await schedules_panel(runtime.schedules, organization_id),
     }
 
 

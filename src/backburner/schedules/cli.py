@@ -233,16 +233,15 @@ def list_schedules(
         return
     table = Table(title="Schedules")
     table.add_column("id", no_wrap=True)
-    for column in ("name", "timing", "action", "state", "next fire times"):
+    for column in ("name", "timing", "state", "next fire times"):
         table.add_column(column)
     for schedule in page["data"]:
         table.add_row(
             schedule["id"],
             schedule["name"],
             _timing(schedule),
-            _target(schedule),
             _state(schedule),
-            "\n".join(schedule["next_fire_times"]) or "-",
+            "\n".join(t[:19] for t in schedule["next_fire_times"]) or "-",
         )
     Console().print(table)
 

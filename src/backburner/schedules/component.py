@@ -85,6 +85,7 @@ class Schedules:
         self._leadership: Leadership | None = None
 
     async def __aenter__(self) -> Schedules:
+        await self.deliverer.open()
         self._jobs.add(JobSpec(DISPATCH_JOB_ID, "Fire user schedules", SUPERVISE_INTERVAL_S, self.supervise))
         log_event(
             log,

@@ -79,9 +79,16 @@ class Deliverer:
         self._handlers = handlers
         self._timeout_s = timeout_s
         self._clock = clock
-        # Built here, at start-up: its first use would otherwise import the HTTP stack on the loop.
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = httpx.AsyncClient(timeout=timeout_s, limits=limits, follow_redirects=False)
+        self._concurrency = concurrency
+        self._http: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        """Build the HTTP client in a thread: loading its TLS certificates takes a few hundred
+        milliseconds that must not stall the loop."""
+        limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
+        self._http = await asyncio.to_thread(
+            httpx.AsyncClient, timeout=self._timeout_s, limits=limits, follow_redirects=False
+        )
 
     async def attempt(self, delivery: Delivery) -> AttemptResult:
         """Make one attempt; every failure is returned, never raised (cancellation excepted)."""
@@ -112,6 +119,8 @@ class Deliverer:
         url = delivery.webhook_url
         if url is None or not is_allowed(url, self._allowed_urls):
             return None, "the target is not allowed by schedule_webhook_allowed_urls", False
+        if self._http is None:
+            raise RuntimeError("the deliverer is not open")
         body = delivery.payload.encode()
         headers = {
             "content-type": "application/json",
@@ -152,4 +161,6 @@ class Deliverer:
         return None, None, True
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -227,6 +227,8 @@
       state.data = data;
       state.lastOk = Date.now();
       render(data);
+      // Panels in scripts of their own (schedules.js) render their part of the same data.
+      document.dispatchEvent(new CustomEvent("dashboard:data", { detail: data }));
       // Time from navigation start to the first page with data, read by the load benchmark.
       if (window.dashboardFirstRenderMs === undefined) window.dashboardFirstRenderMs = performance.now();
     } catch (err) {
@@ -271,6 +273,8 @@
     () => post(`/v1/files/${encodeURIComponent(f.id)}/retry`));
   const jobAction = (job, verb) => confirmThen(`${verb === "pause" ? "Pause" : "Resume"} job ${job.name || job.id}?`,
     () => post(`/api/admin/scheduler/jobs/${encodeURIComponent(job.id)}/${verb}`));
+
+  window.backburnerDashboard = { el, ago, replaceRows, countChips, confirmThen, post };
 
   $("#key-form").addEventListener("submit", (event) => {
     event.preventDefault();
