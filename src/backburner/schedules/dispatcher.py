@@ -148,16 +148,13 @@ def attempt_record(
         "instance_id": instance_id,
     }
     line = json.dumps(entry, separators=(",", ":")) + "\n"
+    run_id, schedule_id, status = delivery.run_id, delivery.schedule_id, result.http_status
     if result.ok:
-        return AttemptRecord(delivery.run_id, RunOutcome.SUCCEEDED, None, now, result.http_status, None, line)
+        return AttemptRecord(run_id, schedule_id, RunOutcome.SUCCEEDED, None, now, status, None, line)
     if not result.retryable or gives_up(delivery.attempt, max_attempts):
-        return AttemptRecord(
-            delivery.run_id, RunOutcome.FAILED, None, now, result.http_status, result.error, line
-        )
+        return AttemptRecord(run_id, schedule_id, RunOutcome.FAILED, None, now, status, result.error, line)
     retry_at = now + timedelta(seconds=retry_delay_s(delivery.attempt, backoff_s))
-    return AttemptRecord(
-        delivery.run_id, RunOutcome.QUEUED, retry_at, None, result.http_status, result.error, line
-    )
+    return AttemptRecord(run_id, schedule_id, RunOutcome.QUEUED, retry_at, None, status, result.error, line)
 
 
 class _TermEnded(Exception):
@@ -403,7 +400,7 @@ class _Term:
         Their number is bounded by the earlier dispatcher's in-flight limit."""
         now = self.clock.now()
         async with self.leadership.fenced() as conn:
-            await store.release_orphaned_buffers(conn, now)
+            await store.release_buffers(conn, now, None)
             deliveries = await store.start_attempts(
                 conn, now=now, epoch=self.epoch, limit=None, take_over=True
             )

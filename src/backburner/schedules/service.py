@@ -16,7 +16,7 @@ from typing import Any
 
 from backburner.clock import Clock
 from backburner.ids import new_id
-from backburner.schedules.allowlist import is_allowed, url_problem
+from backburner.schedules.allowlist import AllowList, url_problem
 from backburner.schedules.models import ScheduleChange, ScheduleCreate
 from backburner.schedules.policies import Policy, due_at
 from backburner.schedules.specs import InvalidField, Spec, SpecKind, check_spec, time_zone
@@ -29,7 +29,7 @@ SECRET_PREFIX = "bbs_"
 class Rules:
     """What the operator allows schedules to do."""
 
-    allowed_urls: list[str]
+    allow_list: AllowList
     handler_names: frozenset[str]
     payload_max_bytes: int
 
@@ -86,17 +86,17 @@ def check_action(
         problem = url_problem(webhook_url)
         if problem is not None:
             raise InvalidField("webhook_url", f"{webhook_url!r} {problem}")
-        if not rules.allowed_urls:
+        if not rules.allow_list:
             raise InvalidField(
                 "webhook_url",
                 "webhook schedules are not allowed here: "
                 "the operator's schedule_webhook_allowed_urls is empty",
             )
-        if not is_allowed(webhook_url, rules.allowed_urls):
+        if not rules.allow_list.allows(webhook_url):
             raise InvalidField(
                 "webhook_url",
                 f"{webhook_url!r} is not allowed; a webhook target must start with one of: "
-                + ", ".join(rules.allowed_urls),
+                + ", ".join(rules.allow_list.prefixes),
             )
         return chosen, webhook_url, None
     assert handler is not None

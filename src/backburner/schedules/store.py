@@ -199,6 +199,7 @@ class AttemptRecord:
     """The end of one attempt. `outcome` is final (succeeded, failed) or queued for a retry."""
 
     run_id: str
+    schedule_id: str
     outcome: RunOutcome
     next_attempt_at: datetime | None
     finished_at: datetime | None
@@ -380,6 +381,15 @@ async def insert_runs(
     conn: AsyncConnection, runs: Sequence[NewRun], *, now: datetime, epoch: int, instance_id: str
 ) -> set[str]:
     """Write the claimed runs; returns the ids written (a fire claimed before is left alone)."""
+    if not runs:
+        return set()
+    # One statement for any number of rows (executemany): a VALUES list of each length would be
+    # compiled again for every new length.
+    statement = (
+        _insert(conn)(schedule_runs)
+        .on_conflict_do_nothing(index_elements=["schedule_id", "fire_time"])
+        .returning(schedule_runs.c.id)
+    )
     written: set[str] = set()
     for start in range(0, len(runs), RUN_INSERT_CHUNK):
         chunk = runs[start : start + RUN_INSERT_CHUNK]
@@ -405,12 +415,7 @@ async def insert_runs(
             }
             for run in chunk
         ]
-        result = await conn.execute(
-            _insert(conn)(schedule_runs)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=["schedule_id", "fire_time"])
-            .returning(schedule_runs.c.id)
-        )
+        result = await conn.execute(statement, rows)
         written.update(result.scalars())
     return written
 
@@ -527,22 +532,23 @@ async def start_attempts(
     return [_delivery(row, int(row.attempts)) for row in rows]
 
 
-async def release_orphaned_buffers(conn: AsyncConnection, now: datetime) -> int:
-    """Let go buffered runs whose schedule has nothing else delivering or queued (the run they
-    waited for ended under an earlier leader, or was deleted)."""
+async def release_buffers(conn: AsyncConnection, now: datetime, schedule_ids: Sequence[str] | None) -> int:
+    """Let go the buffered runs (of these schedules; None: of all) that wait for nothing any
+    more: no other run of their schedule is delivering or queued."""
     others = schedule_runs.alias("others")
+    conditions = [
+        schedule_runs.c.outcome == RunOutcome.BUFFERED.value,
+        schedule_runs.c.finished_at.is_(None),
+        ~exists().where(
+            others.c.schedule_id == schedule_runs.c.schedule_id,
+            others.c.finished_at.is_(None),
+            others.c.outcome.in_(_DELIVERING_OR_QUEUED),
+        ),
+    ]
+    if schedule_ids is not None:
+        conditions.append(schedule_runs.c.schedule_id.in_(schedule_ids))
     result = await conn.execute(
-        update(schedule_runs)
-        .where(
-            schedule_runs.c.outcome == RunOutcome.BUFFERED.value,
-            schedule_runs.c.finished_at.is_(None),
-            ~exists().where(
-                others.c.schedule_id == schedule_runs.c.schedule_id,
-                others.c.finished_at.is_(None),
-                others.c.outcome.in_(_DELIVERING_OR_QUEUED),
-            ),
-        )
-        .values(outcome=RunOutcome.QUEUED.value, next_attempt_at=now)
+        update(schedule_runs).where(*conditions).values(outcome=RunOutcome.QUEUED.value, next_attempt_at=now)
     )
     return int(result.rowcount or 0)
 
@@ -582,9 +588,8 @@ async def record_attempts(
             for r in records
         ],
     )
-    if not any(r.outcome in (RunOutcome.SUCCEEDED, RunOutcome.FAILED) for r in records):
-        return 0
-    return await release_orphaned_buffers(conn, now)
+    ended = sorted({r.schedule_id for r in records if r.outcome in (RunOutcome.SUCCEEDED, RunOutcome.FAILED)})
+    return await release_buffers(conn, now, ended) if ended else 0
 
 
 async def prune_runs(conn: AsyncConnection, *, before: datetime, limit: int) -> int:
