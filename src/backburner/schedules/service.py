@@ -8,6 +8,7 @@ manual trigger is recorded on the schedule, and the leader claims it like any ot
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -16,11 +17,14 @@ from typing import Any
 
 from backburner.clock import Clock
 from backburner.ids import new_id
+from backburner.logs import log_event
 from backburner.schedules.allowlist import AllowList, url_problem
 from backburner.schedules.models import ScheduleChange, ScheduleCreate
 from backburner.schedules.policies import Policy, due_at
 from backburner.schedules.specs import InvalidField, Spec, SpecKind, check_spec, time_zone
 from backburner.schedules.store import RunRecord, ScheduleRecord, ScheduleStore
+
+log = logging.getLogger("backburner.schedules")
 
 SECRET_PREFIX = "bbs_"
 
@@ -238,8 +242,11 @@ def paused_schedule(
     record: ScheduleRecord, *, paused: bool, note: str | None, now: datetime
 ) -> ScheduleRecord:
     """Pause (fires stop; missed ones are not caught up) or resume (from the next fire after now)."""
-    next_fire_at = None if paused else first_fire(record.spec, record.created_at, now, paused=False)
-    if not paused and record.paused is False:
+    if paused:
+        next_fire_at = None
+    elif record.paused:
+        next_fire_at = first_fire(record.spec, record.created_at, now, paused=False)
+    else:
         next_fire_at = record.next_fire_at  # resuming a running schedule changes nothing
     return replace(
         record,
@@ -255,6 +262,19 @@ def triggered_schedule(record: ScheduleRecord, now: datetime) -> ScheduleRecord:
     """Ask the leader to fire now, once, whatever the spec (and even while paused)."""
     trigger_at = now if record.trigger_at is None else min(record.trigger_at, now)
     return replace(record, trigger_at=trigger_at, due_at=due_at(record.next_fire_at, trigger_at))
+
+
+def _logged(event: str, record: ScheduleRecord, **fields: Any) -> ScheduleRecord:
+    log_event(
+        log,
+        logging.INFO,
+        event,
+        schedule_id=record.id,
+        organization_id=record.organization_id,
+        next_fire_at=record.next_fire_at.isoformat() if record.next_fire_at else None,
+        **fields,
+    )
+    return record
 
 
 class ScheduleService:
@@ -277,7 +297,7 @@ class ScheduleService:
         )
         await self.store.create(record)
         self._on_change()
-        return record
+        return _logged("schedule.created", record, kind=record.spec.kind, action=record.action)
 
     async def get(self, organization_id: str, schedule_id: str) -> ScheduleRecord:
         return await self.store.get(organization_id, schedule_id)
@@ -291,13 +311,14 @@ class ScheduleService:
             organization_id, schedule_id, lambda r: changed_schedule(r, change, now, self.rules)
         )
         self._on_change()
-        return record
+        return _logged("schedule.changed", record, fields=",".join(sorted(change.model_fields_set)))
 
     async def pause(self, organization_id: str, schedule_id: str, note: str | None) -> ScheduleRecord:
         now = self._clock.now()
-        return await self.store.modify(
+        record = await self.store.modify(
             organization_id, schedule_id, lambda r: paused_schedule(r, paused=True, note=note, now=now)
         )
+        return _logged("schedule.paused", record)
 
     async def resume(self, organization_id: str, schedule_id: str) -> ScheduleRecord:
         now = self._clock.now()
@@ -305,16 +326,19 @@ class ScheduleService:
             organization_id, schedule_id, lambda r: paused_schedule(r, paused=False, note=None, now=now)
         )
         self._on_change()
-        return record
+        return _logged("schedule.resumed", record)
 
     async def trigger(self, organization_id: str, schedule_id: str) -> ScheduleRecord:
         now = self._clock.now()
         record = await self.store.modify(organization_id, schedule_id, lambda r: triggered_schedule(r, now))
         self._on_change()
-        return record
+        return _logged("schedule.triggered", record)
 
     async def delete(self, organization_id: str, schedule_id: str) -> None:
         await self.store.delete(organization_id, schedule_id)
+        log_event(
+            log, logging.INFO, "schedule.deleted", schedule_id=schedule_id, organization_id=organization_id
+        )
 
     async def runs(
         self, organization_id: str, schedule_id: str, *, limit: int, before: datetime | None
