@@ -205,20 +205,26 @@ class Cluster:
                 process.wait(10)
 
 
-async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    admin = await asyncpg.connect(args.admin_dsn)
-    name = f"bb_bench_failover_{uuid.uuid4().hex[:8]}"
+async def fresh_database(admin: asyncpg.Connection, admin_dsn: str, label: str) -> tuple[str, str, str]:
+    """Create and migrate a database; returns its name, its SQLAlchemy URL and its asyncpg DSN."""
+    name = f"bb_bench_{label}_{uuid.uuid4().hex[:8]}"
     await admin.execute(f'CREATE DATABASE "{name}"')
-    base = args.admin_dsn.rsplit("/", 1)[0]
+    base = admin_dsn.rsplit("/", 1)[0]
     url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
     engine = create_engine(load_settings(flags={"database_url": url}, environ={}).settings)
     try:
         await migrate.upgrade(engine)
     finally:
         await engine.dispose()
+    return name, url, f"{base}/{name}"
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    admin = await asyncpg.connect(args.admin_dsn)
+    name, url, dsn = await fresh_database(admin, args.admin_dsn, "failover")
     results: dict[str, list[float]] = {fault: [] for fault in args.faults}
     cluster = Cluster(url, workdir, args.lease_seconds)
-    cluster.db = await asyncpg.connect(f"{base}/{name}")
+    cluster.db = await asyncpg.connect(dsn)
     try:
         for fault in args.faults:
             for i in range(args.rounds):

@@ -44,9 +44,9 @@ from typing import Any
 
 import asyncpg
 import psutil
+from failover import Cluster, fresh_database  # this folder is on the path of a script run from it
 from sqlalchemy import insert
 
-from backburner.db import migrate
 from backburner.db.engine import create_engine
 from backburner.schedules.allowlist import AllowList
 from backburner.schedules.models import ScheduleCreate
@@ -118,48 +118,24 @@ class Plan:
     kill_every_s: float | None
 
 
-class Cluster:
-    def __init__(self, url: str, workdir: Path, receiver_prefix: str, plan: Plan) -> None:
-        self.url = url
-        self.workdir = workdir
+class ScheduleCluster(Cluster):
+    """The failover bench's cluster of `backburner worker` processes, with the product's defaults
+    but for the lease and the receiver's place on the allow-list."""
+
+    def __init__(self, url: str, workdir: Path, receiver_prefix: str, lease_s: float) -> None:
+        super().__init__(url, workdir, lease_s)
         self.prefix = receiver_prefix
-        self.plan = plan
-        self.processes: list[subprocess.Popen[bytes]] = []
 
     def env(self) -> dict[str, str]:
         settings = {
             "DATABASE_URL": self.url,
             "DATA_DIR": str(self.workdir / "data"),
             "LOG_FORMAT": "json",
-            "LEADER_LEASE_SECONDS": str(self.plan.lease_s),
+            "LEADER_LEASE_SECONDS": str(self.lease_s),
             "SCHEDULE_WEBHOOK_ALLOWED_URLS": self.prefix,
             "SHUTDOWN_TIMEOUT_SECONDS": "5",
         }
         return {"PATH": os.environ.get("PATH", ""), **{f"BACKBURNER_{k}": v for k, v in settings.items()}}
-
-    def start_one(self) -> None:
-        log_file = (self.workdir / f"worker-{len(self.processes) + 1}.log").open("ab")
-        self.processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "backburner", "worker"],
-                env=self.env(),
-                stdout=log_file,
-                stderr=log_file,
-            )
-        )
-
-    def live(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in self.processes if p.poll() is None]
-
-    def stop_all(self) -> None:
-        for process in self.live():
-            process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
 
 
 async def leader_pid(db: asyncpg.Connection) -> int | None:
@@ -252,20 +228,12 @@ def start_receiver(out_path: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 async def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
     admin = await asyncpg.connect(args.admin_dsn)
-    name = f"bb_bench_schedules_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base = args.admin_dsn.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    engine = create_engine(load_settings(flags={"database_url": url}, environ={}).settings)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
+    name, url, dsn = await fresh_database(admin, args.admin_dsn, "schedules")
 
     out_path = workdir / "received.tsv"
     receiver, prefix = await asyncio.to_thread(start_receiver, out_path)
-    cluster = Cluster(url, workdir, prefix, plan)
-    db = await asyncpg.connect(f"{base}/{name}")
+    cluster = ScheduleCluster(url, workdir, prefix, plan.lease_s)
+    db = await asyncpg.connect(dsn)
     kills = 0
     leader_cpu_s = led_s = 0.0
     try:

@@ -441,14 +441,18 @@ def is_callable_reference(value: str) -> bool:
     )
 
 
+def _json_text(text: str, opener: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"starts with `{opener}` but is not a JSON {what} ({exc})") from None
+
+
 def parse_list_text(text: str) -> Any:
     """A list setting given as text (the environment): a JSON list, or comma-separated items."""
     stripped = text.strip()
     if stripped.startswith("["):
-        try:
-            return json.loads(stripped)
-        except ValueError as exc:
-            raise ValueError(f"starts with `[` but is not a JSON list ({exc})") from None
+        return _json_text(stripped, "[", "list")
     return [item.strip() for item in stripped.split(",") if item.strip()]
 
 
@@ -456,10 +460,7 @@ def parse_mapping_text(text: str) -> Any:
     """A mapping setting given as text: a JSON object, or comma-separated `name=value` items."""
     stripped = text.strip()
     if stripped.startswith("{"):
-        try:
-            return json.loads(stripped)
-        except ValueError as exc:
-            raise ValueError(f"starts with `{{` but is not a JSON object ({exc})") from None
+        return _json_text(stripped, "{", "object")
     mapping: dict[str, str] = {}
     for item in (part.strip() for part in stripped.split(",")):
         if not item:

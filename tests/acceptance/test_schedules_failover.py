@@ -20,7 +20,7 @@ import pytest
 from backburner.schedules.delivery import idempotency_key
 from tests.support.cluster import LEASE_S, Member, Probe, leader_env, start_members, wait_for_leader
 from tests.support.processes import wait_until
-from tests.support.schedules import Receiver, running_receiver
+from tests.support.receiver import Receiver, running_receiver
 
 pytestmark = pytest.mark.acceptance
 

@@ -21,8 +21,8 @@ from backburner.auth import store as keys
 from backburner.clock import utcnow
 from backburner.schedules.specs import compile_cron, next_fire_times
 from tests.conftest import MakeSettings
+from tests.support.receiver import Receiver, running_receiver, signature_valid
 from tests.support.routes import api_routes
-from tests.support.schedules import Receiver, running_receiver, signature_valid
 
 HANDLERS = {"record": "tests.support.schedules:record_fire"}
 BERLIN = ZoneInfo("Europe/Berlin")

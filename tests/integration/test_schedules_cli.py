@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
 from backburner.api.app import create_app
 from backburner.cli import app as cli
 from tests.conftest import MakeSettings
 from tests.support.processes import free_port, wait_until
-from tests.support.schedules import Receiver, running_receiver
+from tests.support.receiver import Receiver, running_receiver
+from tests.support.served import served
 
 
 @pytest.fixture
@@ -33,19 +30,8 @@ def server(make_settings: MakeSettings, sqlite_url: str, receiver: Receiver) -> 
         schedule_webhook_allowed_urls=[receiver.prefix],
         schedule_poll_interval_seconds=0.2,
     )
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, 30, "the server to be ready")
+    with served(create_app(settings)) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        listener.close()
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -19,23 +19,15 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from backburner.db.engine import create_engine
 from backburner.leader.base import NotLeader
 from backburner.schedules.delivery import idempotency_key
 from backburner.schedules.specs import compile_cron, next_fire_times
+from backburner.settings import Settings
 from tests.conftest import MakeSettings
 from tests.support import schedules as support
 from tests.support.batch_env import FakeClock
-from tests.support.schedules import (
-    Gate,
-    Harness,
-    Receiver,
-    dispatch_harness,
-    finished,
-    running_receiver,
-    signature_valid,
-    statuses,
-)
+from tests.support.receiver import Gate, Received, Receiver, running_receiver, signature_valid, statuses
+from tests.support.schedules import Harness, dispatch_harness, finished
 
 T0 = datetime(2025, 6, 2, 12, tzinfo=UTC)
 HANDLERS = {"record": "tests.support.schedules:record_fire"}
@@ -47,24 +39,25 @@ def receiver() -> Iterator[Receiver]:
         yield receiver
 
 
+def dispatch_settings(make_settings: MakeSettings, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "schedule_handlers": HANDLERS,
+        "schedule_poll_interval_seconds": 0.2,
+        "schedule_run_retention_days": 10_000,
+        **overrides,
+    }
+    return make_settings(**values).settings
+
+
 @pytest.fixture
 async def harness(
     make_settings: MakeSettings, database_url: str, receiver: Receiver
 ) -> AsyncIterator[Harness]:
     support.HANDLED.clear()
-    settings = make_settings(
-        database_url=database_url,
-        schedule_webhook_allowed_urls=[receiver.prefix],
-        schedule_handlers=HANDLERS,
-        schedule_poll_interval_seconds=0.2,
-        schedule_run_retention_days=10_000,
-    ).settings
-    engine = create_engine(settings)
-    try:
-        async with dispatch_harness(engine, settings, FakeClock(T0)) as harness:
-            yield harness
-    finally:
-        await engine.dispose()
+    settings = dispatch_settings(make_settings, database_url, schedule_webhook_allowed_urls=[receiver.prefix])
+    async with dispatch_harness(settings, FakeClock(T0)) as harness:
+        yield harness
 
 
 def seconds(n: float) -> datetime:
@@ -268,28 +261,23 @@ async def test_a_run_fails_after_its_last_attempt(
     make_settings: MakeSettings, database_url: str, receiver: Receiver
 ) -> None:
     receiver.answer = statuses(500, 500, 500)
-    settings = make_settings(
-        database_url=database_url,
+    settings = dispatch_settings(
+        make_settings,
+        database_url,
         schedule_webhook_allowed_urls=[receiver.prefix],
         schedule_max_attempts=2,
         schedule_retry_backoff_seconds=0.5,
-    ).settings
-    engine = create_engine(settings)
-    try:
-        async with dispatch_harness(engine, settings, FakeClock(T0)) as harness:
-            schedule = await harness.create(
-                name="doomed", at=seconds(1).isoformat(), webhook_url=receiver.prefix
-            )
-            await harness.start_term()
-            await advance_to(harness, seconds(1))
-            await harness.wait_runs(schedule.id, lambda r: bool(r) and r[0].outcome == "queued", "a retry")
-            await advance_to(harness, seconds(2))
-            [run] = await harness.wait_runs(schedule.id, finished(1), "the run to fail")
-            assert (run.outcome, run.attempts, run.http_status) == ("failed", 2, 500)
-            assert "HTTP 500" in (run.error or "")
-            assert receiver.count() == 2
-    finally:
-        await engine.dispose()
+    )
+    async with dispatch_harness(settings, FakeClock(T0)) as harness:
+        schedule = await harness.create(name="doomed", at=seconds(1).isoformat(), webhook_url=receiver.prefix)
+        await harness.start_term()
+        await advance_to(harness, seconds(1))
+        await harness.wait_runs(schedule.id, lambda r: bool(r) and r[0].outcome == "queued", "a retry")
+        await advance_to(harness, seconds(2))
+        [run] = await harness.wait_runs(schedule.id, finished(1), "the run to fail")
+        assert (run.outcome, run.attempts, run.http_status) == ("failed", 2, 500)
+        assert "HTTP 500" in (run.error or "")
+        assert receiver.count() == 2
 
 
 # --- signatures, the allow-list and handlers --------------------------------------------------------
@@ -312,7 +300,7 @@ async def test_webhooks_are_signed_with_the_schedule_secret(harness: Harness, re
     assert request.headers["backburner-attempt"] == "1"
     assert request.headers["content-type"] == "application/json"
     assert signature_valid(schedule.signing_secret, request)
-    tampered = support.Received(request.at, request.path, request.headers, request.body + b" ")
+    tampered = Received(request.at, request.path, request.headers, request.body + b" ")
     assert not signature_valid(schedule.signing_secret, tampered)
     assert not signature_valid("bbs_another-schedules-secret", request)
 
@@ -324,16 +312,12 @@ async def test_the_allow_list_is_checked_again_at_delivery(
         name="later-refused", at=seconds(1).isoformat(), webhook_url=receiver.prefix
     )
     # The operator narrows the allow-list; the leader's next start delivers nothing there.
-    narrowed = make_settings(
-        database_url=database_url, schedule_webhook_allowed_urls=["https://hooks.example.com/"]
-    ).settings
-    engine = create_engine(narrowed)
-    try:
-        async with dispatch_harness(engine, narrowed, FakeClock(seconds(1))) as other:
-            await other.start_term()
-            [run] = await other.wait_runs(schedule.id, finished(1), "the refused delivery")
-    finally:
-        await engine.dispose()
+    narrowed = dispatch_settings(
+        make_settings, database_url, schedule_webhook_allowed_urls=["https://hooks.example.com/"]
+    )
+    async with dispatch_harness(narrowed, FakeClock(seconds(1))) as other:
+        await other.start_term()
+        [run] = await other.wait_runs(schedule.id, finished(1), "the refused delivery")
     assert (run.outcome, run.attempts) == ("failed", 1)  # not retried: it cannot succeed
     assert "schedule_webhook_allowed_urls" in (run.error or "")
     assert receiver.count() == 0
@@ -402,7 +386,7 @@ async def test_a_new_term_takes_over_what_the_fenced_one_left_delivering(
     first_request = Gate()
     calls = 0
 
-    def answer(request: support.Received) -> tuple[int, float]:
+    def answer(request: Received) -> tuple[int, float]:
         nonlocal calls
         calls += 1
         return first_request(request) if calls == 1 else (200, 0.0)

@@ -7,6 +7,7 @@ is allowed (`msg`), and nothing is stored.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -49,19 +50,31 @@ OrganizationId = Annotated[str, Depends(get_organization_id)]
 Component = Annotated[Schedules, Depends(get_schedules)]
 
 
-def _invalid(exc: InvalidField) -> RequestValidationError:
-    return RequestValidationError([{"type": "value_error", "loc": ("body", exc.field), "msg": exc.message}])
-
-
-def _not_found(exc: ScheduleNotFound) -> HTTPException:
-    return HTTPException(404, str(exc))
-
-
 def _view(
     component: Schedules, record: ScheduleRecord, count: int, *, with_secret: bool = False
 ) -> dict[str, Any]:
     coming = coming_fire_times(record, component.dispatcher.fires_of(record), count)
     return schedule_view(record, coming, with_secret=with_secret)
+
+
+async def _answer(
+    component: Schedules,
+    call: Awaitable[ScheduleRecord],
+    status_code: int = 200,
+    *,
+    with_secret: bool = False,
+) -> JSONResponse:
+    """The schedule a service call returns, or the 404 or 422 it refuses with."""
+    try:
+        record = await call
+    except ScheduleNotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except InvalidField as exc:
+        error = {"type": "value_error", "loc": ("body", exc.field), "msg": exc.message}
+        raise RequestValidationError([error]) from None
+    return JSONResponse(
+        _view(component, record, SHOWN_FIRE_TIMES, with_secret=with_secret), status_code=status_code
+    )
 
 
 @router.post(
@@ -72,11 +85,7 @@ def _view(
     responses={422: {"description": "A field is invalid; `loc` names it and `msg` says what is allowed"}},
 )
 async def create_schedule(body: ScheduleCreate, component: Component, organization_id: OrganizationId) -> Any:
-    try:
-        record = await component.service.create(organization_id, body)
-    except InvalidField as exc:
-        raise _invalid(exc) from None
-    return JSONResponse(_view(component, record, SHOWN_FIRE_TIMES, with_secret=True), status_code=201)
+    return await _answer(component, component.service.create(organization_id, body), 201, with_secret=True)
 
 
 @router.get(
@@ -111,11 +120,7 @@ async def list_schedules(
 async def show_schedule(
     schedule_id: ScheduleId, component: Component, organization_id: OrganizationId
 ) -> Any:
-    try:
-        record = await component.service.get(organization_id, schedule_id)
-    except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
-    return JSONResponse(_view(component, record, SHOWN_FIRE_TIMES))
+    return await _answer(component, component.service.get(organization_id, schedule_id))
 
 
 @router.patch(
@@ -127,13 +132,7 @@ async def show_schedule(
 async def change_schedule(
     schedule_id: ScheduleId, body: ScheduleChange, component: Component, organization_id: OrganizationId
 ) -> Any:
-    try:
-        record = await component.service.change(organization_id, schedule_id, body)
-    except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
-    except InvalidField as exc:
-        raise _invalid(exc) from None
-    return JSONResponse(_view(component, record, SHOWN_FIRE_TIMES))
+    return await _answer(component, component.service.change(organization_id, schedule_id, body))
 
 
 @router.delete(
@@ -145,7 +144,7 @@ async def delete_schedule(
     try:
         await component.service.delete(organization_id, schedule_id)
     except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
+        raise HTTPException(404, str(exc)) from None
     return Response(status_code=204)
 
 
@@ -160,11 +159,8 @@ async def pause_schedule(
     organization_id: OrganizationId,
     body: Annotated[PauseBody | None, Body()] = None,
 ) -> Any:
-    try:
-        record = await component.service.pause(organization_id, schedule_id, body.note if body else None)
-    except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
-    return JSONResponse(_view(component, record, SHOWN_FIRE_TIMES))
+    note = body.note if body else None
+    return await _answer(component, component.service.pause(organization_id, schedule_id, note))
 
 
 @router.post(
@@ -173,11 +169,7 @@ async def pause_schedule(
 async def resume_schedule(
     schedule_id: ScheduleId, component: Component, organization_id: OrganizationId
 ) -> Any:
-    try:
-        record = await component.service.resume(organization_id, schedule_id)
-    except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
-    return JSONResponse(_view(component, record, SHOWN_FIRE_TIMES))
+    return await _answer(component, component.service.resume(organization_id, schedule_id))
 
 
 @router.post(
@@ -189,11 +181,7 @@ async def resume_schedule(
 async def trigger_schedule(
     schedule_id: ScheduleId, component: Component, organization_id: OrganizationId
 ) -> Any:
-    try:
-        record = await component.service.trigger(organization_id, schedule_id)
-    except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
-    return JSONResponse(_view(component, record, SHOWN_FIRE_TIMES), status_code=202)
+    return await _answer(component, component.service.trigger(organization_id, schedule_id), 202)
 
 
 @router.get(
@@ -213,7 +201,7 @@ async def schedule_runs(
     try:
         found = await component.service.runs(organization_id, schedule_id, limit=limit + 1, before=before)
     except ScheduleNotFound as exc:
-        raise _not_found(exc) from None
+        raise HTTPException(404, str(exc)) from None
     page = found[:limit]
     return JSONResponse(
         {

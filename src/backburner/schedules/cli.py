@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +25,7 @@ from backburner.cli_common import (
     fail,
     print_json,
 )
+from backburner.schedules.policies import CatchUp, Overlap
 
 schedules_app = typer.Typer(
     help="Create schedules that fire webhooks or handlers, and read their runs, on a running server.",
@@ -37,18 +37,6 @@ IdArgument = Annotated[str, typer.Argument(help="The schedule's id.")]
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhd]))+$")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
-
-
-class CatchUpChoice(StrEnum):
-    skip = "skip"
-    latest = "latest"
-    all = "all"
-
-
-class OverlapChoice(StrEnum):
-    skip = "skip"
-    buffer_one = "buffer_one"
-    allow = "allow"
 
 
 def parse_duration_s(text: str) -> float:
@@ -156,12 +144,10 @@ def create(
         typer.Option("--handler", help="A handler name from schedule_handlers.", show_default=False),
     ] = None,
     payload: Annotated[str, typer.Option("--payload", help="JSON sent with every fire.")] = "{}",
-    catch_up: Annotated[
-        CatchUpChoice, typer.Option("--catch-up", help="Missed fires.")
-    ] = CatchUpChoice.latest,
+    catch_up: Annotated[CatchUp, typer.Option("--catch-up", help="Missed fires.")] = CatchUp.LATEST,
     overlap: Annotated[
-        OverlapChoice, typer.Option("--overlap", help="A fire while the last is still delivering.")
-    ] = OverlapChoice.skip,
+        Overlap, typer.Option("--overlap", help="A fire while the last is still delivering.")
+    ] = Overlap.SKIP,
     catch_up_limit: Annotated[
         int | None,
         typer.Option("--catch-up-limit", min=1, help="Most missed fires run by `all`.", show_default=False),
@@ -246,17 +232,6 @@ def list_schedules(
     Console().print(table)
 
 
-@schedules_app.command("show")
-def show(
-    schedule_id: IdArgument,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_SERVER_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Show one schedule and its next fire times."""
-    _show(call_server(url, api_key, "GET", f"/v1/schedules/{schedule_id}"), as_json)
-
-
 @schedules_app.command("pause")
 def pause(
     schedule_id: IdArgument,
@@ -271,26 +246,27 @@ def pause(
     )
 
 
-@schedules_app.command("resume")
-def resume(
-    schedule_id: IdArgument,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_SERVER_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Resume a paused schedule from its next fire time after now."""
-    _show(call_server(url, api_key, "POST", f"/v1/schedules/{schedule_id}/resume"), as_json)
+def _one_call_command(name: str, method: str, suffix: str, doc: str) -> None:
+    """A command that sends one request about a schedule and shows the schedule it answers."""
+
+    def command(
+        schedule_id: IdArgument,
+        as_json: JsonOption = False,
+        url: UrlOption = DEFAULT_SERVER_URL,
+        api_key: ApiKeyOption = None,
+    ) -> None:
+        _show(call_server(url, api_key, method, f"/v1/schedules/{schedule_id}{suffix}"), as_json)
+
+    command.__doc__ = doc
+    schedules_app.command(name)(command)
 
 
-@schedules_app.command("trigger")
-def trigger(
-    schedule_id: IdArgument,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_SERVER_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Fire a schedule once now (the leader delivers it like any fire)."""
-    _show(call_server(url, api_key, "POST", f"/v1/schedules/{schedule_id}/trigger"), as_json)
+for _name, _method, _suffix, _doc in (
+    ("show", "GET", "", "Show one schedule and its next fire times."),
+    ("resume", "POST", "/resume", "Resume a paused schedule from its next fire time after now."),
+    ("trigger", "POST", "/trigger", "Fire a schedule once now (the leader delivers it like any fire)."),
+):
+    _one_call_command(_name, _method, _suffix, _doc)
 
 
 @schedules_app.command("delete")

@@ -221,24 +221,22 @@ def compile_cron(
             day_fields = [(day, "*"), ("*", weekdays)]
         else:
             day_fields = [(day, weekdays)]
-        triggers = tuple(
-            CronTrigger(minute=minute, hour=hour, day=d, month=month, day_of_week=w, timezone=UTC)
-            for d, w in day_fields
-        )
-        # A date that never comes (30 February) would make the library search up to the year
-        # 9999; a bounded search finds every date that comes at all (weekdays repeat in 28 years).
-        probes = [
-            CronTrigger(
+
+        def trigger(day_field: str, weekday_field: str, end: datetime | None = None) -> CronTrigger:
+            return CronTrigger(
                 minute=minute,
                 hour=hour,
-                day=d,
+                day=day_field,
                 month=month,
-                day_of_week=w,
+                day_of_week=weekday_field,
                 timezone=UTC,
-                end_date=PROBE_START + PROBE_SPAN,
+                end_date=end,
             )
-            for d, w in day_fields
-        ]
+
+        triggers = tuple(trigger(d, w) for d, w in day_fields)
+        # A date that never comes (30 February) would make the library search up to the year
+        # 9999; a bounded search finds every date that comes at all (weekdays repeat in 28 years).
+        probes = [trigger(d, w, PROBE_START + PROBE_SPAN) for d, w in day_fields]
     except ValueError as exc:
         raise InvalidField(
             "cron", f"{expression!r} is not a valid cron expression ({exc}); {CRON_HELP}"
