@@ -33,18 +33,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import harness
 
-from backburner.db import migrate
-from backburner.db.engine import create_engine
 from backburner.leader.lease import application_name
 from backburner.scheduler.runs import RunRecord, overlapping_runs
-from backburner.settings_loader import load_settings
 
 FAULTS = ("sigkill", "sigstop", "terminate_backend", "sigterm")
 INSTANCES = 3
@@ -205,26 +202,11 @@ class Cluster:
                 process.wait(10)
 
 
-async def fresh_database(admin: asyncpg.Connection, admin_dsn: str, label: str) -> tuple[str, str, str]:
-    """Create and migrate a database; returns its name, its SQLAlchemy URL and its asyncpg DSN."""
-    name = f"bb_bench_{label}_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base = admin_dsn.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    engine = create_engine(load_settings(flags={"database_url": url}, environ={}).settings)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
-    return name, url, f"{base}/{name}"
-
-
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    admin = await asyncpg.connect(args.admin_dsn)
-    name, url, dsn = await fresh_database(admin, args.admin_dsn, "failover")
+    url = await harness.create_database("bench_failover", migrated=True)
     results: dict[str, list[float]] = {fault: [] for fault in args.faults}
     cluster = Cluster(url, workdir, args.lease_seconds)
-    cluster.db = await asyncpg.connect(dsn)
+    cluster.db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         for fault in args.faults:
             for i in range(args.rounds):
@@ -236,8 +218,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         cluster.stop_all()
         await cluster.db.close()
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    await harness.drop_database(url)
     return {
         "faults": {
             fault: {
@@ -256,9 +237,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="rounds per fault (default 10)")
     parser.add_argument("--lease-seconds", type=float, default=10.0, help="leader_lease_seconds (default 10)")
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
-    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--keep-logs", action="store_true", help="print the tail of every worker log")
+    parser.add_argument("--quick", action="store_true", help="one SIGKILL round, in seconds (for tests)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.faults = 1, ["sigkill"]
     with tempfile.TemporaryDirectory(prefix="bb-failover-") as workdir:
         try:
             print(json.dumps(asyncio.run(run(args, Path(workdir)))))

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import signal
@@ -43,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import psutil
-from failover import Cluster, fresh_database  # this folder is on the path of a script run from it
+import harness
 from sqlalchemy import insert
 
 from backburner.db.engine import create_engine
@@ -59,10 +57,6 @@ ELECTION = "backburner-scheduler"
 INSERT_CHUNK = 1000
 SAMPLE_INTERVAL_S = 1.0
 START_DELAY_S = 8.0  # schedules are stored this long before their first fire
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --- the receiver (run as `bench/schedules.py --receiver OUT`) -----------------------------------
@@ -118,24 +112,34 @@ class Plan:
     kill_every_s: float | None
 
 
-class ScheduleCluster(Cluster):
-    """The failover bench's cluster of `backburner worker` processes, with the product's defaults
-    but for the lease and the receiver's place on the allow-list."""
+class Cluster:
+    """`backburner serve` processes on one database, with the product's defaults but for the
+    lease and the receiver's place on the allow-list; each has its own data directory."""
 
     def __init__(self, url: str, workdir: Path, receiver_prefix: str, lease_s: float) -> None:
-        super().__init__(url, workdir, lease_s)
-        self.prefix = receiver_prefix
-
-    def env(self) -> dict[str, str]:
-        settings = {
-            "DATABASE_URL": self.url,
-            "DATA_DIR": str(self.workdir / "data"),
-            "LOG_FORMAT": "json",
-            "LEADER_LEASE_SECONDS": str(self.lease_s),
-            "SCHEDULE_WEBHOOK_ALLOWED_URLS": self.prefix,
-            "SHUTDOWN_TIMEOUT_SECONDS": "5",
+        self.settings = {
+            "database_url": url,
+            "log_format": "json",
+            "leader_lease_seconds": str(lease_s),
+            "schedule_webhook_allowed_urls": receiver_prefix,
+            "shutdown_timeout_seconds": "5",
         }
-        return {"PATH": os.environ.get("PATH", ""), **{f"BACKBURNER_{k}": v for k, v in settings.items()}}
+        self.workdir = workdir
+        self.servers: list[harness.Server] = []
+
+    def start_one(self) -> harness.Server:
+        number = len(self.servers) + 1
+        server = harness.start_backburner(
+            self.settings,
+            data_dir=self.workdir / f"data-{number}",
+            log_path=self.workdir / f"instance-{number}.log",
+        )
+        self.servers.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            server.stop()
 
 
 async def leader_pid(db: asyncpg.Connection) -> int | None:
@@ -226,63 +230,60 @@ def start_receiver(out_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     return receiver, f"http://127.0.0.1:{int(receiver.stdout.readline())}/"
 
 
-async def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> dict[str, Any]:
-    admin = await asyncpg.connect(args.admin_dsn)
-    name, url, dsn = await fresh_database(admin, args.admin_dsn, "schedules")
-
+async def run(plan: Plan, workdir: Path) -> dict[str, Any]:
+    url = await harness.create_database("bench_schedules", migrated=True)
     out_path = workdir / "received.tsv"
     receiver, prefix = await asyncio.to_thread(start_receiver, out_path)
-    cluster = ScheduleCluster(url, workdir, prefix, plan.lease_s)
-    db = await asyncpg.connect(dsn)
+    cluster = Cluster(url, workdir, prefix, plan.lease_s)
+    db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     kills = 0
     leader_cpu_s = led_s = 0.0
     try:
         for _ in range(plan.instances):
-            cluster.start_one()
+            await asyncio.to_thread(cluster.start_one)
         deadline = time.monotonic() + 60
         while await leader_pid(db) is None:
             if time.monotonic() > deadline:
                 raise TimeoutError("no leader within 60 s")
             await asyncio.sleep(0.2)
         first_fire = datetime.now(UTC) + timedelta(seconds=START_DELAY_S)
-        log(f"storing {plan.slow_count + plan.fast_count} schedules")
+        harness.log(f"storing {plan.slow_count + plan.fast_count} schedules")
         timings = await store_schedules(url, prefix, plan, first_fire)
         window_end = first_fire + timedelta(seconds=plan.seconds)
         await asyncio.sleep(max(0.0, (first_fire - datetime.now(UTC)).total_seconds()))
-        log(f"measuring for {plan.seconds:g} s")
+        harness.log(f"measuring for {plan.seconds:g} s")
         last_kill = time.monotonic()
-        sample: tuple[int, float, float] | None = None  # pid, its cpu seconds, monotonic time
+        replacements: list[asyncio.Task[harness.Server]] = []
+        sample: tuple[int, float, float] | None = None  # the leader's pid, its CPU seconds, when
         while datetime.now(UTC) < window_end:
             await asyncio.sleep(SAMPLE_INTERVAL_S)
             pid = await leader_pid(db)
             now = time.monotonic()
-            if pid is not None:
-                try:
-                    times = psutil.Process(pid).cpu_times()
-                    cpu = times.user + times.system
-                except psutil.NoSuchProcess:
-                    pid, cpu = None, 0.0
-            if pid is not None and sample is not None and sample[0] == pid:
+            if pid is None:
+                sample = None
+                continue
+            cpu = harness.tree_cpu_s(pid)
+            if sample is not None and sample[0] == pid:
                 leader_cpu_s += cpu - sample[1]
                 led_s += now - sample[2]
-            sample = (pid, cpu, now) if pid is not None else None
-            if plan.kill_every_s is not None and now - last_kill >= plan.kill_every_s and pid is not None:
+            sample = (pid, cpu, now)
+            if plan.kill_every_s is not None and now - last_kill >= plan.kill_every_s:
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
-                last_kill = now
-                sample = None
-                cluster.start_one()
-                log(f"killed the leader (pid {pid})")
+                last_kill, sample = now, None
+                # Another instance takes the killed one's place (started off the loop: it takes seconds).
+                replacements.append(asyncio.create_task(asyncio.to_thread(cluster.start_one)))
+                harness.log(f"killed the leader (pid {pid})")
         tail_s = 5.0 + (plan.lease_s if plan.kill_every_s else 0.0)
-        log(f"waiting {tail_s:g} s for the last fires")
+        harness.log(f"waiting {tail_s:g} s for the last fires")
         await asyncio.sleep(tail_s)
+        await asyncio.gather(*replacements)
     finally:
         cluster.stop_all()
         receiver.send_signal(signal.SIGTERM)
         receiver.wait(30)
         await db.close()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await harness.drop_database(url)
 
     arrivals = read_arrivals(out_path)
     in_window = {
@@ -324,7 +325,6 @@ def main() -> None:
     parser.add_argument("--fast-schedules", type=int, default=1_000, help="schedules firing every 10 s")
     parser.add_argument("--seconds", type=float, default=180.0, help="length of the measured window")
     parser.add_argument("--lease-seconds", type=float, default=10.0, help="leader_lease_seconds (default 10)")
-    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     if args.receiver is not None:
         asyncio.run(serve_receiver(args.receiver))
@@ -345,7 +345,7 @@ def main() -> None:
             60.0 if args.kill_leader else None,
         )
     with tempfile.TemporaryDirectory(prefix="bb-schedules-") as workdir:
-        print(json.dumps(asyncio.run(run(args, plan, Path(workdir)))))
+        harness.emit(asyncio.run(run(plan, Path(workdir))))
 
 
 if __name__ == "__main__":

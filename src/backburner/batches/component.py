@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 from types import TracebackType
-from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.batches.handoff import CompletionHandoff
 from backburner.batches.ingest import Ingestor
@@ -18,13 +20,11 @@ from backburner.batches.providers.registry import ProviderSet
 from backburner.batches.service import BatchService
 from backburner.batches.statuses import PollPolicy
 from backburner.batches.store import BatchStore
+from backburner.clock import Clock
 from backburner.ids import new_id
 from backburner.logs import log_event
-from backburner.scheduler.jobs import JobSpec
+from backburner.scheduler.jobs import JobRegistry, JobSpec
 from backburner.settings import Settings
-
-if TYPE_CHECKING:
-    from backburner.runtime import Runtime
 
 log = logging.getLogger("backburner.batches")
 
@@ -48,23 +48,32 @@ def poll_policy(settings: Settings) -> PollPolicy:
 
 
 class BatchesComponent:
-    def __init__(self, runtime: Runtime, *, providers: ProviderSet | None = None) -> None:
-        settings = runtime.settings
-        self.runtime = runtime
-        self.store = BatchStore(runtime.engine)
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        clock: Clock,
+        registry: CollectorRegistry,
+        jobs: JobRegistry,
+        providers: ProviderSet | None = None,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.store = BatchStore(engine)
         self.providers = providers or ProviderSet(settings)
-        self.metrics = BatchMetrics(runtime.metrics.registry)
-        self.handoff = CompletionHandoff(self.store, settings, runtime.clock)
-        self.service = BatchService(self.store, self.providers, runtime.clock, self.metrics)
+        self.metrics = BatchMetrics(registry)
+        self.handoff = CompletionHandoff(self.store, settings, clock)
+        self.service = BatchService(self.store, self.providers, clock, self.metrics)
         self.policy = poll_policy(settings)
         self.poller = BatchPoller(
             store=self.store,
             providers=self.providers,
             policy=self.policy,
-            clock=runtime.clock,
+            clock=clock,
             metrics=self.metrics,
             ingestor=Ingestor(
-                runtime.clock,
+                clock,
                 settings.batch_results_chunk_size,
                 self.handoff.channels,
                 lambda: new_id("delivery"),
@@ -76,10 +85,10 @@ class BatchesComponent:
         )
 
     async def __aenter__(self) -> BatchesComponent:
-        settings = self.runtime.settings
+        settings = self.settings
         if settings.enable_batch_job_polling:
             interval_s = float(settings.poll_running_llm_batches_interval_seconds)
-            self.runtime.jobs.add(
+            self.jobs.add(
                 JobSpec(
                     POLL_JOB_ID,
                     "Poll running LLM batches",
@@ -88,7 +97,7 @@ class BatchesComponent:
                     jitter_s=settings.batch_poll_jitter_seconds,
                 )
             )
-            self.runtime.jobs.add(
+            self.jobs.add(
                 JobSpec(
                     DELIVER_JOB_ID,
                     "Deliver ended LLM batches",

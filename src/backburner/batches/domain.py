@@ -118,7 +118,3 @@ class Batch:
     canceled_count: int = 0
     expired_count: int = 0
     missing_count: int = 0
-
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES

@@ -30,6 +30,9 @@ class EmulatorConfig(BaseModel):
         default=None,
         description="Base of the results_url handed out; defaults to the address each request came to.",
     )
+    embedding_latency_ms: float = Field(
+        default=0.0, ge=0, le=60_000, description="Time `/v1/embeddings` waits before each answer."
+    )
     anthropic_max_requests: int = Field(default=100_000, ge=1)
     openai_max_requests: int = Field(default=50_000, ge=1)
     faults: list[FaultRule] = Field(default_factory=list, description="Faults active from the start.")

@@ -1,14 +1,14 @@
 """User schedules and their runs.
 
 Revision ID: 0009_schedules
-Revises: 0006_job_pauses
+Revises: 0011_fair_claims
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_schedules"
-down_revision = "0006_job_pauses"
+down_revision = "0011_fair_claims"
 branch_labels = None
 depends_on = None
 
