@@ -165,16 +165,16 @@ class Dispatcher:
     def __init__(
         self, *, deliverer: Deliverer, clock: Clock, metrics: ScheduleMetrics, config: DispatchConfig
     ) -> None:
-        self._deliverer = deliverer
-        self._clock = clock
-        self._metrics = metrics
+        self.deliverer = deliverer
+        self.clock = clock
+        self.metrics = metrics
         self.config = config
-        self._wake = asyncio.Event()
+        self.woken = asyncio.Event()
         self._compiled: OrderedDict[Spec, Fires] = OrderedDict()
 
     def wake(self) -> None:
         """Look for due schedules now (one was created, changed or triggered on this instance)."""
-        self._wake.set()
+        self.woken.set()
 
     def fires_of(self, record: ScheduleRecord) -> Fires:
         """The fire times of a schedule; compiled cron specs are kept (the newest 20,000)."""
@@ -211,7 +211,7 @@ class Dispatcher:
         except* _TermEnded:
             pass
         finally:
-            self._metrics.in_flight.set(0)
+            self.metrics.in_flight.set(0)
         log_event(log, logging.INFO, "schedules.stopped", epoch=leadership.term.epoch)
 
 
@@ -221,8 +221,8 @@ class _Term:
     def __init__(self, dispatcher: Dispatcher, leadership: Leadership) -> None:
         self.d = dispatcher
         self.config = dispatcher.config
-        self.clock = dispatcher._clock
-        self.metrics = dispatcher._metrics
+        self.clock = dispatcher.clock
+        self.metrics = dispatcher.metrics
         self.leadership = leadership
         self.epoch = leadership.term.epoch
         self.instance_id = leadership.term.instance_id
@@ -272,7 +272,7 @@ class _Term:
         delay_s = self.config.poll_interval_s
         if next_due is not None:
             delay_s = min(delay_s, (next_due - self.clock.now()).total_seconds())
-        await self._wait(self.d._wake, max(MIN_PASS_GAP_S, delay_s))
+        await self._wait(self.d.woken, max(MIN_PASS_GAP_S, delay_s))
 
     async def _claim(
         self, conn: AsyncConnection, now: datetime
@@ -331,7 +331,7 @@ class _Term:
     async def _deliver(self, delivery: Delivery) -> None:
         try:
             async with self.slots:
-                result = await self.d._deliverer.attempt(delivery)
+                result = await self.d.deliverer.attempt(delivery)
             if delivery.attempt == 1:
                 self.metrics.fire_lag.observe(
                     max(0.0, (result.started_at - delivery.fire_time).total_seconds())
