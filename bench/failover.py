@@ -41,7 +41,6 @@ import asyncpg
 import harness
 
 from backburner.leader.lease import application_name
-from backburner.scheduler.runs import RunRecord, overlapping_runs
 
 FAULTS = ("sigkill", "sigstop", "terminate_backend", "sigterm")
 INSTANCES = 3
@@ -172,23 +171,7 @@ class Cluster:
 
     async def overlapping(self) -> int:
         assert self.db is not None
-        rows = await self.db.fetch("SELECT * FROM job_runs")
-        records = [
-            RunRecord(
-                job_id=r["job_id"],
-                election=r["election"],
-                fire_time=r["fire_time"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                outcome=r["outcome"],
-                error=r["error"],
-                duration_s=r["duration_s"],
-                epoch=int(r["epoch"]),
-                instance_id=r["instance_id"],
-            )
-            for r in rows
-        ]
-        return len(overlapping_runs(records))
+        return await harness.overlapping_leader_runs(self.db)
 
     def stop_all(self) -> None:
         for process in self.live():

@@ -82,6 +82,29 @@ async def checkpoint() -> None:
     await admin_execute("CHECKPOINT")
 
 
+async def overlapping_leader_runs(conn: asyncpg.Connection) -> int:
+    """Runs of leader-only jobs in `job_runs` that overlap in time under different terms."""
+    from backburner.scheduler.runs import RunRecord, overlapping_runs
+
+    rows = await conn.fetch("SELECT * FROM job_runs")
+    records = [
+        RunRecord(
+            job_id=r["job_id"],
+            election=r["election"],
+            fire_time=r["fire_time"],
+            started_at=r["started_at"],
+            finished_at=r["finished_at"],
+            outcome=r["outcome"],
+            error=r["error"],
+            duration_s=r["duration_s"],
+            epoch=int(r["epoch"]),
+            instance_id=r["instance_id"],
+        )
+        for r in rows
+    ]
+    return len(overlapping_runs(records))
+
+
 # --- processes --------------------------------------------------------------------------------
 
 
@@ -193,10 +216,12 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def tree_rss_mb(pid: int) -> float:
+    """Memory of a process and its living descendants: the proportional set size, so that pages
+    the pool processes share with their fork server count once."""
     total = 0
     for process in _tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += process.memory_info().rss
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_full_info().pss
     return total / 1e6
 
 

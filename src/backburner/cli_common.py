@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import socket
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import typer
 
+from backburner.listen import PortUnavailable, bind
 from backburner.settings_loader import LoadedSettings, SettingsError, load_settings
 
 EXIT_BAD_CONFIG = 2
@@ -35,6 +35,34 @@ ApiKeyOption = Annotated[
 ]
 
 
+def conventional_usage(command: Any) -> Any:
+    """Usage lines as in most tools (`submit [OPTIONS] FILE`), not Typer's `{file}`.
+
+    Typer writes a required argument's name in braces and lowercase; this gives every argument
+    of `command` and its sub-commands the usual form: `NAME`, `[NAME]` when optional, `NAME...`
+    when it takes several.
+    """
+    # Duck-typed: Typer ships its own copy of Click, whose classes are not `click`'s.
+    for param in command.params:
+        if getattr(param, "param_type_name", None) == "argument":
+            name = (param.name or "arg").upper()
+            shown = name if param.required else f"[{name}]"
+            usage = shown + ("..." if param.nargs != 1 else "")
+            param.make_metavar = lambda *_a, _usage=usage, **_k: _usage
+    for sub in getattr(command, "commands", {}).values():
+        conventional_usage(sub)
+    return command
+
+
+def bind_or_exit(host: str, port: int, *, how_to_change: str) -> socket.socket:
+    """A listening socket, or exit 2 naming the port and how to choose another."""
+    try:
+        return bind(host, port, how_to_change=how_to_change)
+    except PortUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG) from None
+
+
 def load_or_exit(config: Path | None, profile: str | None, **flags: Any) -> LoadedSettings:
     """Load settings; on any problem print every message and exit with status 2, no traceback."""
     try:
@@ -44,51 +72,3 @@ def load_or_exit(config: Path | None, profile: str | None, **flags: Any) -> Load
         for problem in exc.problems:
             typer.echo(f"  - {problem}", err=True)
         raise typer.Exit(EXIT_BAD_CONFIG) from None
-
-
-# --- talking to a running server -----------------------------------------------------------------
-
-EXIT_BAD_INPUT = 2
-EXIT_SERVER_ERROR = 1
-CLIENT_TIMEOUT_S = 60.0
-# Answers that refuse the caller's input: the command exits 2, as for input refused locally.
-INPUT_REFUSED = frozenset({400, 404, 409, 413, 422})
-
-
-def fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def error_detail(response: httpx.Response) -> str:
-    """The server's `detail`, with each invalid field of a 422 as `field: message`."""
-    try:
-        detail = response.json().get("detail", response.text)
-    except (ValueError, AttributeError):
-        return response.text
-    if isinstance(detail, list):
-        parts = []
-        for error in detail:
-            if isinstance(error, dict):
-                loc = [str(p) for p in error.get("loc", []) if p not in ("body", "query", "path")]
-                parts.append(f"{'.'.join(loc) or 'input'}: {error.get('msg', '')}")
-        return "; ".join(parts) or response.text
-    return str(detail)
-
-
-def call_server(url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    """One request to the server; its JSON answer, or exit 2 (input refused) or 1 (anything else)."""
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=CLIENT_TIMEOUT_S) as client:
-            response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach the server at {url}: {exc}", EXIT_SERVER_ERROR)
-    if response.is_success:
-        return response.json() if response.content else None
-    code = EXIT_BAD_INPUT if response.status_code in INPUT_REFUSED else EXIT_SERVER_ERROR
-    fail(f"the server answered {response.status_code}: {error_detail(response)}", code)
-
-
-def print_json(value: Any) -> None:
-    typer.echo(json.dumps(value, indent=2))

@@ -23,7 +23,7 @@ from backburner.schedules.allowlist import url_prefix_problem
 DEFAULT_TIMEOUT_MESSAGE = "File processing timed out after {} minutes. Please try again."
 
 HANDLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
-
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 SUPPORTED_DATABASE_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres")
 
 
@@ -260,11 +260,12 @@ class Settings(BaseSettings):
     )
 
     # --- user schedules -----------------------------------------------------------------------
-    schedule_webhook_allowed_urls: list[str] = _field(
-        [],
+    schedule_webhook_allowed_urls: tuple[str, ...] = _field(
+        (),
         "schedules",
         "URL prefixes that webhook schedules may target (a JSON list, or comma-separated in the "
         "environment); empty: no webhook schedules.",
+        max_length=100,
     )
     schedule_handlers: dict[str, str] = _field(
         {},
@@ -353,6 +354,12 @@ class Settings(BaseSettings):
         60, "auth", "Batch submissions and uploads one key may make per minute.", gt=0
     )
     api_max_page_size: int = _field(500, "auth", "Largest `limit` a listing accepts.", gt=0, le=10_000)
+    cors_allowed_origins: tuple[str, ...] = _field(
+        (),
+        "auth",
+        "Origins (`https://host[:port]`, comma-separated) whose web pages may call the API; empty: CORS off.",
+        max_length=100,
+    )
     searches_per_minute: int = _field(120, "auth", "Searches one key may make per minute.", gt=0)
     search_max_concurrent: int = _field(
         4, "auth", "Searches one instance runs at once; more wait up to 10 s, then get 503.", gt=0, le=1000
@@ -392,6 +399,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL (the lock connection exists only on PostgreSQL)")
         return value
 
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: Any) -> Any:
+        return parse_list_text(value) if isinstance(value, str) else value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if ORIGIN.fullmatch(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme, host and optional port only, "
+                    "like https://app.example.com or http://localhost:3000 (no path, no `*`)"
+                )
+        return value
+
     @field_validator("batch_completion_handler")
     @classmethod
     def _handler_reference(cls, value: str | None) -> str | None:
@@ -406,7 +429,7 @@ class Settings(BaseSettings):
 
     @field_validator("schedule_webhook_allowed_urls")
     @classmethod
-    def _url_prefixes(cls, value: list[str]) -> list[str]:
+    def _url_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for prefix in value:
             problem = url_prefix_problem(prefix)
             if problem is not None:

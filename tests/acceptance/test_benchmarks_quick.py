@@ -31,6 +31,16 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "hostile": {"victim_p95_s", "bomb_error_s", "healthz_p99_ms", "idle_cpu_after_s"},
     "scale": {"files_per_min", "scaling_3_over_1"},
     "schedules": {"fires", "fire_lag_ms", "missed", "duplicate_keys", "leader_cpu_percent"},
+    "soak": {
+        "faults",
+        "files",
+        "passages_duplicated",
+        "batch_items",
+        "overlapping_leader_runs",
+        "leader_changes",
+        "completions_undelivered",
+        "max_rss_mb",
+    },
 }
 QUICK_TIMEOUT_S = 600
 

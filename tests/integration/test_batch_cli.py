@@ -10,7 +10,6 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from backburner.api.app import create_app
 from backburner.cli import app as cli
 from tests.support import batch_env as _support
 from tests.support.batch_env import provider_settings, requests_for
@@ -30,7 +29,7 @@ def server(make_settings, sqlite_url, emulator) -> Iterator[str]:
         batch_poll_jitter_seconds=0,
         **provider_settings(emulator),
     )
-    with served(create_app(settings)) as url:
+    with served(settings) as url:
         yield url
 
 

@@ -333,6 +333,6 @@ async def test_the_dashboard_has_a_schedules_panel(api: Api) -> None:
     ).json()
     assert theirs["schedules"]["soonest"] == [] and theirs["schedules"]["recent_runs"] == []
     page = (await api.acme.get("/dashboard")).text
-    assert 'id="schedules"' in page and "/dashboard/static/schedules.js" in page
-    script = await api.acme.get("/dashboard/static/schedules.js")
-    assert script.status_code == 200 and "dashboard:data" in script.text
+    assert 'id="schedules"' in page and 'data-list="schedule-runs"' in page
+    script = (await api.acme.get("/dashboard/static/dashboard.js")).text
+    assert "schedules: renderSchedules" in script

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from backburner.api.app import create_app
 from backburner.cli import app as cli
 from tests.conftest import MakeSettings
 from tests.support.processes import free_port, wait_until
@@ -30,7 +29,7 @@ def server(make_settings: MakeSettings, sqlite_url: str, receiver: Receiver) -> 
         schedule_webhook_allowed_urls=[receiver.prefix],
         schedule_poll_interval_seconds=0.2,
     )
-    with served(create_app(settings)) as url:
+    with served(settings) as url:
         yield url
 
 

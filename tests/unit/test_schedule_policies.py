@@ -144,16 +144,16 @@ def test_list_and_mapping_settings_from_the_environment() -> None:
         "BACKBURNER_SCHEDULE_HANDLERS": "wake=tests.support.schedules:record_fire",
     }
     settings = load_settings(environ=env).settings
-    assert settings.schedule_webhook_allowed_urls == ["https://a.example/", "http://127.0.0.1:9/hooks"]
+    assert settings.schedule_webhook_allowed_urls == ("https://a.example/", "http://127.0.0.1:9/hooks")
     assert settings.schedule_handlers == {"wake": "tests.support.schedules:record_fire"}
     as_json = {
         "BACKBURNER_SCHEDULE_WEBHOOK_ALLOWED_URLS": '["https://a.example/"]',
         "BACKBURNER_SCHEDULE_HANDLERS": '{"wake": "pkg.mod:fn"}',
     }
     settings = load_settings(environ=as_json).settings
-    assert settings.schedule_webhook_allowed_urls == ["https://a.example/"]
+    assert settings.schedule_webhook_allowed_urls == ("https://a.example/",)
     assert settings.schedule_handlers == {"wake": "pkg.mod:fn"}
-    assert load_settings(environ={}).settings.schedule_webhook_allowed_urls == []
+    assert load_settings(environ={}).settings.schedule_webhook_allowed_urls == ()
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ stale leader's write is refused by the epoch check before it is applied.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -327,13 +327,20 @@ class BatchStore:
             rows = (await conn.execute(query)).all()
         return [_batch(r) for r in rows]
 
-    async def running_page(self, organization_id: str, *, limit: int, offset: int) -> list[Batch]:
-        """Batches still running at their provider, oldest first, one page."""
+    async def running_page(
+        self,
+        organization_id: str,
+        *,
+        limit: int,
+        offset: int,
+        statuses: Collection[BatchStatus] = POLLED_STATUSES,
+    ) -> list[Batch]:
+        """Batches in `statuses` (by default, those running at their provider), oldest first, one page."""
         query = (
             select(llm_batches)
             .where(
                 llm_batches.c.organization_id == organization_id,
-                llm_batches.c.status.in_([s.value for s in POLLED_STATUSES]),
+                llm_batches.c.status.in_([s.value for s in statuses]),
             )
             .order_by(llm_batches.c.created_at, llm_batches.c.id)
             .limit(limit)

@@ -8,6 +8,7 @@ continue the prefix's path at a segment boundary, without dot segments that a se
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import SplitResult, unquote, urlsplit
 
 SCHEMES = ("http", "https")
@@ -61,7 +62,7 @@ def _path_continues(path: str, prefix_path: str) -> bool:
 class AllowList:
     """The operator's prefixes, parsed once."""
 
-    def __init__(self, prefixes: list[str]) -> None:
+    def __init__(self, prefixes: Iterable[str]) -> None:
         self.prefixes = list(prefixes)
         self._parsed = [found for found in map(_parts, prefixes) if not isinstance(found, str)]
 

@@ -12,19 +12,20 @@ import re
 from datetime import datetime
 from typing import Annotated, Any
 
+import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from backburner.cli_common import (
-    DEFAULT_SERVER_URL,
+from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
+from backburner.cli_http import (
     EXIT_BAD_INPUT,
-    ApiKeyOption,
-    UrlOption,
-    call_server,
+    EXIT_SERVER_ERROR,
+    ServerError,
+    check,
+    client,
     fail,
-    print_json,
+    unreachable,
 )
+from backburner.cli_output import print_fields, print_table
 from backburner.schedules.policies import CatchUp, Overlap
 
 schedules_app = typer.Typer(
@@ -34,6 +35,8 @@ schedules_app = typer.Typer(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 IdArgument = Annotated[str, typer.Argument(help="The schedule's id.")]
 
+# Answers that refuse the caller's input (a field, an id): exit 2, as for input refused here.
+INPUT_REFUSED = frozenset({400, 404, 422})
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)([smhd]))+$")
 DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -68,6 +71,41 @@ def _one(option_values: dict[str, Any], what: str) -> None:
         fail(f"give exactly one {what}: {names} ({detail}); nothing was sent", EXIT_BAD_INPUT)
 
 
+def field_errors(response: httpx.Response) -> str:
+    """The server's `detail`, each invalid field of a 422 as `field: message`."""
+    try:
+        detail = response.json().get("detail", response.text)
+    except (ValueError, AttributeError):
+        return response.text
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for error in detail:
+        if isinstance(error, dict):
+            where = [str(p) for p in error.get("loc", []) if p not in ("body", "query", "path")]
+            parts.append(f"{'.'.join(where) or 'input'}: {error.get('msg', '')}")
+    return "; ".join(parts) or response.text
+
+
+def call_server(url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
+    """One call; its JSON, or exit 2 (the input was refused) or 1 (anything else)."""
+    try:
+        with client(url, api_key) as session:
+            response = session.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
+    if response.status_code in INPUT_REFUSED:
+        fail(f"the server answered {response.status_code}: {field_errors(response)}", EXIT_BAD_INPUT)
+    try:
+        return check(response)
+    except ServerError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))
+
+
 def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
@@ -93,9 +131,6 @@ def _state(schedule: dict[str, Any]) -> str:
 
 
 def _print_schedule(schedule: dict[str, Any]) -> None:
-    table = Table(title=f"Schedule {schedule['name']}", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
     rows = [
         ("id", schedule["id"]),
         ("timing", _timing(schedule)),
@@ -103,7 +138,7 @@ def _print_schedule(schedule: dict[str, Any]) -> None:
         ("state", _state(schedule)),
         ("catch-up", f"{schedule['catch_up']} (grace {schedule['misfire_grace_seconds']:g}s)"),
         ("overlap", schedule["overlap"]),
-        ("next fire times", "\n".join(schedule["next_fire_times"]) or "-"),
+        ("next fire times", ", ".join(schedule["next_fire_times"]) or "-"),
         ("last fire", _cell(schedule["last_fire_at"])),
         ("missed fires", str(schedule["missed_fires"])),
     ]
@@ -111,9 +146,7 @@ def _print_schedule(schedule: dict[str, Any]) -> None:
         rows.append(("triggered", schedule["trigger_at"]))
     if schedule.get("signing_secret"):
         rows.append(("signing secret (shown once)", schedule["signing_secret"]))
-    for field, value in rows:
-        table.add_row(field, value)
-    Console().print(table)
+    print_fields(f"Schedule {schedule['name']}", rows)
 
 
 def _show(schedule: dict[str, Any], as_json: bool) -> None:
@@ -217,19 +250,20 @@ def list_schedules(
     if as_json:
         print_json(page)
         return
-    table = Table(title="Schedules")
-    table.add_column("id", no_wrap=True)
-    for column in ("name", "timing", "state", "next fire times"):
-        table.add_column(column)
-    for schedule in page["data"]:
-        table.add_row(
-            schedule["id"],
-            schedule["name"],
-            _timing(schedule),
-            _state(schedule),
-            "\n".join(t[:19] for t in schedule["next_fire_times"]) or "-",
-        )
-    Console().print(table)
+    print_table(
+        "Schedules",
+        ["id", "name", "timing", "state", "next fire times"],
+        [
+            [
+                s["id"],
+                s["name"],
+                _timing(s),
+                _state(s),
+                ", ".join(t[:19] for t in s["next_fire_times"]) or "-",
+            ]
+            for s in page["data"]
+        ],
+    )
 
 
 @schedules_app.command("pause")
@@ -297,18 +331,21 @@ def runs(
     if as_json:
         print_json(page["data"])
         return
-    table = Table(title=f"Runs of {schedule_id}")
-    for column in ("fire time", "trigger", "outcome", "attempts", "http", "error", "epoch", "instance"):
-        table.add_column(column)
-    for run in page["data"]:
-        table.add_row(
-            run["fire_time"],
-            run["trigger"],
-            run["outcome"],
-            str(run["attempts"]),
-            _cell(run["http_status"]),
-            _cell(run["error"]),
-            str(run["epoch"]),
-            run["instance_id"],
-        )
-    Console().print(table)
+    print_table(
+        f"Runs of {schedule_id}",
+        ["fire time", "trigger", "outcome", "attempts", "http", "error", "epoch", "instance"],
+        [
+            [
+                run["fire_time"],
+                run["trigger"],
+                run["outcome"],
+                run["attempts"],
+                _cell(run["http_status"]),
+                _cell(run["error"]),
+                run["epoch"],
+                run["instance_id"],
+            ]
+            for run in page["data"]
+        ],
+        keep_whole=("fire time",),
+    )

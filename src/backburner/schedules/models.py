@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from backburner.api.fields import Description, Name
 from backburner.schedules.policies import (
     DEFAULT_CATCH_UP_LIMIT,
     DEFAULT_MISFIRE_GRACE_S,
@@ -18,9 +19,6 @@ from backburner.schedules.policies import (
 
 # Schedule ids are `sched-...`; anything else cannot exist, and a NUL would reach the database.
 SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-# No control characters (PostgreSQL refuses NUL in text; the others make names unreadable).
-NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
-NO_NUL = r"^[^\x00]*$"
 
 _WHEN = "ISO 8601; without an offset it is read in `timezone`."
 
@@ -30,7 +28,7 @@ class ScheduleFields(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    name: Name
     cron: str | None = Field(None, max_length=200, description="Five cron fields, e.g. `0 9 * * 1-5`.")
     timezone: str = Field("UTC", max_length=64, description="IANA time zone of `cron` and of naive times.")
     interval_seconds: float | None = Field(None, description="Fire every this many seconds (at least 1).")
@@ -50,7 +48,7 @@ class ScheduleFields(BaseModel):
     misfire_grace_seconds: float = Field(DEFAULT_MISFIRE_GRACE_S, ge=0, le=MAX_MISFIRE_GRACE_S)
     overlap: Overlap = Overlap.SKIP
     paused: bool = False
-    note: str | None = Field(None, max_length=2000, pattern=NO_NUL)
+    note: Description | None = None
 
 
 class ScheduleCreate(ScheduleFields):
@@ -63,7 +61,7 @@ class ScheduleChange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    name: Name | None = None
     cron: str | None = Field(None, max_length=200)
     timezone: str | None = Field(None, max_length=64)
     interval_seconds: float | None = None
@@ -79,13 +77,13 @@ class ScheduleChange(BaseModel):
     misfire_grace_seconds: float | None = Field(None, ge=0, le=MAX_MISFIRE_GRACE_S)
     overlap: Overlap | None = None
     paused: bool | None = None
-    note: str | None = Field(None, max_length=2000, pattern=NO_NUL)
+    note: Description | None = None
 
 
 class PauseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    note: str | None = Field(None, max_length=2000, pattern=NO_NUL, description="Why it is paused.")
+    note: Description | None = Field(None, description="Why it is paused.")
 
 
 class ScheduleOut(BaseModel):
