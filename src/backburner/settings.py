@@ -399,9 +399,9 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL (the lock connection exists only on PostgreSQL)")
         return value
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "schedule_webhook_allowed_urls", mode="before")
     @classmethod
-    def _origins_list(cls, value: Any) -> Any:
+    def _list_from_text(cls, value: Any) -> Any:
         return parse_list_text(value) if isinstance(value, str) else value
 
     @field_validator("cors_allowed_origins")
@@ -421,11 +421,6 @@ class Settings(BaseSettings):
         if value is not None and not is_callable_reference(value):
             raise ValueError("must look like `package.module:function`")
         return value
-
-    @field_validator("schedule_webhook_allowed_urls", mode="before")
-    @classmethod
-    def _url_list_from_text(cls, value: Any) -> Any:
-        return parse_list_text(value) if isinstance(value, str) else value
 
     @field_validator("schedule_webhook_allowed_urls")
     @classmethod
