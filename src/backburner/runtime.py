@@ -201,6 +201,8 @@ class Runtime:
         # Membership first, so that it stops after the scheduler has released the lock.
         self.membership = await self._enter(scheduling.membership)
         self.scheduler = await self._enter(scheduling.scheduler)
+        # Leaves before the scheduler releases the lock: deliveries of fires end and are recorded.
+        await self._enter(self.schedules.draining())
 
     async def _enter(self, component: AbstractAsyncContextManager[C]) -> C:
         return await self._stack.enter_async_context(component)

@@ -423,3 +423,29 @@ async def test_a_new_term_takes_over_what_the_fenced_one_left_delivering(
     await advance_to(harness, seconds(20))
     runs = await harness.wait_runs(schedule.id, finished(2), "the next fire")
     assert runs[1].epoch == new.leadership.term.epoch and runs[1].instance_id == "new-leader"
+
+
+async def test_a_graceful_step_down_records_what_is_in_flight_so_nothing_is_repeated(
+    harness: Harness, receiver: Receiver
+) -> None:
+    receiver.answer = lambda request: (200, 0.5)  # a receiver that takes half a second
+    schedule = await harness.create(
+        name="drained", interval_seconds=10, start_at=seconds(10).isoformat(), webhook_url=receiver.prefix
+    )
+    old = await harness.start_term("old-leader")
+    await advance_to(harness, seconds(10))
+    await harness.wait_runs(schedule.id, lambda r: bool(r) and r[0].outcome == "delivering", "the claim")
+
+    assert await harness.component.dispatcher.drain(10) is True  # the delivery ended and was recorded
+    [run] = await harness.runs(schedule.id)
+    assert (run.outcome, run.attempts) == ("succeeded", 1)
+    await advance_to(harness, seconds(20))  # a draining dispatcher claims nothing more
+    await asyncio.sleep(0.4)
+    assert len(await harness.runs(schedule.id)) == 1
+    await old.end()
+
+    harness.component.dispatcher.draining.clear()
+    await harness.start_term("new-leader")  # nothing is left to take over
+    runs = await harness.wait_runs(schedule.id, finished(2), "the next fire under the new term")
+    assert [r.attempts for r in runs] == [1, 1]
+    assert receiver.idempotency_keys() == [idempotency_key(schedule.id, seconds(s)) for s in (10, 20)]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry
@@ -103,6 +105,15 @@ class Schedules:
     ) -> None:
         await cancel_and_wait(self._task)
         await self.deliverer.aclose()
+
+    @asynccontextmanager
+    async def draining(self) -> AsyncIterator[None]:
+        """Entered after the scheduler, so that it exits first: at shutdown, before the lock is
+        released, the deliveries in flight end and are recorded (within half the shutdown time)."""
+        yield
+        await self.dispatcher.drain(
+            min(self.settings.schedule_delivery_timeout_seconds, self.settings.shutdown_timeout_seconds / 2)
+        )
 
     @property
     def dispatching(self) -> bool:

@@ -170,11 +170,27 @@ class Dispatcher:
         self.metrics = metrics
         self.config = config
         self.woken = asyncio.Event()
+        self.draining = asyncio.Event()
+        self._term: _Term | None = None
         self._compiled: OrderedDict[Spec, Fires] = OrderedDict()
 
     def wake(self) -> None:
         """Look for due schedules now (one was created, changed or triggered on this instance)."""
         self.woken.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Before a graceful step-down: claim nothing more, and wait (at most `timeout_s`) until the
+        deliveries in flight have ended and been recorded, so that the next leader repeats none of
+        them. True when everything was recorded in time."""
+        self.draining.set()
+        term = self._term
+        if term is None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(term.idle.wait(), timeout_s)
+        drained = not term.busy()
+        log_event(log, logging.INFO, "schedules.drained", complete=drained, in_flight=term.in_flight)
+        return drained
 
     def fires_of(self, record: ScheduleRecord) -> Fires:
         """The fire times of a schedule; compiled cron specs are kept (the newest 20,000)."""
@@ -193,6 +209,7 @@ class Dispatcher:
     async def run(self, leadership: Leadership) -> None:
         """Dispatch until the term ends."""
         term = _Term(self, leadership)
+        self._term = term
         log_event(log, logging.INFO, "schedules.dispatching", epoch=leadership.term.epoch)
         try:
             orphans = await term.take_over()
@@ -212,6 +229,8 @@ class Dispatcher:
             pass
         finally:
             self.metrics.in_flight.set(0)
+            if self._term is term:
+                self._term = None
         log_event(log, logging.INFO, "schedules.stopped", epoch=leadership.term.epoch)
 
 
@@ -234,6 +253,8 @@ class _Term:
         self.room.set()
         self.records: list[AttemptRecord] = []
         self.has_records = asyncio.Event()
+        self.idle = asyncio.Event()  # nothing in flight, nothing left to record
+        self.idle.set()
         self.attempts_due = asyncio.Event()
         self.next_retry_at: datetime | None = None
 
@@ -259,7 +280,20 @@ class _Term:
 
     # --- claiming ---------------------------------------------------------------------------
 
+    def busy(self) -> bool:
+        """Deliveries in flight, or ends of attempts not written yet."""
+        return self.in_flight > 0 or bool(self.records)
+
+    def _note_idle(self) -> None:
+        if not self.busy():
+            self.idle.set()
+
+    async def _stop_when_draining(self) -> None:
+        if self.d.draining.is_set():
+            await self.leadership.lost.wait()  # nothing more is started in this term
+
     async def claim_pass(self) -> None:
+        await self._stop_when_draining()
         await self.room.wait()
         now = self.clock.now()
         async with self.leadership.fenced() as conn:
@@ -323,6 +357,7 @@ class _Term:
     def start(self, delivery: Delivery) -> None:
         assert self.group is not None
         self.in_flight += 1
+        self.idle.clear()
         self.metrics.in_flight.inc()
         if self.in_flight >= self.max_in_flight:
             self.room.clear()
@@ -342,6 +377,7 @@ class _Term:
             self.metrics.in_flight.dec()
             if self.in_flight < self.max_in_flight:
                 self.room.set()
+            self._note_idle()
 
     def _ended(self, delivery: Delivery, result: AttemptResult) -> None:
         record = attempt_record(
@@ -383,6 +419,7 @@ class _Term:
         del self.records[: len(batch)]
         if not self.records:
             self.has_records.clear()
+        self._note_idle()
         retries = [r.next_attempt_at for r in batch if r.next_attempt_at is not None]
         if retries:
             soonest = min(retries)
@@ -409,6 +446,7 @@ class _Term:
         return deliveries
 
     async def attempt_pass(self) -> None:
+        await self._stop_when_draining()
         await self.room.wait()
         now = self.clock.now()
         async with self.leadership.fenced() as conn:
