@@ -1,13 +1,14 @@
 """Benchmark of user schedules: fire lag, missed and repeated fires, and the leader's CPU.
 
 Starts a webhook receiver (its own process: an asyncio HTTP/1.1 server that writes down each
-request's idempotency key and arrival time) and three `backburner serve` processes (each with its
-own data directory) on a fresh PostgreSQL database, then stores 10,000 schedules firing every
-60 s and 1,000 firing every 10 s, all delivering to the receiver (`overlap: allow`, so a fire
-caught up after a failover is never skipped as an overlap). Their first fire times are spread evenly over their interval: a
-workload of 267 fires a second, as many schedules made at different moments give. It runs for
-3 minutes; fires whose time falls in that window are counted. With `--kill-leader` the leader
-gets SIGKILL once a minute and a new process takes its place.
+request's idempotency key and arrival time) and three `backburner serve` processes (each with
+its own data directory) on a fresh PostgreSQL database, then stores 10,000 schedules firing
+every 60 s and 1,000 firing every 10 s, all delivering to the receiver (`overlap: allow`, so a
+fire caught up after a failover is never skipped as an overlap). Their first fire times are
+spread evenly over their interval: a workload of 267 fires a second, as many schedules made at
+different moments give. It runs for 3 minutes; fires whose time falls in that window are
+counted. With `--kill-leader` the leader gets SIGKILL once a minute and a new process takes its
+place.
 
 The lag of a fire is its first arrival at the receiver minus its fire time: what the user waits
 for, end to end. `missed` counts fire times of the window that never arrived, `duplicate_keys`
