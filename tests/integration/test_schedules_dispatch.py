@@ -449,3 +449,31 @@ async def test_a_graceful_step_down_records_what_is_in_flight_so_nothing_is_repe
     runs = await harness.wait_runs(schedule.id, finished(2), "the next fire under the new term")
     assert [r.attempts for r in runs] == [1, 1]
     assert receiver.idempotency_keys() == [idempotency_key(schedule.id, seconds(s)) for s in (10, 20)]
+
+
+async def test_deliveries_in_flight_are_bounded_by_the_concurrency(
+    make_settings: MakeSettings, database_url: str, receiver: Receiver
+) -> None:
+    gate = Gate()
+    receiver.answer = gate
+    settings = dispatch_settings(
+        make_settings,
+        database_url,
+        schedule_webhook_allowed_urls=[receiver.prefix],
+        schedule_delivery_concurrency=2,
+    )
+    async with dispatch_harness(settings, FakeClock(T0)) as harness:
+        made = [
+            await harness.create(name=f"s{n}", at=seconds(1).isoformat(), webhook_url=receiver.prefix)
+            for n in range(5)
+        ]
+        await harness.start_term()
+        await advance_to(harness, seconds(1))
+        for schedule in made:
+            await harness.wait_runs(schedule.id, lambda r: bool(r), "the claim")
+        await asyncio.sleep(0.5)
+        assert receiver.count() == 2  # five claimed, two at the receiver, three waiting their turn
+        gate.opened.set()
+        for schedule in made:
+            await harness.wait_runs(schedule.id, finished(1), "every delivery")
+        assert receiver.count() == 5
