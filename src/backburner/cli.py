@@ -28,6 +28,7 @@ from backburner.files.blobs.cli import blobs_app
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
+from backburner.schedules.cli import schedules_app
 from backburner.settings_loader import LoadedSettings
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ app.command("emulator")(emulator)
 app.add_typer(files_app, name="files")
 app.add_typer(blobs_app, name="blobs")
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(schedules_app, name="schedules")
 
 PORT_HINT = "choose another with --port or BACKBURNER_PORT (e.g. BACKBURNER_PORT=8284 make run)"
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]

@@ -7,6 +7,7 @@ Every value remembers where it came from, so that a bad value can be reported wi
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import string
 from pathlib import Path
@@ -17,8 +18,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from backburner.schedules.allowlist import url_prefix_problem
+
 DEFAULT_TIMEOUT_MESSAGE = "File processing timed out after {} minutes. Please try again."
 
+HANDLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 SUPPORTED_DATABASE_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres")
 
@@ -295,6 +299,61 @@ class Settings(BaseSettings):
         max_length=256,
     )
     s3_secret_access_key: SecretStr | None = _field(None, "blobs", "Secret access key for S3.", secret=True)
+    # --- user schedules -----------------------------------------------------------------------
+    schedule_webhook_allowed_urls: tuple[str, ...] = _field(
+        (),
+        "schedules",
+        "URL prefixes that webhook schedules may target (a JSON list, or comma-separated in the "
+        "environment); empty: no webhook schedules.",
+        max_length=100,
+    )
+    schedule_handlers: dict[str, str] = _field(
+        {},
+        "schedules",
+        'Python callables that handler schedules may name: `{name: "module:function"}` (JSON, or '
+        "comma-separated `name=module:function` in the environment).",
+    )
+    schedule_max_attempts: int = _field(
+        5, "schedules", "Delivery attempts of one fire before its run is recorded as failed.", gt=0, le=100
+    )
+    schedule_retry_backoff_seconds: float = _field(
+        1.0,
+        "schedules",
+        "Wait before the second attempt of a fire; it doubles each attempt (at most 5 min).",
+        gt=0,
+        le=300,
+    )
+    schedule_delivery_concurrency: int = _field(
+        64, "schedules", "Deliveries of fires in flight at once on the leader.", gt=0, le=10_000
+    )
+    schedule_delivery_timeout_seconds: float = _field(
+        10.0,
+        "schedules",
+        "Timeout of one delivery attempt (a webhook request or a handler call).",
+        gt=0,
+        le=600,
+    )
+    schedule_poll_interval_seconds: float = _field(
+        1.0,
+        "schedules",
+        "Longest the leader waits before looking for due schedules again (it wakes at the next fire "
+        "time, and at once for schedules changed on its own instance).",
+        gt=0,
+        le=60,
+    )
+    schedule_dispatch_batch_size: int = _field(
+        500, "schedules", "Due schedules claimed per transaction by the leader.", gt=0, le=10_000
+    )
+    schedule_payload_max_bytes: int = _field(
+        64 * 1024,
+        "schedules",
+        "Largest `payload` of a schedule, as JSON, in bytes.",
+        gt=0,
+        le=16 * 1024 * 1024,
+    )
+    schedule_run_retention_days: float = _field(
+        7.0, "schedules", "Finished runs older than this are deleted by the leader.", gt=0
+    )
 
     # --- watchdog -----------------------------------------------------------------------------
     watchdog_enabled: bool = _field(True, "watchdog", "Watch the event loop for stalls and hangs.")
@@ -401,12 +460,10 @@ class Settings(BaseSettings):
             )
         return stripped
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("cors_allowed_origins", "schedule_webhook_allowed_urls", mode="before")
     @classmethod
-    def _origins_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # from the environment: comma-separated
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    def _list_from_text(cls, value: Any) -> Any:
+        return parse_list_text(value) if isinstance(value, str) else value
 
     @field_validator("cors_allowed_origins")
     @classmethod
@@ -422,10 +479,32 @@ class Settings(BaseSettings):
     @field_validator("batch_completion_handler")
     @classmethod
     def _handler_reference(cls, value: str | None) -> str | None:
-        if value is not None:
-            module, _, function = value.partition(":")
-            if not module or not function or not all(p.isidentifier() for p in module.split(".")):
-                raise ValueError("must look like `package.module:function`")
+        if value is not None and not is_callable_reference(value):
+            raise ValueError("must look like `package.module:function`")
+        return value
+
+    @field_validator("schedule_webhook_allowed_urls")
+    @classmethod
+    def _url_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in value:
+            problem = url_prefix_problem(prefix)
+            if problem is not None:
+                raise ValueError(f"{prefix!r} {problem}")
+        return value
+
+    @field_validator("schedule_handlers", mode="before")
+    @classmethod
+    def _handlers_from_text(cls, value: Any) -> Any:
+        return parse_mapping_text(value) if isinstance(value, str) else value
+
+    @field_validator("schedule_handlers")
+    @classmethod
+    def _handler_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, reference in value.items():
+            if not HANDLER_NAME.fullmatch(name):
+                raise ValueError(f"handler name {name!r} must be 1 to 100 letters, digits, `_`, `-` or `.`")
+            if not is_callable_reference(reference):
+                raise ValueError(f"handler {name!r}: {reference!r} must look like `package.module:function`")
         return value
 
     @model_validator(mode="after")
@@ -506,6 +585,47 @@ class Settings(BaseSettings):
 
     def timeout_message(self) -> str:
         return self.file_processing_timeout_error_message.format(self.file_processing_timeout_minutes)
+
+
+def is_callable_reference(value: str) -> bool:
+    """`package.module:function` (the function may be `Class.method`)."""
+    module, _, function = value.partition(":")
+    return (
+        bool(module and function)
+        and all(p.isidentifier() for p in module.split("."))
+        and all(p.isidentifier() for p in function.split("."))
+    )
+
+
+def _json_text(text: str, opener: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"starts with `{opener}` but is not a JSON {what} ({exc})") from None
+
+
+def parse_list_text(text: str) -> Any:
+    """A list setting given as text (the environment): a JSON list, or comma-separated items."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        return _json_text(stripped, "[", "list")
+    return [item.strip() for item in stripped.split(",") if item.strip()]
+
+
+def parse_mapping_text(text: str) -> Any:
+    """A mapping setting given as text: a JSON object, or comma-separated `name=value` items."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return _json_text(stripped, "{", "object")
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in stripped.split(",")):
+        if not item:
+            continue
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} must look like `name=package.module:function`")
+        mapping[name.strip()] = value.strip()
+    return mapping
 
 
 def is_loopback_host(host: str) -> bool:
