@@ -1,8 +1,9 @@
 """The straightforward file-ingestion server that `bench/files.py` measures Backburner against.
 
 It speaks the same HTTP routes the benchmark's client uses and does the same work with the same
-parts and settings (Backburner's `BACKBURNER_` environment, its parsers, chunker, embedders,
-batch size and database schema), the plain way: an upload is stored and recorded, and one task
+parts and settings (Backburner's `BACKBURNER_` environment, its blob store, parsers, chunker,
+embedders, batch size and database schema), the plain way: an upload is stored and recorded,
+and one task
 processes the files one at a time, in upload order, one embedding request at a time, each batch
 of passages written in its own transaction.
 
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,9 +23,12 @@ from fastapi import FastAPI, Request
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.clock import utcnow
+from backburner.clock import SystemClock, utcnow
 from backburner.db import migrate
 from backburner.db.engine import create_engine
+from backburner.files.blobs.access import local_path
+from backburner.files.blobs.base import BlobStore
+from backburner.files.blobs.factory import build_blob_store
 from backburner.files.embedding.cache import CachedEmbedder, MemoryEmbeddingCache
 from backburner.files.embedding.embedders import Embedder, HashEmbedder, build_embedder
 from backburner.files.embedding.strategy import embedder_options
@@ -52,10 +54,11 @@ def build_naive_embedder(settings: Settings) -> Embedder:
 
 
 class NaivePipeline:
-    def __init__(self, settings: Settings, engine: AsyncEngine, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, embedder: Embedder, blobs: BlobStore) -> None:
         self.settings = settings
         self.engine = engine
         self.embedder = embedder
+        self.blobs = blobs
         self.queue: asyncio.Queue[str] = asyncio.Queue()
 
     async def run(self) -> None:
@@ -78,16 +81,16 @@ class NaivePipeline:
         async with self.engine.connect() as conn:
             file = (await conn.execute(select(files).where(files.c.id == file_id))).one()
         await self.set_status(file_id, FileStatus.PARSING)
-        path = self.settings.blob_dir / file.blob_key
-        document = await asyncio.to_thread(
-            parse_and_chunk,
-            str(path),
-            file.file_name,
-            file.content_type,
-            self.settings.chunk_size_chars,
-            self.settings.chunk_overlap_chars,
-            FileBudget.from_settings(self.settings).parse,
-        )
+        async with local_path(self.blobs, file.blob_key, self.settings.data_dir / "tmp") as path:
+            document = await asyncio.to_thread(
+                parse_and_chunk,
+                str(path),
+                file.file_name,
+                file.content_type,
+                self.settings.chunk_size_chars,
+                self.settings.chunk_overlap_chars,
+                FileBudget.from_settings(self.settings).parse,
+            )
         await self.set_status(
             file_id,
             FileStatus.EMBEDDING,
@@ -123,7 +126,8 @@ class NaivePipeline:
 
 def create_naive_app(settings: Settings) -> FastAPI:
     engine = create_engine(settings)
-    pipeline = NaivePipeline(settings, engine, build_naive_embedder(settings))
+    blobs = build_blob_store(settings, engine, SystemClock())
+    pipeline = NaivePipeline(settings, engine, build_naive_embedder(settings), blobs)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -157,15 +161,12 @@ def create_naive_app(settings: Settings) -> FastAPI:
         assert not isinstance(upload, str)
         file_id = new_id("file")
         key = f"files/{file_id}"
-        target = settings.blob_dir / key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        with target.open("wb") as out:
+
+        async def content() -> AsyncIterator[bytes]:
             while chunk := await upload.read(COPY_CHUNK_BYTES):
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
+                yield chunk
+
+        info = await blobs.write_stream(key, content())
         now = utcnow()
         async with engine.begin() as conn:
             await conn.execute(
@@ -175,8 +176,8 @@ def create_naive_app(settings: Settings) -> FastAPI:
                     source_id=source_id,
                     file_name=upload.filename or "upload",
                     content_type=upload.content_type,
-                    size_bytes=size,
-                    sha256=digest.hexdigest(),
+                    size_bytes=info.size,
+                    sha256=info.sha256,
                     blob_key=key,
                     status=FileStatus.PENDING.value,
                     attempts=0,
@@ -208,7 +209,6 @@ def main() -> None:
     import os
 
     settings = load_settings(environ=dict(os.environ)).settings
-    shutil.rmtree(settings.blob_dir, ignore_errors=True)
     uvicorn.run(create_naive_app(settings), host="127.0.0.1", port=args.port, log_level="warning")
 
 
