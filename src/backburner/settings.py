@@ -391,7 +391,7 @@ class Settings(BaseSettings):
         300 * 1024 * 1024, "auth", "Largest body of a batch submission, in bytes.", gt=0
     )
     submissions_per_minute: int = _field(
-        60, "auth", "Batch submissions and uploads one key may make per minute.", gt=0
+        600, "auth", "Batch submissions, uploads and retries one key may make per minute.", gt=0
     )
     api_max_page_size: int = _field(500, "auth", "Largest `limit` a listing accepts.", gt=0, le=10_000)
     cors_allowed_origins: tuple[str, ...] = _field(

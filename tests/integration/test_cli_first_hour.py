@@ -222,3 +222,26 @@ def test_roles_follow_the_term_and_the_heartbeats() -> None:
     assert shown_role("b", "a", now - timedelta(seconds=1), now, 2.0) == "follower"
     assert shown_role("b", "a", now - timedelta(seconds=7), now, 2.0) == "stale"
     assert shown_role("b", None, now, now, 2.0) == "follower"
+
+
+async def test_connections_to_the_listening_socket_send_without_delay() -> None:
+    """Answers go out at once: each connection has Nagle's algorithm off (with it on, a small
+    answer waited 40 ms for the client's delayed ACK)."""
+    import asyncio
+    import socket
+
+    from backburner.listen import bind
+
+    sock = bind("127.0.0.1", 0, how_to_change="choose another port")
+    accepted: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raw = writer.get_extra_info("socket")
+        accepted.put_nowait(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        assert await asyncio.wait_for(accepted.get(), 10) == 1
+        writer.close()
