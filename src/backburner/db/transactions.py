@@ -1,9 +1,11 @@
-"""A store method that takes an optional connection joins the caller's transaction or opens one."""
+"""Transactions of the stores: joining the caller's, and ones whose commit need not wait for the disk."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -12,3 +14,19 @@ def transaction(
 ) -> AbstractAsyncContextManager[AsyncConnection]:
     """The caller's transaction (a fenced one, for the sweeper) or a new one."""
     return nullcontext(conn) if conn is not None else engine.begin()
+
+
+@asynccontextmanager
+async def redoable_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A transaction whose loss in a database crash costs nothing but redoing it: on PostgreSQL
+    its commit does not wait for the disk (`synchronous_commit` off for it alone).
+
+    A crash of the database server may lose the last such commits, never half of one, and the
+    database stays consistent; a later synchronous commit (the one that makes the work visible or
+    final) flushes every commit before it. Only work that is resumed from what was stored may
+    use it.
+    """
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        yield conn

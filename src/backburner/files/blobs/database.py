@@ -18,10 +18,11 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.clock import Clock
+from backburner.db.transactions import redoable_transaction
 from backburner.files.blobs.base import (
     READ_CHUNK_BYTES,
     BlobEntry,
@@ -114,16 +115,11 @@ class DatabaseBlobStore(BlobStore):
             raise
         return info
 
-    @contextlib.asynccontextmanager
-    async def _chunk_transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A transaction that stores part of a blob not visible yet. On PostgreSQL its commit
-        does not wait for the disk: the last transaction, which makes the blob visible, does
-        (synchronously), and flushing the log up to its commit flushes every chunk written
-        before it; a crash before that leaves a pending blob that the sweeper removes."""
-        async with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            yield conn
+    def _chunk_transaction(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction that stores part of a blob not visible yet: the last transaction, which
+        makes the blob visible, commits synchronously and so flushes every chunk written before
+        it; a crash before that leaves a pending blob that the sweeper removes."""
+        return redoable_transaction(self.engine)
 
     async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
         validate_key(key)
