@@ -179,7 +179,10 @@ class Runtime:
         from backburner.batches.component import BatchesComponent
 
         # Registers the batch poll and delivery jobs: before the scheduler.
-        await self.enter_component("batches", BatchesComponent(self))
+        await self.enter_component(
+            "batches",
+            BatchesComponent(self.engine, self.settings, self.clock, self.metrics.registry, self.jobs),
+        )
 
         from backburner.files.component import COMPONENT_NAME, FileProcessing
 

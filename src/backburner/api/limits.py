@@ -128,7 +128,7 @@ class LimitsMiddleware:
         if upload:
             limit = settings.file_upload_max_bytes + MULTIPART_OVERHEAD_BYTES
         elif method == "POST" and path == BATCHES_PATH:
-            limit = settings.batch_max_body_bytes
+            limit = settings.effective_batch_max_body_bytes
         else:
             limit = settings.api_max_body_bytes
         await self._within(limit, scope, receive, send)
