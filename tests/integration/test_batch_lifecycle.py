@@ -5,8 +5,10 @@ record."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -331,3 +333,66 @@ async def test_tenants_read_a_short_clean_reason(make_settings, database_url, em
         assert shown["last_error"] is not None and len(shown["last_error"]) < 300
         for leaked in ("SELECT", "INSERT", "Traceback", "[parameters", "llm_batch", "cannot change"):
             assert leaked not in shown["last_error"]
+
+
+async def test_a_timeout_after_sending_is_reconciled_within_a_minute(make_settings, database_url, emulator):
+    async with batch_env(make_settings, database_url, emulator, provider_timeout_seconds=1.0) as env:
+        for provider in ("anthropic", "openai"):
+            await env.admin.add_fault(route=f"{provider}.batches.create", kind="delay", delay_s=2.0)
+            response = await _submit(env, provider, [f"{provider}-1", f"{provider}-2"])
+            assert response.status_code == 504, response.text
+            batch_id = response.json()["batch"]["id"]
+            assert response.json()["batch"]["status"] == "submitting"
+            deadline = time.monotonic() + 60
+            while (shown := await _show(env, batch_id))["status"] == "submitting":
+                assert time.monotonic() < deadline, f"{provider}: not reconciled within a minute"
+                await asyncio.sleep(0.2)
+            assert shown["status"] == "running" and shown["provider_batch_id"] is not None
+            assert (await env.admin.stats())["batches"][provider] == 1  # adopted, not sent twice
+
+
+async def test_concurrent_submissions_are_capped(make_settings, database_url, emulator):
+    async with batch_env(make_settings, database_url, emulator, batch_max_concurrent_submissions=1) as env:
+        await env.admin.add_fault(route="anthropic.batches.create", kind="delay", delay_s=1.0, count=2)
+        started = time.monotonic()
+        first, second = await asyncio.gather(
+            _submit(env, "anthropic", ["c-1"]), _submit(env, "anthropic", ["c-2"])
+        )
+        assert (first.status_code, second.status_code) == (201, 201)
+        assert time.monotonic() - started >= 2.0  # one after the other, never both at once
+
+
+async def test_listing_cursors_answer_400_when_unknown_or_malformed(make_settings, database_url, emulator):
+    async with batch_env(make_settings, database_url, emulator) as env:
+        created = (await _submit(env, "anthropic", ["l-1"])).json()
+        ok = await env.client.get("/v1/batches", params={"before": created["id"]})  # type: ignore[union-attr]
+        assert ok.status_code == 200 and ok.json()["data"] == []
+        for cursor in ("batch-unknown", "not a cursor", "x" * 100, "\u00e9t\u00e9"):
+            response = await env.client.get("/v1/batches", params={"before": cursor})  # type: ignore[union-attr]
+            assert response.status_code == 400, (cursor, response.text)
+            assert "before" in response.json()["detail"]
+
+
+async def test_old_results_are_removed_by_the_retention_job(make_settings, database_url, emulator):
+    async with batch_env(make_settings, database_url, emulator, batch_retention_days=1) as env:
+        created = (await _submit(env, "anthropic", ["r-1", "r-2"])).json()
+        await env.admin.end_batch(created["provider_batch_id"])
+        await env.poll()
+        retention = env.component.retention
+        assert await retention.run_once(env.leadership) == 0  # ended moments ago: kept
+        ended = await env.batch(created["id"])
+        assert ended.ended_at is not None
+        async with env.runtime.engine.begin() as conn:  # as if it had ended two days ago
+            await conn.execute(
+                llm_batches.update()
+                .where(llm_batches.c.id == created["id"])
+                .values(ended_at=ended.ended_at - timedelta(days=2))
+            )
+        assert await retention.run_once(env.leadership) == 2
+        gone = await env.client.get(f"/v1/batches/{created['id']}/results")  # type: ignore[union-attr]
+        assert gone.status_code == 410 and "batch_retention_days" in gone.json()["detail"]
+        shown = await _show(env, created["id"])
+        assert shown["counts"]["succeeded"] == 2 and shown["usage"]["output_tokens"] == 24  # totals stay
+        assert shown["results_removed_at"] is not None
+        assert await _count_rows(env) == (1, 0)
+        assert "batches.retention" in [job.id for job in env.runtime.jobs.specs()]

@@ -252,10 +252,7 @@ class BatchStore:
                 values["provider_status"] = provider_status
             await conn.execute(
                 update(llm_batches)
-                .where(
-                    llm_batches.c.organization_id == organization_id,
-                    or_(llm_batches.c.id == batch_id, llm_batches.c.parent_batch_id == batch_id),
-                )
+                .where(llm_batches.c.organization_id == organization_id, llm_batches.c.id == batch_id)
                 .values(**values)
             )
 
@@ -1114,7 +1111,12 @@ async def refresh_parent(
     channels: Sequence[str] = (),
     delivery_ids: Sequence[str] = (),
 ) -> None:
-    """Set a split batch's status from its parts'; when the last part ends, end it."""
+    """Set a split batch's status from its parts'; when the last part ends, end it.
+
+    The parent row is locked first, so parts that end at the same time take turns here and the
+    last one sees all the others ended (SQLite's BEGIN IMMEDIATE serialises them anyway)."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(select(llm_batches.c.id).where(llm_batches.c.id == parent_id).with_for_update())
     parts = (
         await conn.execute(
             select(llm_batches.c.status, llm_batches.c.part_index, llm_batches.c.failure_reason)

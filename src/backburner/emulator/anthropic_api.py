@@ -119,6 +119,7 @@ def anthropic_router(state: EmulatorState) -> APIRouter:
 
     @router.post("")
     async def create_batch(request: Request) -> Response:
+        await request.body()  # received before any delay: a client that gives up has still sent it
         await gate.enter(request, "anthropic.batches.create")
         payload = await read_json_object(request, "anthropic", config.anthropic_max_bytes)
         custom_ids, models = parse_requests(payload, config.anthropic_max_requests)

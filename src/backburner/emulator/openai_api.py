@@ -201,6 +201,7 @@ def openai_router(state: EmulatorState) -> APIRouter:
 
     @router.post("/batches")
     async def create_batch(request: Request) -> Response:
+        await request.body()  # received before any delay: a client that gives up has still sent it
         await gate.enter(request, "openai.batches.create")
         payload = await read_json_object(request, "openai")
         endpoint = payload.get("endpoint")
