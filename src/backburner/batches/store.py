@@ -1056,34 +1056,19 @@ async def finish_batch(
     items. False if it was no longer open (another writer finished it first).
     """
     assert status in TERMINAL_STATUSES
-    # A failed batch keeps its error history; any other end clears it.
-    healthy: dict[str, Any] = (
-        {} if status is BatchStatus.FAILED else {"consecutive_errors": 0, "last_error": None}
-    )
-    result = await conn.execute(
-        update(llm_batches)
-        .where(
-            llm_batches.c.id == batch_id,
-            llm_batches.c.status.in_([s.value for s in OPEN_STATUSES]),
-        )
-        .values(
-            status=status.value,
-            failure_reason=reason,
-            ended_at=func.coalesce(llm_batches.c.ended_at, now),
-            last_polled_at=now,
-            next_poll_at=None,
-            updated_at=now,
-            **healthy,
-        )
-        .returning(
-            llm_batches.c.organization_id,
-            llm_batches.c.parent_batch_id,
-            llm_batches.c.part_index,
-            llm_batches.c.part_count,
-        )
-    )
-    row = result.one_or_none()
-    if row is None:
+    # The row is locked, then written once: on PostgreSQL a second write of a row in the same
+    # transaction would also lock the row its foreign key names (the batch of a part), and two
+    # parts ending together would then deadlock upgrading that lock.
+    query = select(
+        llm_batches.c.status,
+        llm_batches.c.organization_id,
+        llm_batches.c.parent_batch_id,
+        llm_batches.c.part_index,
+    ).where(llm_batches.c.id == batch_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).one_or_none()
+    if row is None or BatchStatus(row.status) not in OPEN_STATUSES:
         return False
     items_batch = row.parent_batch_id or batch_id
     part = row.part_index if row.parent_batch_id is not None else None
@@ -1095,9 +1080,29 @@ async def finish_batch(
         await _mark_items(conn, items_batch, part, ItemStatus.PENDING, ItemStatus.CANCELED, now)
     else:
         await _mark_items(conn, items_batch, part, ItemStatus.PENDING, ItemStatus.MISSING, now)
+    counts = _count_values(await _item_counts(conn, items_batch, part))
+    # A failed batch keeps its error history; any other end clears it.
+    healthy: dict[str, Any] = (
+        {} if status is BatchStatus.FAILED else {"consecutive_errors": 0, "last_error": None}
+    )
+    await conn.execute(
+        update(llm_batches)
+        .where(llm_batches.c.id == batch_id)
+        .values(
+            status=status.value,
+            failure_reason=reason,
+            ended_at=func.coalesce(llm_batches.c.ended_at, now),
+            last_polled_at=now,
+            next_poll_at=None,
+            updated_at=now,
+            **counts,
+            **healthy,
+        )
+    )
     if row.parent_batch_id is not None:
-        await _store_counts(conn, batch_id, items_batch, part)
-        await refresh_parent(conn, row.parent_batch_id, now, channels=channels, delivery_ids=delivery_ids)
+        await refresh_parent(
+            conn, row.parent_batch_id, now, part_ended=True, channels=channels, delivery_ids=delivery_ids
+        )
     else:
         await _end_logical(conn, batch_id, row.organization_id, status, now, channels, delivery_ids)
     return True
@@ -1108,39 +1113,45 @@ async def refresh_parent(
     parent_id: str,
     now: datetime,
     *,
+    part_ended: bool = False,
     channels: Sequence[str] = (),
     delivery_ids: Sequence[str] = (),
 ) -> None:
-    """Set a split batch's status from its parts'; when the last part ends, end it.
+    """Set a split batch's status from its parts'.
 
-    The parent row is locked first, so parts that end at the same time take turns here and the
-    last one sees all the others ended (SQLite's BEGIN IMMEDIATE serialises them anyway)."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(select(llm_batches.c.id).where(llm_batches.c.id == parent_id).with_for_update())
+    When a part ends (`part_ended`), the batch's row is locked, so parts that end at the same
+    time take turns: each adds up the parts' counts, and the last one ends the batch (SQLite's
+    BEGIN IMMEDIATE serialises them anyway). Other moves (a part sent, ingesting) only update the
+    status, without a lock: a part that has not ended cannot end the batch.
+    """
+    if part_ended and conn.dialect.name == "postgresql":
+        await _lock_row(conn, parent_id)
+    c = llm_batches.c
     parts = (
         await conn.execute(
-            select(llm_batches.c.status, llm_batches.c.part_index, llm_batches.c.failure_reason)
-            .where(llm_batches.c.parent_batch_id == parent_id)
-            .order_by(llm_batches.c.part_index)
+            select(
+                c.status,
+                c.part_index,
+                c.failure_reason,
+                *(c[name] for name in _COUNT_COLUMNS),
+            )
+            .where(c.parent_batch_id == parent_id)
+            .order_by(c.part_index)
         )
     ).all()
     if not parts:
         return
     status = logical_status([BatchStatus(p.status) for p in parts])
     open_values = [s.value for s in OPEN_STATUSES]
+    values: dict[str, Any] = {"status": status.value, "updated_at": now}
+    if part_ended:  # each part's counts are exact once it ended: the batch's are their sum
+        values.update({name: sum(getattr(p, name) for p in parts) for name in _COUNT_COLUMNS})
     if status not in TERMINAL_STATUSES:
         await conn.execute(
-            update(llm_batches)
-            .where(
-                llm_batches.c.id == parent_id,
-                llm_batches.c.status.in_(open_values),
-                llm_batches.c.status != status.value,
-            )
-            .values(status=status.value, updated_at=now)
+            update(llm_batches).where(c.id == parent_id, c.status.in_(open_values)).values(**values)
         )
-        await _store_counts(conn, parent_id)
-        await rebuild_usage(conn, parent_id)
         return
+    assert part_ended, "only a part that ends can end its batch"
     failed = [p for p in parts if p.status == BatchStatus.FAILED.value]
     reason = (
         f"part {failed[0].part_index + 1} of {len(parts)} failed: {failed[0].failure_reason}"
@@ -1149,19 +1160,22 @@ async def refresh_parent(
     )
     result = await conn.execute(
         update(llm_batches)
-        .where(llm_batches.c.id == parent_id, llm_batches.c.status.in_(open_values))
+        .where(c.id == parent_id, c.status.in_(open_values))
         .values(
-            status=status.value,
             failure_reason=reason,
-            ended_at=func.coalesce(llm_batches.c.ended_at, now),
+            ended_at=func.coalesce(c.ended_at, now),
             next_poll_at=None,
-            updated_at=now,
+            **values,
         )
-        .returning(llm_batches.c.organization_id)
+        .returning(c.organization_id)
     )
     row = result.one_or_none()
     if row is not None:
         await _end_logical(conn, parent_id, row.organization_id, status, now, channels, delivery_ids)
+
+
+async def _lock_row(conn: AsyncConnection, batch_id: str) -> None:
+    await conn.execute(select(llm_batches.c.id).where(llm_batches.c.id == batch_id).with_for_update())
 
 
 async def _end_logical(
@@ -1173,7 +1187,7 @@ async def _end_logical(
     channels: Sequence[str],
     delivery_ids: Sequence[str],
 ) -> None:
-    await _store_counts(conn, batch_id)
+    """A logical batch ended (its counts stored): its usage totals, and its deliveries queued."""
     await rebuild_usage(conn, batch_id)
     if channels:
         await conn.execute(
@@ -1347,21 +1361,23 @@ async def _item_counts(conn: AsyncConnection, batch_id: str, part: int | None = 
     return {str(r[0]): int(r[1]) for r in rows}
 
 
-async def _store_counts(
-    conn: AsyncConnection, row_id: str, items_batch: str | None = None, part: int | None = None
-) -> None:
-    counts = await _item_counts(conn, items_batch or row_id, part)
-    await conn.execute(
-        update(llm_batches)
-        .where(llm_batches.c.id == row_id)
-        .values(
-            succeeded_count=counts.get(ItemStatus.SUCCEEDED.value, 0),
-            errored_count=counts.get(ItemStatus.ERRORED.value, 0),
-            canceled_count=counts.get(ItemStatus.CANCELED.value, 0),
-            expired_count=counts.get(ItemStatus.EXPIRED.value, 0),
-            missing_count=counts.get(ItemStatus.MISSING.value, 0),
-        )
-    )
+_COUNT_COLUMNS = ("succeeded_count", "errored_count", "canceled_count", "expired_count", "missing_count")
+
+
+def _count_values(counts: dict[str, int]) -> dict[str, int]:
+    """Item counts by status as the batch's count columns."""
+    return {
+        "succeeded_count": counts.get(ItemStatus.SUCCEEDED.value, 0),
+        "errored_count": counts.get(ItemStatus.ERRORED.value, 0),
+        "canceled_count": counts.get(ItemStatus.CANCELED.value, 0),
+        "expired_count": counts.get(ItemStatus.EXPIRED.value, 0),
+        "missing_count": counts.get(ItemStatus.MISSING.value, 0),
+    }
+
+
+async def _store_counts(conn: AsyncConnection, row_id: str) -> None:
+    counts = _count_values(await _item_counts(conn, row_id))
+    await conn.execute(update(llm_batches).where(llm_batches.c.id == row_id).values(**counts))
 
 
 def _usage_row(row: SqlRow[Any]) -> UsageRow:
