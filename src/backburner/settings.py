@@ -177,8 +177,8 @@ class Settings(BaseSettings):
     providers: dict[str, NamedProvider] = _field(
         {},
         "providers",
-        "More batch APIs by name, each `{kind: anthropic|openai, base_url, api_key}` (any "
-        "OpenAI-compatible batch API); a submission names its provider.",
+        "More batch APIs by name, each with `kind` (`anthropic` or `openai`), `base_url` and "
+        "`api_key` (any OpenAI-compatible batch API); a submission names its provider.",
     )
     anthropic_batch_max_requests: int = _field(
         100_000, "providers", "Most requests in one Anthropic batch; larger submissions are split.", gt=0

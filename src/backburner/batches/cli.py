@@ -86,7 +86,12 @@ def submit(
     try:
         with file.open("rb") as handle:
             target, checked_model = check_header({"provider": provider, "model": model}, any_target)
-            check_requests(target, checked_model, parse_jsonl_requests(handle))
+
+            def again() -> Any:
+                handle.seek(0)
+                return parse_jsonl_requests(handle)
+
+            check_requests(target, checked_model, again)
     except OSError as exc:
         _fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     except SubmissionError as exc:

@@ -19,7 +19,7 @@ from enum import StrEnum
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backburner.batches.domain import Batch, BatchStatus, ProviderKind
-from backburner.batches.encoding import assemble, request_line
+from backburner.batches.encoding import assemble_segments, join_lines, request_line
 from backburner.batches.metrics import BatchMetrics
 from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.registry import ProviderSet
@@ -173,10 +173,11 @@ class Dispatcher:
         )
 
     async def _body(self, unit: Batch, kind: ProviderKind) -> bytes:
-        lines: list[bytes] = []
+        """The part's body, built in a thread from pages of its stored requests."""
+        segments: list[bytes] = []
         async for page in self._store.part_request_lines(unit):
-            lines.extend(await asyncio.to_thread(_encode_page, kind, page))
-        return await asyncio.to_thread(assemble, kind, lines)
+            segments.append(await asyncio.to_thread(_encode_page, kind, page))
+        return await asyncio.to_thread(assemble_segments, kind, segments)
 
     async def _cancel_quietly(self, provider: str, provider_batch_id: str) -> None:
         try:
@@ -191,8 +192,8 @@ class Dispatcher:
             )
 
 
-def _encode_page(kind: ProviderKind, page: list[tuple[str, str]]) -> list[bytes]:
-    return [request_line(kind, custom_id, params.encode()) for custom_id, params in page]
+def _encode_page(kind: ProviderKind, page: list[tuple[str, str]]) -> bytes:
+    return join_lines(kind, (request_line(kind, custom_id, params.encode()) for custom_id, params in page))
 
 
 def refusal_reason(exc: ProviderError) -> str:

@@ -62,9 +62,21 @@ def body_overhead_bytes(kind: ProviderKind) -> int:
 
 def assemble(kind: ProviderKind, lines: Iterable[bytes]) -> bytes:
     """A whole part's body from its request lines."""
+    return assemble_segments(kind, [join_lines(kind, lines)])
+
+
+def join_lines(kind: ProviderKind, lines: Iterable[bytes]) -> bytes:
+    """Some consecutive request lines as one segment of a body (see `assemble_segments`)."""
     if kind == "anthropic":
-        return _ANTHROPIC_OPEN + b",".join(lines) + _ANTHROPIC_CLOSE
+        return b",".join(lines)
     return b"".join(line + b"\n" for line in lines)
+
+
+def assemble_segments(kind: ProviderKind, segments: list[bytes]) -> bytes:
+    """A whole part's body from segments of its lines, in order; one copy of the bytes."""
+    if kind == "anthropic":
+        return _ANTHROPIC_OPEN + b",".join(s for s in segments if s) + _ANTHROPIC_CLOSE
+    return b"".join(segments)
 
 
 def estimate_tokens(params: bytes) -> int:

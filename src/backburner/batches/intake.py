@@ -72,7 +72,7 @@ def check_json_body(body: SpooledBody, targets: Targets) -> Submission:
     if requests_kind != "start_array":
         raise SubmissionError("requests must be a non-empty list of {custom_id, params} objects")
     try:
-        checker, parts = check_requests(target, model, _json_requests(body))
+        checker, parts = check_requests(target, model, lambda: _json_requests(body))
     except (ijson.JSONError, ijson.IncompleteJSONError) as exc:  # pragma: no cover - seen in the scan
         raise SubmissionError(f"the body is not valid JSON: {exc}") from None
     return Submission(
@@ -91,7 +91,7 @@ def check_jsonl_body(
 ) -> Submission:
     """One `{custom_id, params}` per line, `provider` and `model` from the query (run in a thread)."""
     target, checked_model = check_header({"provider": provider, "model": model}, targets)
-    checker, parts = check_requests(target, checked_model, parse_jsonl_requests(body.reader()))
+    checker, parts = check_requests(target, checked_model, lambda: parse_jsonl_requests(body.reader()))
     return Submission(
         target.provider,
         checked_model,

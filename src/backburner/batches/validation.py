@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from backburner.batches.domain import BatchRequest, ProviderKind
@@ -139,7 +141,10 @@ class RequestChecker:
         self.model = model
         self.rule = CUSTOM_ID_RULES[target.kind]
         self.problems: list[str] = []
-        self._seen: dict[str, int] = {}
+        # Custom ids are compared by hash (8 bytes each, not a set of strings): a hash seen twice
+        # is then looked up again in the source, to name the duplicates or clear a collision.
+        self._hashes = array("q")
+        self._hash_positions = array("q")
         self.count = 0
         self.size_bytes = 0
         self.planner = PartPlanner(target, model)
@@ -171,12 +176,9 @@ class RequestChecker:
             self.problems.append(
                 f"{where}.custom_id {custom_id!r} is invalid: it must be {self.rule.description}"
             )
-        elif custom_id in self._seen:
-            self.problems.append(
-                f"{where}.custom_id {custom_id!r} duplicates requests[{self._seen[custom_id]}]"
-            )
         else:
-            self._seen[custom_id] = index
+            self._hashes.append(hash(custom_id))
+            self._hash_positions.append(index)
         if not isinstance(params, dict):
             self.problems.append(f"{where}.params must be an object, not {_kind(params)}")
         if len(self.problems) > problems_before:
@@ -195,6 +197,30 @@ class RequestChecker:
         cost = line_cost_bytes(kind, request_line(kind, row.custom_id, row.params))
         self.size_bytes += cost
         self.planner.add(index, cost, estimate_tokens(row.params))
+
+    def check_duplicates(self, again: Callable[[], Iterable[Any]]) -> None:
+        """Name the custom ids used twice; `again` reads the requests again (only when a hash was
+        seen twice)."""
+        if self.problems or len(self._hashes) < 2:
+            return
+        hashes = np.frombuffer(self._hashes, dtype=np.int64)
+        ordered = np.sort(hashes)
+        repeated = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+        if not repeated:
+            return
+        first: dict[str, int] = {}
+        for index, raw in enumerate(again()):
+            custom_id = raw.get("custom_id") if isinstance(raw, dict) else None
+            if not isinstance(custom_id, str) or hash(custom_id) not in repeated:
+                continue
+            if custom_id in first:
+                self.problems.append(
+                    f"requests[{index}].custom_id {custom_id!r} duplicates requests[{first[custom_id]}]"
+                )
+                if self.full:
+                    return
+            else:
+                first[custom_id] = index
 
     def finish(self) -> tuple[PartPlan, ...]:
         """The parts, or `SubmissionError` naming the problems found."""
@@ -265,13 +291,15 @@ def plan_sizes(target: Target, model: str, sizes: Sequence[tuple[int, int]]) -> 
 
 
 def check_requests(
-    target: Target, model: str, raw_requests: Iterable[Any]
+    target: Target, model: str, source: Callable[[], Iterable[Any]]
 ) -> tuple[RequestChecker, tuple[PartPlan, ...]]:
+    """Check the requests `source()` reads and plan their parts (`source` may be read twice)."""
     checker = RequestChecker(target, model)
-    for raw in raw_requests:
+    for raw in source():
         checker.add(raw)
         if checker.full:
             break
+    checker.check_duplicates(source)
     return checker, checker.finish()
 
 
@@ -294,7 +322,7 @@ def validate_submission(payload: Any, targets: Callable[[str, str], Target] | No
     raw_requests = payload.get("requests")
     if not isinstance(raw_requests, list) or not raw_requests:
         raise SubmissionError("requests must be a non-empty list of {custom_id, params} objects")
-    checker, parts = check_requests(target, model, raw_requests)
+    checker, parts = check_requests(target, model, lambda: raw_requests)
     return Submission(
         target.provider,
         model,
