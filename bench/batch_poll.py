@@ -493,13 +493,16 @@ async def measure_split(args: argparse.Namespace) -> dict[str, Any]:
     async with app.router.lifespan_context(app):
         runtime = app.state.runtime
         await runtime.wait_ready(60)
-        component = runtime.components["batches"]
+        component = runtime.batches
         leadership = await StaticLeadership.claim(runtime.engine, ELECTION, f"bench-{os.getpid()}")
 
         async def body_chunks() -> Any:
-            with open(args.body, "rb") as source:
+            source = await asyncio.to_thread(Path(args.body).open, "rb")
+            try:
                 while chunk := await asyncio.to_thread(source.read, 1024 * 1024):
                     yield chunk
+            finally:
+                source.close()
 
         transport = httpx.ASGITransport(app=app)
         async with (

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import harness
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +26,6 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.browser import chromium  # noqa: E402
 from tests.support.dashboard_data import seed  # noqa: E402
-from tests.support.databases import PostgresDatabases  # noqa: E402
 from tests.support.processes import BackburnerProcess, free_port, wait_until  # noqa: E402
 
 from backburner.auth import store as key_store  # noqa: E402
@@ -55,12 +55,11 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--batches", type=int, default=1_000)
     parser.add_argument("--loads", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="a small dashboard, in seconds (for tests)")
     args = parser.parse_args()
-
-    databases = PostgresDatabases()
-    databases.setup()
-    url = databases.new()
-    try:
+    if args.quick:
+        args.files, args.batches, args.loads = 200, 20, 2
+    with harness.postgres_database("bench_dashboard", migrated=True) as url:
         token = asyncio.run(prepare(url, args.files, args.batches))
         with tempfile.TemporaryDirectory() as tmp:
             port = free_port()
@@ -105,9 +104,6 @@ def main() -> None:
                         )
             finally:
                 proc.stop()
-    finally:
-        databases.drop(url)
-        databases.teardown()
     print(
         json.dumps(
             {

@@ -33,18 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import harness
 
-from backburner.db import migrate
-from backburner.db.engine import create_engine
 from backburner.leader.lease import application_name
-from backburner.scheduler.runs import RunRecord, overlapping_runs
-from backburner.settings_loader import load_settings
 
 FAULTS = ("sigkill", "sigstop", "terminate_backend", "sigterm")
 INSTANCES = 3
@@ -175,23 +171,7 @@ class Cluster:
 
     async def overlapping(self) -> int:
         assert self.db is not None
-        rows = await self.db.fetch("SELECT * FROM job_runs")
-        records = [
-            RunRecord(
-                job_id=r["job_id"],
-                election=r["election"],
-                fire_time=r["fire_time"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                outcome=r["outcome"],
-                error=r["error"],
-                duration_s=r["duration_s"],
-                epoch=int(r["epoch"]),
-                instance_id=r["instance_id"],
-            )
-            for r in rows
-        ]
-        return len(overlapping_runs(records))
+        return await harness.overlapping_leader_runs(self.db)
 
     def stop_all(self) -> None:
         for process in self.live():
@@ -206,19 +186,10 @@ class Cluster:
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    admin = await asyncpg.connect(args.admin_dsn)
-    name = f"bb_bench_failover_{uuid.uuid4().hex[:8]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    base = args.admin_dsn.rsplit("/", 1)[0]
-    url = f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
-    engine = create_engine(load_settings(flags={"database_url": url}, environ={}).settings)
-    try:
-        await migrate.upgrade(engine)
-    finally:
-        await engine.dispose()
+    url = await harness.create_database("bench_failover", migrated=True)
     results: dict[str, list[float]] = {fault: [] for fault in args.faults}
     cluster = Cluster(url, workdir, args.lease_seconds)
-    cluster.db = await asyncpg.connect(f"{base}/{name}")
+    cluster.db = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         for fault in args.faults:
             for i in range(args.rounds):
@@ -230,8 +201,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         cluster.stop_all()
         await cluster.db.close()
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
+    await harness.drop_database(url)
     return {
         "faults": {
             fault: {
@@ -250,9 +220,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="rounds per fault (default 10)")
     parser.add_argument("--lease-seconds", type=float, default=10.0, help="leader_lease_seconds (default 10)")
     parser.add_argument("--faults", nargs="+", choices=FAULTS, default=list(FAULTS))
-    parser.add_argument("--admin-dsn", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--keep-logs", action="store_true", help="print the tail of every worker log")
+    parser.add_argument("--quick", action="store_true", help="one SIGKILL round, in seconds (for tests)")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.faults = 1, ["sigkill"]
     with tempfile.TemporaryDirectory(prefix="bb-failover-") as workdir:
         try:
             print(json.dumps(asyncio.run(run(args, Path(workdir)))))

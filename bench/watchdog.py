@@ -56,7 +56,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--blocks", default="0.3,1,5", help="injected block lengths, seconds")
     parser.add_argument("--detection-trials", type=int, default=5, help="trials per block length")
     parser.add_argument("--healthy-seconds", type=float, default=60.0, help="healthy load duration")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="a small workload, in seconds (for tests)")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.requests, args.slices, args.rounds = 2_000, 200, 4, 1
+        args.blocks, args.detection_trials, args.healthy_seconds = "0.3", 1, 2.0
+    return args
 
 
 # -- the app and its load ------------------------------------------------------------------

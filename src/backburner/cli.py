@@ -99,13 +99,13 @@ def worker(config: ConfigOption = None, profile: ProfileOption = None) -> None:
 
 
 async def _run_worker(loaded: LoadedSettings) -> None:
-    from backburner.runtime import Runtime
+    from backburner.runtime import Runtime, run_as_process
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Runtime(loaded, role="worker"):
+    async with run_as_process(Runtime(loaded, role="worker")):
         await stop.wait()
 
 

@@ -10,28 +10,32 @@ what is missing.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Literal, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.batches.component import BatchesComponent
 from backburner.clock import Clock, SystemClock
 from backburner.db import migrate
 from backburner.db.engine import create_engine
+from backburner.files.component import FileProcessing
 from backburner.instance import make_instance_id
 from backburner.logs import describe_error, log_event
-from backburner.monitoring.loop_health import install_loop_health
+from backburner.membership.heartbeat import MembershipHeartbeat
+from backburner.monitoring.loop_health import sized_default_executor, start_watchdog
 from backburner.monitoring.metrics import Metrics
+from backburner.monitoring.threadpool import InstrumentedThreadPoolExecutor
 from backburner.monitoring.watchdog import Watchdog
+from backburner.readiness import CheckResult, ReadinessCheck
 from backburner.scheduler.jobs import JobRegistry
+from backburner.scheduler.service import SchedulerService
+from backburner.scheduler.wiring import build_scheduling
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
 from backburner.tasks import cancel_and_wait
@@ -41,56 +45,40 @@ log = logging.getLogger("backburner.runtime")
 Role = Literal["serve", "worker"]
 READINESS_TIMEOUT_S = 2.0
 STARTUP_BACKOFF_START_S = 0.5
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    ok: bool
-    detail: str = "ok"
-
-
-ReadinessCheck = Callable[[], Awaitable[CheckResult]]
-
-
-_startup_frozen = False
-# Young collections come after this many new container objects instead of 700: a listing of
-# 1,000 files makes tens of thousands, most of them freed before any collection would have run,
-# and young collections took a tenth of such a listing.
-YOUNG_COLLECTION_THRESHOLD = 50_000
-
-
-def _tune_garbage_collection() -> None:
-    """Once per process, when the first runtime is ready: what start-up made (modules, the app,
-    the components) lives as long as the process, so full collections stop walking it (each
-    then takes about a sixth of the time: 12 ms instead of 77 during the files bench's
-    listings); and young collections come less often."""
-    global _startup_frozen
-    if not _startup_frozen:
-        _startup_frozen = True
-        gc.freeze()
-        _, middle, old = gc.get_threshold()
-        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+C = TypeVar("C")
 
 
 class Runtime:
-    def __init__(self, loaded: LoadedSettings, *, role: Role, clock: Clock | None = None) -> None:
+    """Every component of one instance, each a typed attribute that is None until it started."""
+
+    def __init__(
+        self,
+        loaded: LoadedSettings,
+        *,
+        role: Role,
+        clock: Clock | None = None,
+    ) -> None:
         self.loaded = loaded
         self.settings: Settings = loaded.settings
         self.role = role
         self.clock: Clock = clock or SystemClock()
         self.instance_id = make_instance_id()
         self.metrics = Metrics()
+        # The loop's default executor, when the process's entry point installed a measured one.
+        self.executor: InstrumentedThreadPoolExecutor | None = None
         self.engine: AsyncEngine = create_engine(self.settings)
         self.started_at = time.time()
-        self.components: dict[str, Any] = {}
         self.jobs = JobRegistry()
+        self.watchdog: Watchdog | None = None
+        self.batches: BatchesComponent | None = None
+        self.files: FileProcessing | None = None
+        self.membership: MembershipHeartbeat | None = None
+        self.scheduler: SchedulerService | None = None
         self._checks: dict[str, ReadinessCheck] = {}
         self._stack = AsyncExitStack()
         self._ready = asyncio.Event()
         self._startup_task: asyncio.Task[None] | None = None
         self._startup_error: str | None = "starting"
-        self._executor: ThreadPoolExecutor | None = None
-        self.watchdog: Watchdog | None = None
         self._migrations_current = False
         self.add_readiness_check("database", self._check_database)
         self.add_readiness_check("migrations", self._check_migrations)
@@ -111,8 +99,7 @@ class Runtime:
                 "set auth_mode=keys to require keys",
             )
         self._stack.push_async_callback(self.engine.dispose)
-        self._executor, self.watchdog = install_loop_health(self.settings, self.metrics.registry)
-        self.components["watchdog"] = self.watchdog
+        self.watchdog = start_watchdog(self.settings, self.metrics.registry)
         self._stack.callback(self.watchdog.stop)
         self._startup_task = asyncio.create_task(self._start_background(), name="runtime.startup")
         return self
@@ -128,14 +115,7 @@ class Runtime:
             log_event(
                 log, logging.ERROR, "runtime.stop_timeout", timeout_s=self.settings.shutdown_timeout_seconds
             )
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
         log_event(log, logging.INFO, "runtime.stopped", instance_id=self.instance_id)
-
-    @property
-    def executor(self) -> ThreadPoolExecutor | None:
-        """The loop's default executor, sized by `event_loop_threadpool_max_workers`."""
-        return self._executor
 
     async def wait_ready(self, timeout_s: float) -> None:
         """Wait until every component has started (tests and the CLI use this)."""
@@ -170,34 +150,44 @@ class Runtime:
             log.exception("runtime.start_failed", extra={"event": "runtime.start_failed"})
             return
         self._startup_error = None
-        _tune_garbage_collection()
         self._ready.set()
         log_event(log, logging.INFO, "runtime.ready", instance_id=self.instance_id, role=self.role)
 
     async def _start_components(self) -> None:
-        """Start the database-backed components in dependency order; each stops in reverse."""
-        from backburner.batches.component import BatchesComponent
+        """Start the database-backed components in dependency order; each stops in reverse.
 
-        # Registers the batch poll and delivery jobs: before the scheduler.
-        await self.enter_component(
-            "batches",
-            BatchesComponent(self.engine, self.settings, self.clock, self.metrics.registry, self.jobs),
+        The components that register leader-only jobs come before the scheduler, which takes
+        the registered jobs when it is built.
+        """
+        settings, engine, clock = self.settings, self.engine, self.clock
+        registry = self.metrics.registry
+        self.batches = await self._enter(
+            BatchesComponent(settings=settings, engine=engine, clock=clock, registry=registry, jobs=self.jobs)
         )
+        self.files = await self._enter(
+            FileProcessing(
+                settings=settings,
+                engine=engine,
+                clock=clock,
+                registry=registry,
+                jobs=self.jobs,
+                instance_id=self.instance_id,
+            )
+        )
+        scheduling = build_scheduling(
+            settings=settings,
+            engine=engine,
+            clock=clock,
+            registry=registry,
+            jobs=self.jobs,
+            instance_id=self.instance_id,
+            process=self.role,
+        )
+        # Membership first, so that it stops after the scheduler has released the lock.
+        self.membership = await self._enter(scheduling.membership)
+        self.scheduler = await self._enter(scheduling.scheduler)
 
-        from backburner.files.component import COMPONENT_NAME, FileProcessing
-
-        # Registers the file sweeper job: before the scheduler.
-        await self.enter_component(COMPONENT_NAME, FileProcessing(self))
-
-        # KEEP LAST: leader election, the scheduler and membership. The scheduler takes the jobs
-        # registered by the components above; insert new components BEFORE this block.
-        from backburner.scheduler.wiring import start_scheduling
-
-        await start_scheduling(self)
-
-    async def enter_component(self, name: str, component: Any) -> Any:
-        """Start an async-context-manager component and keep it for shutdown and diagnostics."""
-        self.components[name] = component
+    async def _enter(self, component: AbstractAsyncContextManager[C]) -> C:
         return await self._stack.enter_async_context(component)
 
     # --- readiness --------------------------------------------------------------------------
@@ -247,3 +237,14 @@ class Runtime:
 
     async def _check_startup(self) -> CheckResult:
         return CheckResult(self._startup_error is None, self._startup_error or "ok")
+
+
+@asynccontextmanager
+async def run_as_process(runtime: Runtime) -> AsyncIterator[Runtime]:
+    """Run `runtime` as the runtime of a `serve` or `worker` process, with the process-wide
+    tuning only such a process may do: a measured default executor of
+    `event_loop_threadpool_max_workers` threads, removed again on exit."""
+    with sized_default_executor(runtime.settings, runtime.metrics.registry) as executor:
+        runtime.executor = executor
+        async with runtime:
+            yield runtime

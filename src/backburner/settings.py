@@ -64,7 +64,7 @@ def _field(default: Any, section: str, description: str, *, secret: bool = False
 class Settings(BaseSettings):
     """The effective configuration of one Backburner process.
 
-    Built by `backburner.config_loader.load_settings`, never at import time. Field names are the
+    Built by `backburner.settings_loader.load_settings`, never at import time. Field names are the
     operator-facing names (the Letta names are kept as they are), with units in the names.
     """
 
@@ -249,7 +249,13 @@ class Settings(BaseSettings):
 
     # --- file processing ----------------------------------------------------------------------
     file_upload_max_bytes: int = _field(50 * 1024 * 1024, "files", "Largest accepted upload, in bytes.", gt=0)
-    file_processing_workers: int = _field(2, "files", "File workers per instance.", ge=0, le=256)
+    file_processing_workers: int = _field(
+        4,
+        "files",
+        "Files one instance works on at once (0: this instance processes no files).",
+        ge=0,
+        le=256,
+    )
     file_lease_seconds: float = _field(
         30.0, "files", "A claimed file whose worker stops heartbeating is reclaimed after this.", gt=0
     )
@@ -264,10 +270,42 @@ class Settings(BaseSettings):
     file_processing_processes: int | None = _field(
         None,
         "files",
-        "Processes that parse and chunk files (and, with the `hash` embedder, embed and store "
-        "them); 0: the thread pool; unset: the CPU count.",
-        ge=0,
-        le=64,
+        "Processes that parse and chunk files (and make `hash` vectors); unset: one per worker.",
+        ge=1,
+        le=256,
+    )
+    file_max_concurrent_per_org: int | None = _field(
+        None,
+        "files",
+        "Files of one organization an instance works on at once; unset: one fewer than "
+        "`file_processing_workers`, so that another organization always finds a worker.",
+        ge=1,
+        le=256,
+    )
+    file_parse_timeout_seconds: float = _field(
+        120.0,
+        "files",
+        "Wall-clock and CPU time any file's parsing may take before the file ends in ERROR.",
+        gt=0,
+        le=86_400,
+    )
+    file_parse_seconds_per_mb: float = _field(
+        20.0,
+        "files",
+        "Parsing time a file gets per MB of its size (at least 5 s, at most "
+        "`file_parse_timeout_seconds`): a small file cannot take long.",
+        gt=0,
+    )
+    file_max_pages: int = _field(2000, "files", "Most pages of a PDF that is processed.", ge=1)
+    file_max_text_chars: int = _field(
+        50_000_000, "files", "Most characters of text extracted from one file.", ge=1
+    )
+    file_process_memory_limit_mb: int = _field(
+        1024,
+        "files",
+        "Memory a pool process may take for one file beyond what it holds at start, in MB.",
+        ge=64,
+        le=1_048_576,
     )
     chunk_size_chars: int = _field(1200, "files", "Target size of a chunk, in characters.", ge=50, le=100_000)
     chunk_overlap_chars: int = _field(150, "files", "Characters repeated between chunks.", ge=0)
@@ -335,6 +373,10 @@ class Settings(BaseSettings):
         60, "auth", "Batch submissions and uploads one key may make per minute.", gt=0
     )
     api_max_page_size: int = _field(500, "auth", "Largest `limit` a listing accepts.", gt=0, le=10_000)
+    searches_per_minute: int = _field(120, "auth", "Searches one key may make per minute.", gt=0)
+    search_max_concurrent: int = _field(
+        4, "auth", "Searches one instance runs at once; more wait up to 10 s, then get 503.", gt=0, le=1000
+    )
 
     @field_validator("file_processing_timeout_error_message")
     @classmethod
@@ -426,6 +468,13 @@ class Settings(BaseSettings):
                 f"auth_mode 'none' leaves every API route open, so it is allowed only on a loopback host; "
                 f"host is {self.host!r} (set auth_mode to 'keys', or host to 127.0.0.1)"
             )
+        if self.file_max_concurrent_per_org is not None and self.file_max_concurrent_per_org > max(
+            1, self.file_processing_workers
+        ):
+            raise ValueError(
+                f"file_max_concurrent_per_org ({self.file_max_concurrent_per_org}) cannot exceed "
+                f"file_processing_workers ({self.file_processing_workers})"
+            )
         if self.embedder == "sentence-transformers" and self.embedding_model_path is None:
             raise ValueError("embedder `sentence-transformers` needs embedding_model_path (a local model)")
         return self
@@ -460,6 +509,17 @@ class Settings(BaseSettings):
 
     def kind_max_requests(self, kind: str) -> int:
         return self.anthropic_batch_max_requests if kind == "anthropic" else self.openai_batch_max_requests
+
+    @property
+    def effective_file_processes(self) -> int:
+        return self.file_processing_processes or max(1, self.file_processing_workers)
+
+    @property
+    def effective_file_org_cap(self) -> int:
+        """At most this many files of one organization in work on one instance."""
+        if self.file_max_concurrent_per_org is not None:
+            return self.file_max_concurrent_per_org
+        return max(1, self.file_processing_workers - 1)
 
     @property
     def blob_dir(self) -> Path:

@@ -62,7 +62,13 @@ async def _submit(database_url: str, emulator_url: str) -> tuple[str, str]:
         environ={},
     ).settings
     engine = create_async_engine(settings)
-    component = BatchesComponent(engine, settings, SystemClock(), CollectorRegistry(), JobRegistry())
+    component = BatchesComponent(
+        settings=settings,
+        engine=engine,
+        clock=SystemClock(),
+        registry=CollectorRegistry(),
+        jobs=JobRegistry(),
+    )
     try:
         async with component:
             requests = [

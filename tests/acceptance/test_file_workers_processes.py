@@ -21,7 +21,8 @@ from backburner.clock import utcnow
 from backburner.db.engine import create_engine
 from backburner.files.blobs import LocalBlobStore
 from backburner.files.states import FileStatus
-from backburner.files.store import FileRecord, FileStore, NewFile
+from backburner.files.store import FileStores
+from backburner.files.store.records import FileRecord, NewFile
 from backburner.files.tables import files as files_table
 from backburner.files.tables import passages
 from backburner.ids import new_id
@@ -41,16 +42,16 @@ class Seeder:
             flags={"database_url": database_url, "data_dir": data_dir}, environ={}
         ).settings
         self.engine = create_engine(settings)
-        self.store = FileStore(self.engine)
+        self.stores = FileStores.on(self.engine)
         self.blobs = LocalBlobStore(settings.blob_dir)
 
     async def source(self, name: str = "docs") -> str:
-        return (await self.store.create_source(ORG, new_id("source"), name, None, utcnow())).id
+        return (await self.stores.sources.create(ORG, new_id("source"), name, None, utcnow())).id
 
     async def file(self, source_id: str, data: bytes, name: str = "doc.md") -> FileRecord:
         file_id = new_id("file")
         info = await self.blobs.write_bytes(f"files/{file_id}", data)
-        return await self.store.create_file(
+        return await self.stores.catalog.create(
             NewFile(
                 file_id, ORG, source_id, name, "text/markdown", info.size, info.sha256, f"files/{file_id}"
             ),
@@ -136,13 +137,13 @@ async def test_a_worker_killed_mid_embedding_is_taken_over_with_no_passage_store
     try:
 
         async def embedding_under_way() -> bool:
-            return (await seeder.store.get_file(ORG, record.id)).chunks_embedded >= 8
+            return (await seeder.stores.catalog.get(ORG, record.id)).chunks_embedded >= 8
 
         await wait_for(embedding_under_way, 60, "the first worker to store a few batches")
         pool_processes = psutil.Process(first.popen.pid).children(recursive=True)
         first.popen.send_signal(signal.SIGKILL)
         first.popen.wait(10)
-        stuck = await seeder.store.get_file(ORG, record.id)
+        stuck = await seeder.stores.catalog.get(ORG, record.id)
         assert stuck.status is FileStatus.EMBEDDING and stuck.lease_owner is not None
         assert stuck.total_chunks is not None and stuck.chunks_embedded < stuck.total_chunks
         # Requests of the killed worker still being answered are not the second worker's.
@@ -152,10 +153,10 @@ async def test_a_worker_killed_mid_embedding_is_taken_over_with_no_passage_store
         second = BackburnerProcess(["worker"], env, tmp_path, tmp_path / "second.log")
 
         async def completed() -> bool:
-            return (await seeder.store.get_file(ORG, record.id)).status is FileStatus.COMPLETED
+            return (await seeder.stores.catalog.get(ORG, record.id)).status is FileStatus.COMPLETED
 
         await wait_for(completed, 60, "the second worker to complete the file")
-        done = await seeder.store.get_file(ORG, record.id)
+        done = await seeder.stores.catalog.get(ORG, record.id)
         assert done.attempts == 2
         assert done.chunks_embedded == done.total_chunks == stuck.total_chunks
         assert await seeder.passages_of(record.id) == (done.total_chunks, done.total_chunks)
@@ -200,7 +201,7 @@ async def test_two_instances_process_200_files_each_exactly_once(
         assert set(claimed.values()) == {1}, [file_id for file_id, n in claimed.items() if n > 1]
         assert claims(instances[0]) and claims(instances[1]), "both instances should have taken files"
         for record in created:
-            done = await seeder.store.get_file(ORG, record.id)
+            done = await seeder.stores.catalog.get(ORG, record.id)
             assert (done.status, done.attempts) == (FileStatus.COMPLETED, 1)
             assert await seeder.passages_of(record.id) == (done.total_chunks, done.total_chunks)
     finally:
@@ -220,7 +221,7 @@ def cli(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
 
 def test_the_files_cli_uploads_follows_lists_and_shows(sqlite_url: str, tmp_path: Path) -> None:
     port = free_port()
-    env = worker_env(sqlite_url, tmp_path, port=str(port), file_processing_processes="0")
+    env = worker_env(sqlite_url, tmp_path, port=str(port), file_processing_processes="1")
     server = BackburnerProcess(["serve"], env, tmp_path, tmp_path / "serve.log", port=port)
     try:
         server.wait_ready(30)

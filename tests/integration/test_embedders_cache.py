@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from backburner.files.embedders import HashEmbedder
-from backburner.files.embedding_cache import CachedEmbedder, RedisEmbeddingCache, text_sha256
+from backburner.files.embedding.cache import CachedEmbedder, RedisEmbeddingCache, text_sha256
+from backburner.files.embedding.embedders import HashEmbedder
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DEADLINE_S = 10
@@ -142,7 +142,7 @@ async def test_redis_never_there_degrades_to_misses(caplog: pytest.LogCaptureFix
     cache = RedisEmbeddingCache("redis://127.0.0.1:1/0", timeout_s=1.0, retry_after_s=5.0, clock=clock)
     embedder = CachedEmbedder(HashEmbedder(16), cache)
     try:
-        with caplog.at_level(logging.WARNING, logger="backburner.files.embedding_cache"):
+        with caplog.at_level(logging.WARNING, logger="backburner.files.embedding.cache"):
             for _ in range(3):
                 vectors = await asyncio.wait_for(embedder.embed(["still works"]), DEADLINE_S)
                 assert vectors == HashEmbedder(16).embed_sync(["still works"])
@@ -171,7 +171,7 @@ async def test_redis_going_away_mid_run_and_coming_back(
     )
     embedder = CachedEmbedder(HashEmbedder(16), cache)
     try:
-        with caplog.at_level(logging.INFO, logger="backburner.files.embedding_cache"):
+        with caplog.at_level(logging.INFO, logger="backburner.files.embedding.cache"):
             await asyncio.wait_for(embedder.embed(["cached before"]), DEADLINE_S)
             await asyncio.wait_for(embedder.embed(["cached before"]), DEADLINE_S)
             assert embedder.hits == 1

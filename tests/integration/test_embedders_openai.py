@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from backburner.files.embedders import EmbeddingError, OpenAICompatibleEmbedder
+from backburner.files.embedding.embedders import EmbeddingError, OpenAICompatibleEmbedder
 
 DEADLINE_S = 20
 

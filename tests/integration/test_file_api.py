@@ -26,7 +26,7 @@ from tests.support.files import (
     wait_first_sweep,
 )
 
-FAST = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 0}
+FAST = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 1}
 
 
 async def upload(
@@ -190,7 +190,7 @@ async def test_bad_uploads_get_a_clear_error_and_store_nothing(
         listed = (await client.get(f"/v1/sources/{source_id}/files")).json()
         assert listed == {"files": [], "next_cursor": None}
         assert stored_blobs(data_dir) == []
-        assert (await component(runtime).store.count_by_status()) == {s: 0 for s in FileStatus}
+        assert (await component(runtime).stores.catalog.count_by_status()) == {s: 0 for s in FileStatus}
 
 
 async def test_a_corrupt_pdf_ends_in_error_with_the_parsers_reason(

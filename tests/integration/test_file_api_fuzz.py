@@ -19,7 +19,7 @@ FILES_PATHS = "^/v1/(sources|files)"
 
 
 def _app(data_dir: Path) -> Any:
-    flags = {"data_dir": data_dir, "file_processing_processes": 0, "submissions_per_minute": 100_000}
+    flags = {"data_dir": data_dir, "file_processing_processes": 1, "submissions_per_minute": 100_000}
     return create_app(load_settings(flags=flags, environ={}))
 
 

@@ -14,13 +14,14 @@ from sqlalchemy import func, select
 from backburner.clock import utcnow
 from backburner.db.engine import create_engine
 from backburner.files.blobs import LocalBlobStore
-from backburner.files.chunking import chunk_text
-from backburner.files.embedders import HashEmbedder
+from backburner.files.embedding.embedders import HashEmbedder
+from backburner.files.embedding.vectors import vector_to_bytes
+from backburner.files.pipeline.chunking import chunk_text
+from backburner.files.pipeline.worker import stall_message
 from backburner.files.states import FileStatus
-from backburner.files.store import FileStore, Lease, NewFile, PassageRow
+from backburner.files.store import FileStores
+from backburner.files.store.records import Lease, NewFile, PassageRow
 from backburner.files.tables import passages
-from backburner.files.vectors import vector_to_bytes
-from backburner.files.worker import stall_message
 from backburner.ids import new_id
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
@@ -29,6 +30,7 @@ from tests.support.embedding_endpoint import DIMENSIONS, EmbeddingEndpoint
 from tests.support.files import (
     ORG,
     add_file,
+    claim_rules,
     component,
     create_source,
     filler_paragraphs,
@@ -57,7 +59,7 @@ def openai_settings(
         "embedding_base_url": endpoint.base_url,
         "embedding_model": "test-embedder",
         "embedding_batch_size": 4,
-        "file_processing_processes": 0,
+        "file_processing_processes": 1,
         "file_poll_interval_seconds": 0.1,
         **CHUNKING,
     }
@@ -117,7 +119,7 @@ async def test_a_hanging_embedder_is_cancelled_at_the_deadline_and_nothing_write
         endpoint.release()
         wait_until(lambda: endpoint.texts > answered, 10, "the hung requests to be answered")
         await wait_for(_heartbeats_passed(runtime, 3), 10, "a few heartbeat intervals")
-        assert await files.store.get_file(ORG, record.id) == failed
+        assert await files.stores.catalog.get(ORG, record.id) == failed
         assert await passage_counts(runtime, record.id) == (stored, stored)
 
 
@@ -150,7 +152,7 @@ async def test_the_sweeper_times_out_files_that_no_worker_takes(
                 FileStatus.ERROR,
                 loaded.settings.timeout_message(),
             )
-        assert (await component(runtime).store.get_file(ORG, fresh.id)).status is FileStatus.PENDING
+        assert (await component(runtime).stores.catalog.get(ORG, fresh.id)).status is FileStatus.PENDING
         assert component(runtime).metrics.timeouts.labels(enforcer="sweeper")._value.get() == 3
 
 
@@ -253,22 +255,24 @@ async def test_a_reclaimed_file_resumes_from_its_stored_passages(
     # A worker that stored ten passages and died: its lease runs out half a second later.
     engine = create_engine(settings)
     try:
-        store = FileStore(engine)
+        stores = FileStores.on(engine)
         now = utcnow()
-        source = await store.create_source(ORG, new_id("source"), "docs", None, now)
+        source = await stores.sources.create(ORG, new_id("source"), "docs", None, now)
         blobs = LocalBlobStore(settings.blob_dir)
         file_id = new_id("file")
         info = await blobs.write_bytes(f"files/{file_id}", DOCUMENT)
-        await store.create_file(
+        await stores.catalog.create(
             NewFile(
                 file_id, ORG, source.id, "doc.md", "text/markdown", info.size, info.sha256, f"files/{file_id}"
             ),
             now,
         )
-        dead = await store.claim("dead-worker", now, lease_s=0.5, max_attempts=3, timeout_minutes=30)
+        dead = await stores.leases.claim(
+            "dead-worker", now, claim_rules(lease_s=0.5, max_attempts=3, timeout_minutes=30)
+        )
         assert dead is not None and dead.id == file_id
         lease = Lease(file_id, "dead-worker")
-        await store.start_embedding(
+        await stores.leases.start_embedding(
             lease, now, total_chunks=len(chunks), embedding_model="test-embedder", parse_s=0, chunk_s=0
         )
         hashing = HashEmbedder(DIMENSIONS)
@@ -276,7 +280,7 @@ async def test_a_reclaimed_file_resumes_from_its_stored_passages(
             PassageRow(c.index, c.text, vector_to_bytes(v))
             for c, v in zip(chunks[:10], hashing.embed_sync([c.text for c in chunks[:10]]), strict=True)
         ]
-        await store.store_passages(lease, dead, rows, now, lease_s=0.5, embed_s=0.1, store_s=0.1)
+        await stores.passages.store_batch(lease, dead, rows, now, lease_s=0.5, embed_s=0.1, store_s=0.1)
     finally:
         await engine.dispose()
 
@@ -301,10 +305,10 @@ async def test_deleting_a_file_stops_its_worker(
         record = await add_file(runtime, await create_source(runtime), DOCUMENT)
 
         async def embedding_started() -> bool:
-            return (await files.store.get_file(ORG, record.id)).chunks_embedded >= 4
+            return (await files.stores.catalog.get(ORG, record.id)).chunks_embedded >= 4
 
         await wait_for(embedding_started, 20, "the first stored batch")
-        [busy] = [w.active[record.id] for w in files.workers if record.id in w.active]
+        [busy] = [w.active for w in files.workers if w.active is not None and w.active.file_id == record.id]
         await files.service.delete_file(ORG, record.id)
         assert busy.stop_reason == "deleted" and busy.task is not None
 
@@ -327,7 +331,7 @@ async def test_a_graceful_shutdown_gives_the_file_back_without_using_an_attempt(
         record = await add_file(first, await create_source(first), DOCUMENT)
 
         async def embedding_started() -> bool:
-            return (await component(first).store.get_file(ORG, record.id)).chunks_embedded >= 4
+            return (await component(first).stores.catalog.get(ORG, record.id)).chunks_embedded >= 4
 
         await wait_for(embedding_started, 20, "the first stored batch")
     endpoint.delay_s = 0.0

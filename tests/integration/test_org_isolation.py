@@ -38,7 +38,7 @@ from tests.support.routes import api_routes
 shared_emulator = _support.shared_emulator  # fixtures of the batch tests
 emulator = _support.emulator
 
-FAST_FILES = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 0}
+FAST_FILES = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 1}
 OBJECT_PARAMETERS = {"batch_id", "file_id", "source_id"}
 NOTE = b"The walrus basks on the ice floe while the gulls wheel overhead."
 
@@ -221,7 +221,8 @@ async def test_background_jobs_keep_the_organization_on_what_they_write(
         async with EmulatorAdmin(emulator.base_url) as admin:
             for batch in batches.values():
                 await admin.end_batch(batch["provider_batch_id"])
-        component = d.runtime.components["batches"]
+        component = d.runtime.batches
+        assert component is not None
         leadership = await StaticLeadership.claim(d.runtime.engine, TEST_ELECTION, d.runtime.instance_id)
         report = await component.poller.run_cycle(leadership)
         assert report.completed == 2, report

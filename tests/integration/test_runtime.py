@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
 from backburner.api.app import create_app
 from backburner.db import migrate
-from backburner.runtime import YOUNG_COLLECTION_THRESHOLD, Runtime
+from backburner.runtime import Runtime, run_as_process
 from tests.conftest import MakeSettings
 
 
@@ -28,8 +25,9 @@ async def test_default_executor_has_the_configured_number_of_threads(
     make_settings: MakeSettings, sqlite_url: str
 ) -> None:
     loaded = make_settings(database_url=sqlite_url, event_loop_threadpool_max_workers=7)
-    async with Runtime(loaded, role="worker"):
-        loop = asyncio.get_running_loop()
+    loop = asyncio.get_running_loop()
+    previous = loop._default_executor  # type: ignore[attr-defined]
+    async with run_as_process(Runtime(loaded, role="worker")) as runtime:
         barrier = threading.Barrier(7, timeout=10)
         names: set[str] = set()
 
@@ -43,6 +41,19 @@ async def test_default_executor_has_the_configured_number_of_threads(
         executor = loop._default_executor  # type: ignore[attr-defined]
         assert isinstance(executor, ThreadPoolExecutor)
         assert executor._max_workers == 7
+        assert runtime.executor is executor
+    # The process-wide executor is the runtime's only while it runs.
+    assert loop._default_executor is previous  # type: ignore[attr-defined]
+
+
+async def test_a_runtime_leaves_the_loops_executor_alone(
+    make_settings: MakeSettings, sqlite_url: str
+) -> None:
+    async with Runtime(make_settings(database_url=sqlite_url), role="worker") as runtime:
+        await runtime.wait_ready(30)
+        thread_name = await asyncio.to_thread(lambda: threading.current_thread().name)
+        assert not thread_name.startswith("backburner-pool")
+        assert runtime.executor is None
 
 
 async def test_readyz_is_503_naming_the_database_when_unreachable(make_settings: MakeSettings) -> None:
@@ -84,36 +95,3 @@ async def test_plain_sqlite_url_is_given_the_async_driver(
     async with Runtime(loaded, role="worker") as runtime:
         await runtime.wait_ready(30)
         assert await migrate.is_current(runtime.engine)
-
-
-FREEZE_PROGRAM = """
-import asyncio, gc, sys
-from backburner.runtime import YOUNG_COLLECTION_THRESHOLD, Runtime
-from backburner.settings_loader import load_settings
-
-
-async def main() -> None:
-    loaded = load_settings(flags={"database_url": sys.argv[1], "data_dir": sys.argv[2]}, environ={})
-    before = gc.get_freeze_count()
-    async with Runtime(loaded, role="worker") as runtime:
-        await runtime.wait_ready(60)
-        print(before, gc.get_freeze_count(), gc.get_threshold()[0])
-
-
-asyncio.run(main())
-"""
-
-
-def test_start_up_objects_are_frozen_and_young_collections_spaced_once_ready(
-    sqlite_url: str, tmp_path: Path
-) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", FREEZE_PROGRAM, sqlite_url, str(tmp_path / "data")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    before, after, young = map(int, done.stdout.split())
-    assert before == 0 and after > 10_000, done.stdout  # the modules, the app, the components
-    assert young == YOUNG_COLLECTION_THRESHOLD

@@ -161,7 +161,8 @@ async def batch_env(
     async with app.router.lifespan_context(app):
         runtime: Runtime = app.state.runtime
         await runtime.wait_ready(30)
-        component = runtime.components["batches"]
+        component = runtime.batches
+        assert component is not None
         leadership = await StaticLeadership.claim(runtime.engine, TEST_ELECTION, runtime.instance_id)
         transport = httpx.ASGITransport(app=app)
         async with (
@@ -183,7 +184,8 @@ async def runtime_env(
     values = {"database_url": database_url, **provider_settings(emulator), **overrides}
     async with Runtime(make_settings(**values), role="worker", clock=clock) as runtime:
         await runtime.wait_ready(30)
-        component = runtime.components["batches"]
+        component = runtime.batches
+        assert component is not None
         leadership = await StaticLeadership.claim(runtime.engine, TEST_ELECTION, runtime.instance_id)
         async with EmulatorAdmin(emulator.base_url) as admin:
             yield BatchEnv(None, None, runtime, component, leadership, admin, emulator)

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from backburner.files.embedders import HashEmbedder
+from backburner.files.embedding.embedders import HashEmbedder
 
 DIMENSIONS = 64
 HANG_LIMIT_S = 60.0

@@ -17,9 +17,10 @@ from fastapi import FastAPI
 
 from backburner.api.app import create_app
 from backburner.files.blobs import iter_bytes
-from backburner.files.component import COMPONENT_NAME, FileProcessing
+from backburner.files.component import FileProcessing
 from backburner.files.states import TERMINAL, FileStatus
-from backburner.files.store import FileRecord, NewFile
+from backburner.files.store.leases import ClaimRules
+from backburner.files.store.records import FileRecord, NewFile
 from backburner.ids import new_id
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
@@ -179,19 +180,18 @@ async def served(loaded: LoadedSettings) -> AsyncIterator[tuple[FastAPI, httpx.A
 
 
 def component(runtime: Runtime) -> FileProcessing:
-    found = runtime.components[COMPONENT_NAME]
-    assert isinstance(found, FileProcessing)
-    return found
+    assert runtime.files is not None, "file processing has not started"
+    return runtime.files
 
 
 async def wait_file(
     runtime: Runtime, file_id: str, statuses: frozenset[FileStatus] = TERMINAL, timeout_s: float = 30
 ) -> FileRecord:
     """Wait until the file reaches one of `statuses` (by default any terminal one)."""
-    store = component(runtime).store
+    stores = component(runtime).stores
     deadline = time.monotonic() + timeout_s
     while True:
-        record = await store.get_file(ORG, file_id)
+        record = await stores.catalog.get(ORG, file_id)
         if record.status in statuses:
             return record
         if time.monotonic() > deadline:
@@ -221,7 +221,7 @@ async def add_file(
     file_id = new_id("file")
     key = f"files/{file_id}"
     info = await files.blobs.write_stream(key, iter_bytes(data))
-    return await files.store.create_file(
+    return await files.stores.catalog.create(
         NewFile(
             id=file_id,
             organization_id=ORG,
@@ -252,3 +252,16 @@ async def wait_first_sweep(runtime: Runtime, timeout_s: float = 30) -> None:
             return found.first() is not None
 
     await wait_for(swept, timeout_s, "the first sweeper run")
+
+
+def claim_rules(
+    *, lease_s: float = 30, max_attempts: int = 3, timeout_minutes: float = 30, org_cap: int = 1000
+) -> ClaimRules:
+    """Claim rules for store tests: every lease counts as this instance's."""
+    return ClaimRules(
+        lease_s=lease_s,
+        max_attempts=max_attempts,
+        timeout_minutes=timeout_minutes,
+        org_cap=org_cap,
+        owner_prefix="",
+    )

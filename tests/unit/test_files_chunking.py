@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from backburner.files.chunking import (
+from backburner.files.pipeline.chunking import (
     Chunk,
     _spans,
     chunk_text,

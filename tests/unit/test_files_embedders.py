@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backburner.files.chunking import chunk_text
-from backburner.files.embedders import (
+from backburner.files.embedding.embedders import (
     Embedder,
     EmbedderConfigError,
     EmbedderUnavailable,
@@ -24,13 +23,13 @@ from backburner.files.embedders import (
     SentenceTransformersEmbedder,
     build_embedder,
     cosine,
-    hash_vectors,
     plan_batches,
     retry_delay_s,
     vector_from_bytes,
     vector_to_bytes,
 )
-from backburner.files.feature_hashing import tokenize
+from backburner.files.embedding.feature_hashing import hash_embed_packed
+from backburner.files.pipeline.chunking import chunk_text
 
 GUIDE = """# Travel guide
 
@@ -68,7 +67,7 @@ async def test_hash_vectors_are_normalised_and_deterministic() -> None:
 def test_hash_vectors_do_not_depend_on_the_process() -> None:
     # Python's own hash() is salted per process; the embedder must not be.
     script = (
-        "from backburner.files.embedders import HashEmbedder\n"
+        "from backburner.files.embedding.embedders import HashEmbedder\n"
         "print(HashEmbedder(32).embed_sync(['stable vectors across processes'])[0])\n"
     )
     outputs = {
@@ -121,20 +120,8 @@ async def test_a_query_finds_the_passage_holding_its_answer() -> None:
 
 
 def test_hash_vectors_for_process_pools() -> None:
-    assert hash_vectors(["pooled text"], 48) == HashEmbedder(48).embed_sync(["pooled text"])
-
-
-def test_tokenize_splits_punctuation_and_drops_stop_words() -> None:
-    assert tokenize("The cat's “hat” — on a mat; see: snake_case, X-Ray!") == [
-        "cat",
-        "hat",
-        "mat",
-        "see",
-        "snake",
-        "case",
-        "x",
-        "ray",
-    ]
+    expected = [vector_to_bytes(v) for v in HashEmbedder(48).embed_sync(["pooled text", "more"])]
+    assert hash_embed_packed(48, ["pooled text", "more"]) == expected
 
 
 def test_cosine() -> None:

@@ -6,13 +6,13 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from backburner.files.embedders import Embedder, HashEmbedder
-from backburner.files.embedding_cache import (
+from backburner.files.embedding.cache import (
     CachedEmbedder,
     EmbeddingCache,
     MemoryEmbeddingCache,
     text_sha256,
 )
+from backburner.files.embedding.embedders import Embedder, HashEmbedder
 
 
 class CountingEmbedder:

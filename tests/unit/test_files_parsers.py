@@ -15,8 +15,9 @@ import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from backburner.files.chunking import chunk_text
-from backburner.files.parsers import (
+from backburner.files.pipeline.budget import FileBudget, ParseLimits
+from backburner.files.pipeline.chunking import chunk_text
+from backburner.files.pipeline.parsers import (
     SUPPORTED_EXTENSIONS,
     DocumentKind,
     ParseError,
@@ -167,13 +168,13 @@ def test_json_is_pretty_printed(tmp_path: Path) -> None:
     [
         ('{"a": 1,}', "invalid JSON: Expecting property name enclosed in double quotes at line 1 column 9"),
         ('{\n  "a": \n}', "invalid JSON: Expecting value at line 3 column 1"),
-        ("[" * 100_000, "invalid JSON: nested too deeply"),
+        ("[" * 100_000, "invalid JSON: nested deeper than the limit of"),
     ],
 )
 def test_invalid_json_says_why(tmp_path: Path, content: str, reason: str) -> None:
     with pytest.raises(ParseError) as caught:
         parse_json(write(tmp_path, "bad.json", content))
-    assert caught.value.reason == reason
+    assert caught.value.reason.startswith(reason), caught.value.reason
 
 
 def test_jsonl(tmp_path: Path) -> None:
@@ -356,3 +357,19 @@ def test_parsers_and_their_results_pickle(tmp_path: Path, parser: Parser) -> Non
     assert error.reason == "file is empty"
     parsed = parse_text(write(tmp_path, "a.txt", "hello"))
     assert pickle.loads(pickle.dumps(parsed)) == parsed
+
+
+def test_a_files_parse_budget_grows_with_its_size_up_to_the_cap() -> None:
+    budget = FileBudget(ParseLimits(10, 10), parse_timeout_s=120, parse_s_per_mb=20, memory_limit_mb=64)
+    assert budget.parse_s(1_000) == 5.0  # a floor for the smallest files
+    assert budget.parse_s(2_000_000) == 40.0
+    assert budget.parse_s(50_000_000) == 120.0  # the cap
+
+
+def test_a_pdf_over_its_page_limit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "long.pdf"
+    path.write_bytes(make_pdf([f"page {i} says something" for i in range(5)]))
+    with pytest.raises(ParseError, match=r"more than the limit of 2 \(file_max_pages\)"):
+        parse_pdf(path, ParseLimits(max_pages=2, max_text_chars=10**9))
+    with pytest.raises(ParseError, match=r"file_max_text_chars"):
+        parse_pdf(path, ParseLimits(max_pages=100, max_text_chars=50))

@@ -7,10 +7,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.api.deps import get_runtime
+from backburner.api.deps import get_clock, get_engine, get_scheduler, require_deployment_admin
+from backburner.clock import Clock
 from backburner.logs import log_event
-from backburner.runtime import Runtime
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
@@ -76,13 +77,6 @@ class SchedulerStatus(BaseModel):
     database_error: str | None
 
 
-def get_scheduler(runtime: Runtime = Depends(get_runtime)) -> SchedulerService:
-    service = runtime.components.get("scheduler")
-    if not isinstance(service, SchedulerService):
-        raise HTTPException(503, "the scheduler has not started yet; /readyz says what it waits for")
-    return service
-
-
 @router.get(
     "/api/admin/scheduler/status",
     summary="Leader election and scheduler status",
@@ -90,9 +84,9 @@ def get_scheduler(runtime: Runtime = Depends(get_runtime)) -> SchedulerService:
     responses={503: {"description": "The scheduler has not started yet"}},
 )
 async def status(
-    runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
+    engine: AsyncEngine = Depends(get_engine), service: SchedulerService = Depends(get_scheduler)
 ) -> dict[str, Any]:
-    return await scheduler_status(service, runtime.engine)
+    return await scheduler_status(service, engine)
 
 
 class JobPauseState(BaseModel):
@@ -101,12 +95,12 @@ class JobPauseState(BaseModel):
 
 
 async def _set_paused(
-    runtime: Runtime, service: SchedulerService, job_id: str, paused: bool
+    engine: AsyncEngine, clock: Clock, service: SchedulerService, job_id: str, paused: bool
 ) -> JobPauseState:
     if job_id not in {spec.id for spec in service.job_specs()}:
         raise HTTPException(404, f"no scheduler job {job_id!r}")
-    async with runtime.engine.begin() as conn:
-        await runs.set_paused(conn, job_id, paused=paused, now=runtime.clock.now())
+    async with engine.begin() as conn:
+        await runs.set_paused(conn, job_id, paused=paused, now=clock.now())
     log_event(log, logging.INFO, "job.paused" if paused else "job.resumed", job=job_id)
     return JobPauseState(id=job_id, paused=paused)
 
@@ -116,14 +110,19 @@ async def _set_paused(
     summary="Pause a job on every instance: the leader skips its ticks until it is resumed",
     response_model=JobPauseState,
     responses={
+        403: {"description": "Not a deployment admin key: the job runs for every organization"},
         404: {"description": "No such job"},
         503: {"description": "The scheduler has not started yet"},
     },
+    dependencies=[Depends(require_deployment_admin)],
 )
 async def pause_job(
-    job_id: str, runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
+    job_id: str,
+    engine: AsyncEngine = Depends(get_engine),
+    clock: Clock = Depends(get_clock),
+    service: SchedulerService = Depends(get_scheduler),
 ) -> JobPauseState:
-    return await _set_paused(runtime, service, job_id, True)
+    return await _set_paused(engine, clock, service, job_id, True)
 
 
 @router.post(
@@ -131,11 +130,16 @@ async def pause_job(
     summary="Resume a paused job",
     response_model=JobPauseState,
     responses={
+        403: {"description": "Not a deployment admin key: the job runs for every organization"},
         404: {"description": "No such job"},
         503: {"description": "The scheduler has not started yet"},
     },
+    dependencies=[Depends(require_deployment_admin)],
 )
 async def resume_job(
-    job_id: str, runtime: Runtime = Depends(get_runtime), service: SchedulerService = Depends(get_scheduler)
+    job_id: str,
+    engine: AsyncEngine = Depends(get_engine),
+    clock: Clock = Depends(get_clock),
+    service: SchedulerService = Depends(get_scheduler),
 ) -> JobPauseState:
-    return await _set_paused(runtime, service, job_id, False)
+    return await _set_paused(engine, clock, service, job_id, False)

@@ -5,21 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
-from backburner.api.deps import get_runtime
+from backburner.api.deps import get_executor, get_watchdog
 from backburner.monitoring.threadpool import InstrumentedThreadPoolExecutor
-from backburner.runtime import Runtime
+from backburner.monitoring.watchdog import Watchdog
 
 router = APIRouter(tags=["admin"])
 
 
 @router.get("/api/admin/watchdog", summary="Event-loop watchdog: thresholds, lag, recent stalls, thread pool")
-async def watchdog(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    if runtime.watchdog is None:
-        raise HTTPException(503, "the watchdog has not started")
-    pool = runtime.executor
-    return {
-        **runtime.watchdog.snapshot(),
-        "thread_pool": asdict(pool.stats()) if isinstance(pool, InstrumentedThreadPoolExecutor) else None,
-    }
+async def watchdog(
+    watchdog: Watchdog = Depends(get_watchdog),
+    pool: InstrumentedThreadPoolExecutor | None = Depends(get_executor),
+) -> dict[str, Any]:
+    return {**watchdog.snapshot(), "thread_pool": asdict(pool.stats()) if pool is not None else None}

@@ -1,4 +1,4 @@
-"""The FastAPI app factory; its lifespan is the runtime."""
+"""The FastAPI app factory; its lifespan runs the instance's runtime."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from backburner.api.limits import LimitsMiddleware
 from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
 from backburner.dashboard import router as dashboard
-from backburner.runtime import Runtime
+from backburner.runtime import Runtime, run_as_process
 from backburner.settings_loader import LoadedSettings
 
 
 def create_app(loaded: LoadedSettings) -> FastAPI:
+    runtime = Runtime(loaded, role="serve")
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with Runtime(loaded, role="serve") as runtime:
-            app.state.runtime = runtime
+        async with run_as_process(runtime):
             yield
 
     app = FastAPI(
@@ -31,10 +32,11 @@ def create_app(loaded: LoadedSettings) -> FastAPI:
         description="Background processing for LLM agent servers.",
         lifespan=lifespan,
     )
+    app.state.runtime = runtime  # read by `api.deps` only
     # Added innermost first: metrics see every answer, auth runs before the limits that need the key.
-    app.add_middleware(LimitsMiddleware)
-    app.add_middleware(AuthMiddleware)
-    app.add_middleware(HttpMetricsMiddleware)
+    app.add_middleware(LimitsMiddleware, settings=runtime.settings)
+    app.add_middleware(AuthMiddleware, settings=runtime.settings, engine=runtime.engine)
+    app.add_middleware(HttpMetricsMiddleware, metrics=runtime.metrics.http)
     app.include_router(health.router)
     app.include_router(batches.router)
     app.include_router(batches.admin_router)

@@ -18,8 +18,9 @@ from backburner.api.batch_models import (
     BatchPage,
     BatchProblem,
 )
-from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.deps import get_batches, get_organization_id, get_principal
 from backburner.api.paging import page_limit
+from backburner.auth.principal import Principal
 from backburner.batches.component import BatchesComponent
 from backburner.batches.cost import usage_view
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
@@ -39,7 +40,6 @@ from backburner.batches.service import (
 from backburner.batches.store import UnknownCursor
 from backburner.batches.validation import Submission, SubmissionError
 from backburner.clock import iso_or_none
-from backburner.runtime import Runtime
 
 router = APIRouter(tags=["batches"])
 admin_router = APIRouter(tags=["admin"])
@@ -108,13 +108,6 @@ class _Problem(Exception):
         return JSONResponse(
             {"detail": self.detail, **self.extra}, status_code=self.status_code, headers=self.headers
         )
-
-
-def get_batches(runtime: Runtime = Depends(get_runtime)) -> BatchesComponent:
-    component = runtime.components.get("batches")
-    if not isinstance(component, BatchesComponent):
-        raise HTTPException(503, "the batches component has not started yet; retry shortly")
-    return component
 
 
 def batch_view(
@@ -413,6 +406,7 @@ async def cancel_batch(
 @admin_router.get("/api/admin/batch-jobs", response_model=BatchJobs, summary="Batch poller diagnostics")
 async def batch_jobs(
     organization_id: str = Depends(get_organization_id),
+    principal: Principal = Depends(get_principal),
     batches: BatchesComponent = Depends(get_batches),
 ) -> dict[str, Any]:
     store = batches.store
@@ -433,6 +427,7 @@ async def batch_jobs(
             for b in await store.active_batches(organization_id, ADMIN_RUNNING_LIMIT)
             if b.status is BatchStatus.QUEUED
         ],
-        "last_cycle": cycle_view(await store.last_cycle()),
+        # A poll cycle covers every organization: its figures are the deployment admin's only.
+        "last_cycle": cycle_view(await store.last_cycle()) if principal.is_deployment_admin else None,
         "spend": spend["by_model"],
     }

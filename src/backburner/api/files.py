@@ -9,25 +9,22 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from backburner.api.deps import get_organization_id, get_runtime
+from backburner.api.deps import get_file_service, get_organization_id
 from backburner.api.paging import page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
+from backburner.db.keyset import InvalidCursor
 from backburner.files.blobs import BlobNotFound
-from backburner.files.component import file_processing
-from backburner.files.embedders import EmbeddingError
+from backburner.files.embedding.embedders import EmbeddingError
 from backburner.files.service import FileService, SearchHit, UploadRefused
 from backburner.files.states import FileStatus, IllegalTransition
-from backburner.files.store import (
+from backburner.files.store.records import (
     DuplicateSource,
     FileNotFound,
     FileRecord,
-    InvalidCursor,
     SourceNotFound,
     SourceRecord,
-    encode_cursor,
     queued_seconds,
 )
-from backburner.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["files"])
 
@@ -37,13 +34,6 @@ SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 FileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 DEFAULT_PAGE_SIZE = 100
 MAX_SEARCH_K = 100
-
-
-def get_file_service(runtime: Runtime = Depends(get_runtime)) -> FileService:
-    try:
-        return file_processing(runtime)
-    except LookupError:
-        raise HTTPException(503, "file processing is starting; retry shortly") from None
 
 
 Files = Annotated[FileService, Depends(get_file_service)]
@@ -182,16 +172,14 @@ async def create_source(body: SourceCreate, files: Files, organization_id: Organ
     "/sources",
     response_model=list[SourceOut],
     summary="List the sources, oldest first, a page at a time",
-    responses={400: {"description": "`after` names no source of the organization"}},
+    responses={400: {"description": "`after` is not the id of a source of this listing"}},
 )
 async def list_sources(
     files: Files,
     organization_id: OrganizationId,
     limit: int = page_limit(DEFAULT_PAGE_SIZE, "Sources"),
     after: str | None = Query(
-        None,
-        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
-        description="The id of the last source of the previous page; a shorter page is the last.",
+        None, description="The id of the last source of the previous page; a shorter page is the last."
     ),
     name: str | None = Query(None, max_length=200, pattern=r"^[^\x00]*$", description="Only this source."),
 ) -> Any:
@@ -278,14 +266,16 @@ async def upload_file(
     "/sources/{source_id}/files",
     response_model=FilePage,
     summary="List a source's files, oldest first, a page at a time",
-    responses={400: {"description": "`after` is not a cursor this listing gave"}},
+    responses={400: {"description": "`after` is not the id of a file of this listing"}},
 )
 async def list_files(
     source_id: SourceId,
     files: Files,
     organization_id: OrganizationId,
     limit: int = page_limit(DEFAULT_PAGE_SIZE, "Files"),
-    after: str | None = Query(None, max_length=500, description="`next_cursor` of the previous page."),
+    after: str | None = Query(
+        None, description="`next_cursor` of the previous page: the id of its last file."
+    ),
     check_status_updates: bool = Query(
         False, description="First time out every unfinished file of the source past its deadline."
     ),
@@ -298,7 +288,7 @@ async def list_files(
         raise _not_found(exc) from None
     except InvalidCursor as exc:
         raise HTTPException(400, str(exc)) from None
-    next_cursor = encode_cursor(page[-1]) if len(page) == limit else None
+    next_cursor = page[-1].id if len(page) == limit else None
     # Serialised directly (datetimes as pydantic writes them): a 10,000-file listing should not
     # pay for validating what the store made.
     body = {"files": [file_out(file) for file in page], "next_cursor": next_cursor}

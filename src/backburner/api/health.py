@@ -7,16 +7,16 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
-from backburner.api.deps import get_runtime
-from backburner.monitoring.metrics import CONTENT_TYPE_LATEST
-from backburner.runtime import Runtime
+from backburner.api.deps import get_instance_id, get_metrics, get_readiness
+from backburner.monitoring.metrics import CONTENT_TYPE_LATEST, Metrics
+from backburner.readiness import Readiness
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="The process is alive")
-async def healthz(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
-    return {"status": "ok", "instance_id": runtime.instance_id}
+async def healthz(instance_id: str = Depends(get_instance_id)) -> dict[str, Any]:
+    return {"status": "ok", "instance_id": instance_id}
 
 
 @router.get(
@@ -24,8 +24,8 @@ async def healthz(runtime: Runtime = Depends(get_runtime)) -> dict[str, Any]:
     summary="Ready to serve: database reachable, migrations current, components started",
     responses={503: {"description": "Not ready; `checks` names what fails"}},
 )
-async def readyz(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
-    results = await runtime.readiness()
+async def readyz(readiness: Readiness = Depends(get_readiness)) -> JSONResponse:
+    results = await readiness()
     ready = all(r.ok for r in results.values())
     body = {
         "status": "ready" if ready else "not ready",
@@ -36,5 +36,5 @@ async def readyz(runtime: Runtime = Depends(get_runtime)) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(runtime: Runtime = Depends(get_runtime)) -> Response:
-    return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(registry: Metrics = Depends(get_metrics)) -> Response:
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

@@ -7,10 +7,13 @@ import time
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backburner.monitoring.metrics import HttpMetrics
+
 
 class HttpMetricsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: HttpMetrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -28,12 +31,10 @@ class HttpMetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            runtime = getattr(scope["app"].state, "runtime", None)
-            if runtime is not None:
-                route = _route_template(scope)
-                method = scope["method"]
-                runtime.metrics.http.requests.labels(route, method, str(status)).inc()
-                runtime.metrics.http.duration.labels(route, method).observe(time.perf_counter() - started)
+            route = _route_template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.duration.labels(route, method).observe(time.perf_counter() - started)
 
 
 def _route_template(scope: Scope) -> str:

@@ -1,8 +1,10 @@
-"""Limits applied before any route runs: body sizes, submissions per key, page sizes, and no NUL
-character in a path or a query (no id or name holds one, and PostgreSQL refuses it)."""
+"""Limits applied before any route runs: body sizes, submissions and searches per key, searches
+at once, page sizes, and no NUL character in a path or a query (no id or name holds one, and
+PostgreSQL refuses it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -16,8 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
+from backburner.settings import Settings
 
 UPLOAD_PATH = re.compile(r"^/v1/sources/[^/]+/files$")
+RETRY_PATH = re.compile(r"^/v1/files/[^/]+/retry$")
+SEARCH_PATH = re.compile(r"^/v1/sources/[^/]+/search$")
+# A search that finds every slot taken waits this long for one, then answers 503.
+SEARCH_SLOT_WAIT_S = 10.0
 BATCHES_PATH = "/v1/batches"
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 WINDOW_S = 60.0
@@ -32,8 +39,17 @@ def is_upload(method: str, path: str) -> bool:
 
 
 def is_submission(method: str, path: str) -> bool:
-    """A batch submission or an upload: these count against the per-key limit."""
-    return is_upload(method, path) or (method == "POST" and path == BATCHES_PATH)
+    """A batch submission, an upload or a retry (a new upload of a failed file): these count
+    against the per-key limit."""
+    return (
+        is_upload(method, path)
+        or (method == "POST" and path == BATCHES_PATH)
+        or (method == "POST" and RETRY_PATH.match(path) is not None)
+    )
+
+
+def is_search(method: str, path: str) -> bool:
+    return method == "GET" and SEARCH_PATH.match(path) is not None
 
 
 class SlidingWindowLimiter:
@@ -89,15 +105,21 @@ async def _send_validation_error(send: Send, error: dict[str, Any]) -> None:
 
 
 class LimitsMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, *, settings: Settings, search_slot_wait_s: float = SEARCH_SLOT_WAIT_S
+    ) -> None:
         self.app = app
-        self._limiter: SlidingWindowLimiter | None = None
+        self.settings = settings
+        self._search_slot_wait_s = search_slot_wait_s
+        self._limiter = SlidingWindowLimiter(settings.submissions_per_minute)
+        self._search_limiter = SlidingWindowLimiter(settings.searches_per_minute)
+        self._search_slots = asyncio.Semaphore(settings.search_max_concurrent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        settings = scope["app"].state.runtime.settings
+        settings = self.settings
         path, method = scope["path"], scope["method"]
         nul_at = _nul_location(scope)
         if nul_at is not None:
@@ -111,20 +133,13 @@ class LimitsMiddleware:
             await _send_validation_error(send, {**error, "loc": list(error["loc"])})
             return
         upload = is_upload(method, path)
-        if is_submission(method, path):
-            limiter = self._limiter or SlidingWindowLimiter(settings.submissions_per_minute)
-            self._limiter = limiter
-            principal: Principal | None = scope.get("state", {}).get("principal")
-            key = principal.key_id if principal and principal.key_id else "open"
-            wait_s = limiter.retry_after(key, time.monotonic())
-            if wait_s > 0:
-                await send_json_error(
-                    send,
-                    429,
-                    f"at most {limiter.limit} submissions per minute per key; retry later",
-                    {"retry-after": str(max(1, math.ceil(wait_s)))},
-                )
+        if is_submission(method, path) and not await self._allowed(self._limiter, "submissions", scope, send):
+            return
+        if is_search(method, path):
+            if not await self._allowed(self._search_limiter, "searches", scope, send):
                 return
+            await self._search(scope, receive, send)
+            return
         if upload:
             limit = settings.file_upload_max_bytes + MULTIPART_OVERHEAD_BYTES
         elif method == "POST" and path == BATCHES_PATH:
@@ -132,6 +147,38 @@ class LimitsMiddleware:
         else:
             limit = settings.api_max_body_bytes
         await self._within(limit, scope, receive, send)
+
+    async def _allowed(self, limiter: SlidingWindowLimiter, what: str, scope: Scope, send: Send) -> bool:
+        """Whether the caller's key is within `limiter`; if not, it is answered 429."""
+        principal: Principal | None = scope.get("state", {}).get("principal")
+        key = principal.key_id if principal and principal.key_id else "open"
+        wait_s = limiter.retry_after(key, time.monotonic())
+        if wait_s <= 0:
+            return True
+        await send_json_error(
+            send,
+            429,
+            f"at most {limiter.limit} {what} per minute per key; retry later",
+            {"retry-after": str(max(1, math.ceil(wait_s)))},
+        )
+        return False
+
+    async def _search(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A search within the instance's bound on searches at once (`search_max_concurrent`)."""
+        try:
+            await asyncio.wait_for(self._search_slots.acquire(), self._search_slot_wait_s)
+        except TimeoutError:
+            await send_json_error(
+                send,
+                503,
+                "every search slot of this instance is taken (search_max_concurrent); retry shortly",
+                {"retry-after": "1"},
+            )
+            return
+        try:
+            await self._within(self.settings.api_max_body_bytes, scope, receive, send)
+        finally:
+            self._search_slots.release()
 
     async def _within(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
         too_large = f"request body is larger than the limit of {limit} bytes for this route"

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from backburner.api.limits import is_submission
+from backburner.api.limits import is_search, is_submission
 from backburner.api.paging import LIMIT_PARAMETER
 from backburner.auth.middleware import ADMIN_PREFIX, is_protected
 from backburner.settings import Settings
@@ -79,6 +79,9 @@ def complete(schema: dict[str, Any], settings: Settings) -> None:
                 _add(responses, 400, "The body is not valid JSON")
             if is_submission(method.upper(), path):
                 _add(responses, 429, "Too many submissions per minute for this key; see `retry-after`")
+            if is_search(method.upper(), path):
+                _add(responses, 429, "Too many searches per minute for this key; see `retry-after`")
+                _add(responses, 503, "Every search slot of this instance is taken; see `retry-after`")
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "query" and parameter.get("name") == LIMIT_PARAMETER:
                     parameter.setdefault("schema", {})["maximum"] = settings.api_max_page_size

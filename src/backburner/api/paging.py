@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query
 from fastapi.exceptions import RequestValidationError
+
+from backburner.api.deps import get_settings
+from backburner.settings import Settings
 
 LIMIT_PARAMETER = "limit"
 
@@ -33,10 +36,10 @@ def page_limit(default: int, what: str = "Items") -> Any:
     """A `limit` query parameter (at least 1, at most `api_max_page_size`) as a dependency."""
 
     def dependency(
-        request: Request,
         limit: int = Query(default, ge=1, description=f"{what} per page, at most `api_max_page_size`."),
+        settings: Settings = Depends(get_settings),
     ) -> int:
-        max_page_size: int = request.app.state.runtime.settings.api_max_page_size
+        max_page_size = settings.api_max_page_size
         if limit == default:  # the default page is never larger than the cap
             return min(limit, max_page_size)
         if limit > max_page_size:

@@ -40,7 +40,17 @@ def _with_engine(
 @keys_app.command("create")
 def create(
     org: Annotated[str, typer.Option("--org", help="Organization name; created if new.")],
-    admin: Annotated[bool, typer.Option("--admin", help="May use the /api/admin routes.")] = False,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="May use the /api/admin routes, for its organization.")
+    ] = False,
+    deployment_admin: Annotated[
+        bool,
+        typer.Option(
+            "--deployment-admin",
+            help="An admin key that may also act on the whole deployment (pause jobs, see every "
+            "organization's counts).",
+        ),
+    ] = False,
     name: Annotated[str, typer.Option("--name", help="A label to recognise the key by.")] = "",
     config: ConfigOption = None,
     profile: ProfileOption = None,
@@ -54,13 +64,18 @@ def create(
         config,
         profile,
         lambda engine: store.create_key(
-            engine, organization=org, name=name or org, is_admin=admin, now=utcnow()
+            engine,
+            organization=org,
+            name=name or org,
+            is_admin=admin,
+            is_deployment_admin=deployment_admin,
+            now=utcnow(),
         ),
     )
     typer.echo(token)
+    role = " (deployment admin)" if info.is_deployment_admin else " (admin)" if info.is_admin else ""
     typer.echo(
-        f"key {info.id} for organization {info.organization!r}{' (admin)' if admin else ''}; "
-        "this is the only time the key is shown",
+        f"key {info.id} for organization {info.organization!r}{role}; this is the only time the key is shown",
         err=True,
     )
 
@@ -70,14 +85,14 @@ def list_(config: ConfigOption = None, profile: ProfileOption = None) -> None:
     """List keys (never their secrets)."""
     keys = _with_engine(config, profile, store.list_keys)
     table = Table(title="API keys")
-    for column in ("id", "organization", "name", "admin", "created", "revoked"):
+    for column in ("id", "organization", "name", "role", "created", "revoked"):
         table.add_column(column)
     for key in keys:
         table.add_row(
             key.id,
             key.organization,
             key.name,
-            "yes" if key.is_admin else "no",
+            "deployment admin" if key.is_deployment_admin else "admin" if key.is_admin else "member",
             key.created_at.isoformat(timespec="seconds"),
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
         )

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backburner.auth.principal import OPEN_PRINCIPAL, Principal
 from backburner.auth.store import authenticate
+from backburner.settings import Settings
 
 PROTECTED_PREFIXES = ("/v1/", "/api/admin/")
 ADMIN_PREFIX = "/api/admin/"
@@ -37,19 +39,20 @@ async def send_json_error(
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, engine: AsyncEngine) -> None:
         self.app = app
+        self.settings = settings
+        self.engine = engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        runtime = scope["app"].state.runtime
-        settings = runtime.settings
+        settings = self.settings
         path: str = scope["path"]
         principal: Principal | None = OPEN_PRINCIPAL
         if settings.effective_auth_mode == "keys":
-            principal = await self._principal(scope, runtime.engine)
+            principal = await self._principal(scope)
             if is_protected(path, metrics_closed=settings.metrics_require_auth):
                 if principal is None:
                     await send_json_error(
@@ -65,10 +68,9 @@ class AuthMiddleware:
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
-    @staticmethod
-    async def _principal(scope: Scope, engine: object) -> Principal | None:
+    async def _principal(self, scope: Scope) -> Principal | None:
         header = Headers(scope=scope).get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return await authenticate(engine, token.strip())  # type: ignore[arg-type]
+        return await authenticate(self.engine, token.strip())

@@ -23,6 +23,7 @@ class KeyInfo:
     is_admin: bool
     created_at: datetime
     revoked_at: datetime | None
+    is_deployment_admin: bool = False
 
 
 class UnknownKey(Exception):
@@ -30,9 +31,19 @@ class UnknownKey(Exception):
 
 
 async def create_key(
-    engine: AsyncEngine, *, organization: str, name: str, is_admin: bool, now: datetime
+    engine: AsyncEngine,
+    *,
+    organization: str,
+    name: str,
+    is_admin: bool,
+    now: datetime,
+    is_deployment_admin: bool = False,
 ) -> tuple[KeyInfo, str]:
-    """Create a key (and its organization if new); returns the key and its token, shown once."""
+    """Create a key (and its organization if new); returns the key and its token, shown once.
+
+    A deployment admin key is an admin key of its organization that may also act on the whole
+    deployment."""
+    is_admin = is_admin or is_deployment_admin
     token = new_token()
     async with engine.begin() as conn:
         org_id = (
@@ -47,11 +58,13 @@ async def create_key(
                 organization_id=org_id,
                 name=name,
                 is_admin=is_admin,
+                is_deployment_admin=is_deployment_admin,
                 secret_hash=hash_secret(token.secret),
                 created_at=now,
             )
         )
-    return KeyInfo(token.key_id, organization, name, is_admin, now, None), token.render()
+    info = KeyInfo(token.key_id, organization, name, is_admin, now, None, is_deployment_admin)
+    return info, token.render()
 
 
 async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
@@ -63,7 +76,15 @@ async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
     async with engine.connect() as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [
-        KeyInfo(r["id"], r["organization"], r["name"], r["is_admin"], r["created_at"], r["revoked_at"])
+        KeyInfo(
+            r["id"],
+            r["organization"],
+            r["name"],
+            r["is_admin"],
+            r["created_at"],
+            r["revoked_at"],
+            r["is_deployment_admin"],
+        )
         for r in rows
     ]
 
@@ -85,11 +106,14 @@ async def authenticate(engine: AsyncEngine, token_text: str) -> Principal | None
     token: Token | None = parse_token(token_text)
     if token is None:
         return None
-    query = select(api_keys.c.organization_id, api_keys.c.is_admin, api_keys.c.secret_hash).where(
-        api_keys.c.id == token.key_id, api_keys.c.revoked_at.is_(None)
-    )
+    query = select(
+        api_keys.c.organization_id,
+        api_keys.c.is_admin,
+        api_keys.c.is_deployment_admin,
+        api_keys.c.secret_hash,
+    ).where(api_keys.c.id == token.key_id, api_keys.c.revoked_at.is_(None))
     async with engine.connect() as conn:
         row = (await conn.execute(query)).first()
     if row is None or not secret_matches(token.secret, row.secret_hash):
         return None
-    return Principal(row.organization_id, bool(row.is_admin), token.key_id)
+    return Principal(row.organization_id, bool(row.is_admin), token.key_id, bool(row.is_deployment_admin))

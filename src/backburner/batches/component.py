@@ -56,12 +56,12 @@ def poll_policy(settings: Settings) -> PollPolicy:
 class BatchesComponent:
     def __init__(
         self,
-        engine: AsyncEngine,
+        *,
         settings: Settings,
+        engine: AsyncEngine,
         clock: Clock,
         registry: CollectorRegistry,
         jobs: JobRegistry,
-        *,
         providers: ProviderSet | None = None,
     ) -> None:
         self.settings = settings

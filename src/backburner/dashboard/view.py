@@ -8,48 +8,72 @@ offered on them go through the same organization-scoped API.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES
-from backburner.clock import iso_or_none
+from backburner.clock import Clock, iso_or_none
 from backburner.files.component import FileProcessing
-from backburner.runtime import Runtime
+from backburner.monitoring.watchdog import Watchdog
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
+from backburner.settings import Settings
 
 RUN_HISTORY_LENGTH = 20
 RECENT_ERRORS = 10
 RECENT_STALLS = 10
 
 
+@dataclass(frozen=True)
+class DashboardSources:
+    """What the dashboard reads; a component that has not started yet is None."""
+
+    settings: Settings
+    engine: AsyncEngine
+    clock: Clock
+    instance_id: str
+    scheduler: SchedulerService | None
+    batches: BatchesComponent | None
+    files: FileProcessing | None
+    watchdog: Watchdog | None
+
+
 async def dashboard_view(
-    runtime: Runtime, organization_id: str, *, batches_page: int, files_page: int, page_size: int
+    sources: DashboardSources,
+    organization_id: str,
+    *,
+    deployment_wide: bool,
+    batches_page: int,
+    files_page: int,
+    page_size: int,
 ) -> dict[str, Any]:
+    """`deployment_wide`: the caller may see figures that cover every organization."""
     scheduler, batches, files = await asyncio.gather(
-        _scheduler_panels(runtime),
-        _batch_panel(runtime, organization_id, batches_page, page_size),
-        _file_panel(runtime, organization_id, files_page, page_size),
+        _scheduler_panels(sources.scheduler, sources.engine),
+        _batch_panel(sources.batches, organization_id, batches_page, page_size, deployment_wide),
+        _file_panel(sources.files, sources.settings, organization_id, files_page, page_size),
     )
     return {
-        "generated_at": runtime.clock.now().isoformat(),
-        "instance_id": runtime.instance_id,
+        "generated_at": sources.clock.now().isoformat(),
+        "instance_id": sources.instance_id,
         **scheduler,
         "batches": batches,
         "files": files,
-        "loop": _loop_panel(runtime),
+        "loop": _loop_panel(sources.watchdog),
     }
 
 
-async def _scheduler_panels(runtime: Runtime) -> dict[str, Any]:
-    service = runtime.components.get("scheduler")
-    if not isinstance(service, SchedulerService):
+async def _scheduler_panels(service: SchedulerService | None, engine: AsyncEngine) -> dict[str, Any]:
+    if service is None:
         return {"cluster": {"instances": [], "leader": None}, "jobs": []}
-    status = await scheduler_status(service, runtime.engine)
+    status = await scheduler_status(service, engine)
     job_ids = [job["id"] for job in status["jobs"]]
-    async with runtime.engine.connect() as conn:
+    async with engine.connect() as conn:
         history = await runs.recent_runs(conn, job_ids, RUN_HISTORY_LENGTH)
     jobs = [
         {
@@ -75,9 +99,10 @@ async def _scheduler_panels(runtime: Runtime) -> dict[str, Any]:
     return {"cluster": cluster, "jobs": jobs}
 
 
-async def _batch_panel(runtime: Runtime, organization_id: str, page: int, page_size: int) -> dict[str, Any]:
-    component = runtime.components.get("batches")
-    if not isinstance(component, BatchesComponent):
+async def _batch_panel(
+    component: BatchesComponent | None, organization_id: str, page: int, page_size: int, deployment_wide: bool
+) -> dict[str, Any]:
+    if component is None:
         return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
     store = component.store
     counts = await counts_by_provider(store, organization_id)
@@ -88,13 +113,14 @@ async def _batch_panel(runtime: Runtime, organization_id: str, page: int, page_s
         "running": [running_view(b) for b in running],
         "running_total": sum(n for by_status in counts.values() for s, n in by_status.items() if s in polled),
         "page_size": page_size,
-        "last_cycle": cycle_view(await store.last_cycle()),
+        "last_cycle": cycle_view(await store.last_cycle()) if deployment_wide else None,
     }
 
 
-async def _file_panel(runtime: Runtime, organization_id: str, page: int, page_size: int) -> dict[str, Any]:
-    component = runtime.components.get("files")
-    if not isinstance(component, FileProcessing):
+async def _file_panel(
+    component: FileProcessing | None, settings: Settings, organization_id: str, page: int, page_size: int
+) -> dict[str, Any]:
+    if component is None:
         return {
             "counts": {},
             "in_progress": [],
@@ -102,13 +128,13 @@ async def _file_panel(runtime: Runtime, organization_id: str, page: int, page_si
             "recent_errors": [],
             "page_size": page_size,
         }
-    store = component.store
+    store = component.stores.catalog
     counts, (in_progress, total), errors = await asyncio.gather(
         store.count_by_status(organization_id),
         store.in_progress_page(organization_id, page_size, page * page_size),
         store.recent_errors(organization_id, RECENT_ERRORS),
     )
-    timeout_message = runtime.settings.timeout_message()
+    timeout_message = settings.timeout_message()
     return {
         "counts": {status.value: n for status, n in counts.items()},
         "in_progress": [
@@ -137,8 +163,7 @@ async def _file_panel(runtime: Runtime, organization_id: str, page: int, page_si
     }
 
 
-def _loop_panel(runtime: Runtime) -> dict[str, Any]:
-    watchdog = runtime.components.get("watchdog")
+def _loop_panel(watchdog: Watchdog | None) -> dict[str, Any]:
     if watchdog is None:
         return {"enabled": False, "healthy": True, "lag_s": None, "recent_stalls": []}
     snapshot: dict[str, Any] = watchdog.snapshot()

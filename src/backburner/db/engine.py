@@ -64,8 +64,3 @@ def create_sqlite_engine(url: str) -> AsyncEngine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
-
-
-def backend_name(engine: AsyncEngine) -> str:
-    """`sqlite` or `postgresql`."""
-    return engine.dialect.name

@@ -8,6 +8,7 @@ from backburner.emulator.admin_api import admin_router
 from backburner.emulator.anthropic_api import anthropic_router
 from backburner.emulator.clock import Clock
 from backburner.emulator.config import EmulatorConfig
+from backburner.emulator.embeddings_api import embeddings_router
 from backburner.emulator.errors import install_error_handlers
 from backburner.emulator.openai_api import openai_router
 from backburner.emulator.state import EmulatorState
@@ -26,5 +27,6 @@ def create_emulator_app(config: EmulatorConfig | None = None, *, clock: Clock | 
     install_error_handlers(app)
     app.include_router(anthropic_router(state))
     app.include_router(openai_router(state))
+    app.include_router(embeddings_router(state))
     app.include_router(admin_router(state))
     return app

@@ -39,13 +39,25 @@ def emulator(
             help="Seconds after creation at which each batch ends (default 5, or the config file's value).",
         ),
     ] = None,
+    embedding_latency_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--embedding-latency-ms",
+            min=0,
+            max=60_000,
+            help="Milliseconds `/v1/embeddings` waits before each answer (default 0).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(help="YAML or JSON file of EmulatorConfig fields (faults, scenario, ...)."),
     ] = None,
 ) -> None:
-    """Serve a local Anthropic Message Batches and OpenAI Batch API, with fault injection."""
+    """Serve a local Anthropic Message Batches and OpenAI Batch API (and OpenAI's
+    `/v1/embeddings`), with fault injection."""
     settings = load_config(config)
+    if embedding_latency_ms is not None:
+        settings = settings.model_copy(update={"embedding_latency_ms": embedding_latency_ms})
     typer.echo(
         f"Provider emulator on http://{host}:{port} "
         f"(Anthropic base_url http://{host}:{port}, OpenAI base_url http://{host}:{port}/v1)"

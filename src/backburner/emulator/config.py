@@ -30,6 +30,9 @@ class EmulatorConfig(BaseModel):
         default=None,
         description="Base of the results_url handed out; defaults to the address each request came to.",
     )
+    embedding_latency_ms: float = Field(
+        default=0.0, ge=0, le=60_000, description="Time `/v1/embeddings` waits before each answer."
+    )
     anthropic_max_requests: int = Field(default=100_000, ge=1)
     anthropic_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest create body: 413.")
     openai_max_requests: int = Field(default=50_000, ge=1)

@@ -40,6 +40,10 @@ class EmulatorState:
         with self._scenario_lock:
             self._scenario = scenario
 
+    @property
+    def embedding_latency_s(self) -> float:
+        return self.config.embedding_latency_ms / 1000
+
     def complete_after_s(self, scenario: Scenario) -> float:
         if scenario.complete_after_s is not None:
             return scenario.complete_after_s

@@ -1,72 +1,102 @@
 """File processing as one runtime component: its workers, its sweeper job and the service.
 
-Entering it registers the leader-only sweeper job on `runtime.jobs` (so it must be entered before
-the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels them,
-and each gives its file back so that another instance takes it over at once.
+Entering it registers the leader-only sweeper job on the job registry (so it must be entered
+before the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels
+them, and each gives its file back so that another instance takes it over at once.
+
+A file stopped anywhere (cancelled, deleted or timed out through another instance, or taken by
+the sweeper) stops here within `STOP_CHECK_INTERVAL_S`: the leases of the files in work are
+checked together, and the processing of a file whose lease is gone is cancelled, which kills
+its pool process if it is parsing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from types import TracebackType
-from typing import TYPE_CHECKING
 
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.clock import Clock
 from backburner.files.blobs import LocalBlobStore
-from backburner.files.embedding_path import EmbeddingPath, build_embedding_path
+from backburner.files.embedding.strategy import Embedding, build_embedding
 from backburner.files.metrics import FileMetrics
-from backburner.files.offload import CpuPool, default_processes
+from backburner.files.pipeline.worker import FileWorker, StopReason, WorkerConfig
+from backburner.files.pool.process_pool import ProcessPool
 from backburner.files.service import FileService
-from backburner.files.store import FileStore
+from backburner.files.store import FileStores
 from backburner.files.sweeper import FileSweeper
-from backburner.files.worker import FileWorker, StopReason, WorkerConfig
 from backburner.logs import log_event
+from backburner.scheduler.jobs import JobRegistry
+from backburner.settings import Settings
 from backburner.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    from backburner.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-COMPONENT_NAME = "files"
 STATUS_GAUGE_INTERVAL_S = 15.0
+STOP_CHECK_INTERVAL_S = 0.5
+# Imported once by the fork server, so that each pool process starts with its work loaded.
+POOL_PRELOAD = [
+    "backburner.files.pool.child",
+    "backburner.files.pipeline.parse_job",
+    "backburner.files.embedding.feature_hashing",
+    # The parsers import these on first use; imported here, no pool process pays for it.
+    "pypdf",
+    "docx",
+    "bs4",
+]
 
 
 class FileProcessing:
-    def __init__(self, runtime: Runtime) -> None:
-        settings = runtime.settings
-        self.runtime = runtime
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: AsyncEngine,
+        clock: Clock,
+        registry: CollectorRegistry,
+        jobs: JobRegistry,
+        instance_id: str,
+    ) -> None:
+        self.jobs = jobs
         self.config = WorkerConfig.from_settings(settings)
-        self.metrics = FileMetrics(runtime.metrics.registry)
-        self.store = FileStore(runtime.engine)
+        self.metrics = FileMetrics(registry)
+        self.stores = FileStores.on(engine)
         self.blobs = LocalBlobStore(settings.blob_dir)
-        processes = settings.file_processing_processes
-        self.pool = CpuPool(default_processes(os.cpu_count()) if processes is None else processes)
-        self.embedding: EmbeddingPath = build_embedding_path(settings, self.pool)
+        self.pool = ProcessPool(
+            settings.effective_file_processes,
+            memory_limit_bytes=settings.file_process_memory_limit_mb * 1024 * 1024,
+            preload=POOL_PRELOAD,
+        )
+        claim_lock = asyncio.Lock()
+        self.embedding: Embedding = build_embedding(settings, self.pool)
         self.sweeper = FileSweeper(
-            self.store, self.config, runtime.clock, self.metrics, settings.file_sweep_interval_seconds
+            self.stores.timeouts, self.config, clock, self.metrics, settings.file_sweep_interval_seconds
         )
         self.workers = [
             FileWorker(
                 name=f"files.worker-{number}",
-                instance_id=runtime.instance_id,
-                store=self.store,
+                instance_id=instance_id,
+                leases=self.stores.leases,
+                passages=self.stores.passages,
                 blobs=self.blobs,
                 pool=self.pool,
-                embedder=self.embedding.packed,
+                embedder=self.embedding.chunks,
                 config=self.config,
-                clock=runtime.clock,
+                clock=clock,
                 metrics=self.metrics,
+                claim_lock=claim_lock,
             )
             for number in range(settings.file_processing_workers)
         ]
         self.service = FileService(
             settings=settings,
-            store=self.store,
+            stores=self.stores,
             blobs=self.blobs,
             embedding=self.embedding,
-            clock=runtime.clock,
+            clock=clock,
             metrics=self.metrics,
             on_new_file=self.wake,
             on_stop_file=lambda file_id: self.stop_file(file_id, "deleted"),
@@ -74,11 +104,15 @@ class FileProcessing:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> FileProcessing:
-        self.runtime.jobs.add(self.sweeper.job_spec())
+        self.jobs.add(self.sweeper.job_spec())
         if self.workers:
-            self.pool.start()
+            # The instance is ready once its workers can process files: until then its files
+            # stay free for the workers of other instances.
+            await self.pool.wait_started()
         for worker in self.workers:
             self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.name))
+        if self.workers:
+            self._tasks.append(asyncio.create_task(self._watch_stops(), name="files.stop_watch"))
         self._tasks.append(asyncio.create_task(self._refresh_status_gauge(), name="files.status_gauge"))
         log_event(
             log, logging.INFO, "files.started", workers=len(self.workers), processes=self.pool.processes
@@ -113,18 +147,25 @@ class FileProcessing:
                 log.exception("file worker crashed; restarting it", extra={"event": "files.worker_crashed"})
                 await asyncio.sleep(self.config.poll_interval_s)
 
+    async def _watch_stops(self) -> None:
+        while True:
+            await asyncio.sleep(STOP_CHECK_INTERVAL_S)
+            leases = [worker.active.lease for worker in self.workers if worker.active is not None]
+            if not leases:
+                continue
+            try:
+                held = await self.stores.leases.held_of(leases)
+            except Exception as exc:  # the heartbeat catches a lost lease too, a little later
+                log_event(log, logging.DEBUG, "files.stop_check_failed", error=repr(exc))
+                continue
+            for lease in leases:
+                if lease.file_id not in held:
+                    self.stop_file(lease.file_id, "lease_lost")
+
     async def _refresh_status_gauge(self) -> None:
         while True:
             try:
-                self.metrics.set_counts(await self.store.count_by_status())
+                self.metrics.set_counts(await self.stores.catalog.count_by_status())
             except Exception as exc:  # a scrape shows the last known counts meanwhile
                 log_event(log, logging.DEBUG, "files.count_failed", error=repr(exc))
             await asyncio.sleep(STATUS_GAUGE_INTERVAL_S)
-
-
-def file_processing(runtime: Runtime) -> FileService:
-    """The file service of a started runtime (LookupError while it is starting)."""
-    component = runtime.components.get(COMPONENT_NAME)
-    if not isinstance(component, FileProcessing):
-        raise LookupError("file processing has not started yet")
-    return component.service

@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from backburner.clock import Clock
 from backburner.files.blobs import BlobStore, BlobTooLarge
-from backburner.files.embedding_path import EmbeddingPath
+from backburner.files.embedding.strategy import Embedding
+from backburner.files.embedding.vectors import cosine, vector_from_bytes
 from backburner.files.metrics import FileMetrics
 from backburner.files.names import sanitize_filename
-from backburner.files.parsers import (
+from backburner.files.pipeline.parsers import (
     parse_code,
     parse_csv,
     parse_html,
@@ -32,9 +33,9 @@ from backburner.files.parsers import (
     parser_for,
 )
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, is_timed_out
-from backburner.files.store import FileRecord, FileStore, NewFile, SourceRecord, TimeoutRule
+from backburner.files.store import FileStores
+from backburner.files.store.records import FileRecord, NewFile, SourceRecord, TimeoutRule
 from backburner.files.textcodec import BinaryContent, decode_text
-from backburner.files.vectors import cosine, vector_from_bytes
 from backburner.ids import new_id
 from backburner.logs import log_event
 from backburner.settings import Settings
@@ -116,16 +117,16 @@ class FileService:
         self,
         *,
         settings: Settings,
-        store: FileStore,
+        stores: FileStores,
         blobs: BlobStore,
-        embedding: EmbeddingPath,
+        embedding: Embedding,
         clock: Clock,
         metrics: FileMetrics,
         on_new_file: Callable[[], None] = lambda: None,
         on_stop_file: Callable[[str], None] = lambda file_id: None,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.stores = stores
         self.blobs = blobs
         self.embedding = embedding
         self.clock = clock
@@ -136,7 +137,7 @@ class FileService:
     # --- sources --------------------------------------------------------------------------------
 
     async def create_source(self, organization_id: str, name: str, description: str | None) -> SourceRecord:
-        return await self.store.create_source(
+        return await self.stores.sources.create(
             organization_id, new_id("source"), name.strip(), description, self.clock.now()
         )
 
@@ -148,10 +149,10 @@ class FileService:
         after: str | None = None,
         name: str | None = None,
     ) -> list[SourceRecord]:
-        return await self.store.list_sources(organization_id, limit=limit, after=after, name=name)
+        return await self.stores.sources.page(organization_id, limit=limit, after=after, name=name)
 
     async def get_source(self, organization_id: str, source_id: str) -> SourceRecord:
-        return await self.store.get_source(organization_id, source_id)
+        return await self.stores.sources.get(organization_id, source_id)
 
     # --- upload -------------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ class FileService:
         A file whose content the source already holds (by SHA-256, not counting failed files)
         is, by `on_duplicate`: returned instead (`skip`), refused (`error`) or stored anew (`allow`).
         """
-        await self.store.get_source(organization_id, source_id)
+        await self.stores.sources.get(organization_id, source_id)
         name = sanitize_filename(file_name)
         media_type = _media_type(content_type)
         parser = parser_for(name, media_type)
@@ -193,14 +194,14 @@ class FileService:
         except BlobTooLarge:
             raise UploadTooLarge(max_bytes) from None
         try:
-            existing = await self.store.find_duplicate(organization_id, source_id, info.sha256)
+            existing = await self.stores.catalog.find_duplicate(organization_id, source_id, info.sha256)
             if existing is not None and on_duplicate != "allow":
                 await self.blobs.delete(key)
                 if on_duplicate == "error":
                     raise DuplicateFile(existing)
                 log_event(log, logging.INFO, "file.duplicate", file_id=existing.id, source_id=source_id)
                 return UploadResult(existing, duplicate=True)
-            record = await self.store.create_file(
+            record = await self.stores.catalog.create(
                 NewFile(
                     id=file_id,
                     organization_id=organization_id,
@@ -231,12 +232,12 @@ class FileService:
 
     async def get_file(self, organization_id: str, file_id: str) -> FileRecord:
         """The file; one past its deadline is timed out on this read."""
-        record = await self.store.get_file(organization_id, file_id)
+        record = await self.stores.catalog.get(organization_id, file_id)
         now = self.clock.now()
         minutes = self.settings.file_processing_timeout_minutes
         if record.status in TERMINAL or not is_timed_out(record.created_at, now, minutes):
             return record
-        timed_out = await self.store.time_out(
+        timed_out = await self.stores.timeouts.time_out(
             now,
             minutes,
             self.settings.timeout_message(),
@@ -244,7 +245,7 @@ class FileService:
             source_id=record.source_id,
         )
         self._timed_out_on_read(timed_out)
-        return await self.store.get_file(organization_id, file_id)
+        return await self.stores.catalog.get(organization_id, file_id)
 
     async def list_files(
         self,
@@ -266,7 +267,7 @@ class FileService:
             if check_status_updates
             else None
         )
-        page = await self.store.list_files(organization_id, source_id, limit, after, timeouts=timeouts)
+        page = await self.stores.catalog.page(organization_id, source_id, limit, after, timeouts=timeouts)
         self._timed_out_on_read(page.timed_out)
         return page.files
 
@@ -281,7 +282,7 @@ class FileService:
 
     async def delete_file(self, organization_id: str, file_id: str) -> FileRecord:
         """Remove the file, its passages and its blob; a worker on it stops without writing."""
-        record = await self.store.delete_file(organization_id, file_id)
+        record = await self.stores.catalog.delete(organization_id, file_id)
         self._on_stop_file(file_id)
         await self._remove_blob(record.blob_key)
         log_event(log, logging.INFO, "file.deleted", file_id=file_id)
@@ -289,7 +290,7 @@ class FileService:
 
     async def cancel_file(self, organization_id: str, file_id: str) -> FileRecord:
         """Move an unfinished file to ERROR; `IllegalTransition` when it is finished already."""
-        record = await self.store.fail(
+        record = await self.stores.leases.fail(
             file_id, CANCELLED_MESSAGE, self.clock.now(), organization_id=organization_id
         )
         self._on_stop_file(file_id)
@@ -298,7 +299,7 @@ class FileService:
 
     async def retry_file(self, organization_id: str, file_id: str) -> FileRecord:
         """Process a failed file again as a new file of the same source (ERROR never changes)."""
-        record = await self.store.get_file(organization_id, file_id)
+        record = await self.stores.catalog.get(organization_id, file_id)
         if record.status is not FileStatus.ERROR:
             raise IllegalTransition(file_id, record.status, FileStatus.PENDING)
         result = await self.upload(
@@ -322,14 +323,14 @@ class FileService:
 
     async def search(self, organization_id: str, source_id: str, query: str, k: int) -> list[SearchHit]:
         """The `k` passages of the source most similar to `query` (cosine), best first."""
-        await self.store.get_source(organization_id, source_id)
+        await self.stores.sources.get(organization_id, source_id)
         embedder = self.embedding.query
         [query_vector] = await embedder.embed([query])
         best: list[tuple[float, int]] = []
-        async with self.store.passage_vectors(organization_id, source_id, embedder.model) as partitions:
+        async with self.stores.passages.vectors(organization_id, source_id, embedder.model) as partitions:
             async for rows in partitions:
                 best = await asyncio.to_thread(_top_k, query_vector, rows, k, best)
-        found = await self.store.passages_by_id(organization_id, [passage_id for _, passage_id in best])
+        found = await self.stores.passages.by_id(organization_id, [passage_id for _, passage_id in best])
         return [
             SearchHit(score, hit.passage_id, hit.file_id, hit.file_name, hit.chunk_index, hit.text)
             for score, passage_id in best

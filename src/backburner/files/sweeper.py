@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backburner.clock import Clock
 from backburner.files.metrics import FileMetrics
-from backburner.files.store import FileStore
-from backburner.files.worker import WorkerConfig, exhausted_message, stall_message
+from backburner.files.pipeline.worker import WorkerConfig, exhausted_message, stall_message
+from backburner.files.store.timeouts import TimeoutStore
 from backburner.logs import log_event
 from backburner.scheduler.jobs import JobContext, JobSpec
 
@@ -55,7 +55,7 @@ class SweepReport:
 
 class FileSweeper:
     def __init__(
-        self, store: FileStore, config: WorkerConfig, clock: Clock, metrics: FileMetrics, interval_s: float
+        self, store: TimeoutStore, config: WorkerConfig, clock: Clock, metrics: FileMetrics, interval_s: float
     ) -> None:
         self.store = store
         self.config = config

@@ -66,6 +66,16 @@ files = Table(
     Index("ix_files_source_id_created_at_id", "source_id", "created_at", "id"),
     Index("ix_files_source_id_sha256", "source_id", "sha256"),
     Index("ix_files_status_created_at", "status", "created_at"),
+    Index("ix_files_organization_id_status", "organization_id", "status"),
+)
+
+# When each organization last had a file claimed: claims go to the organization served longest
+# ago, so that organizations take turns.
+file_claim_turns = Table(
+    "file_claim_turns",
+    metadata,
+    Column("organization_id", String(64), primary_key=True),
+    Column("last_claimed_at", UTCDateTime(), nullable=False),
 )
 
 passages = Table(

@@ -24,7 +24,7 @@ from backburner.leader.base import Leadership
 from backburner.leader.config import ElectionConfig
 from backburner.leader.fencing import start_term
 from backburner.leader.lease import Backoff
-from backburner.leader.term import ElectedLeadership, record_term_end
+from backburner.leader.term import ElectedLeadership, end_term
 from backburner.logs import describe_error, log_event
 
 log = logging.getLogger("backburner.leader")
@@ -130,22 +130,11 @@ class FileElector:
         return ElectedLeadership(self._engine, term)
 
     async def _end_term(self, lock: _LockFile, leadership: ElectedLeadership) -> None:
+        async def release(graceful: bool) -> None:
+            lock.release()
+
         try:
-            if not leadership.lost.is_set():
-                await record_term_end(leadership, self._clock)
-                leadership.step_down("released")
-                lock.release()
-                log_event(
-                    log,
-                    logging.INFO,
-                    "leader.released",
-                    election=self._config.election,
-                    epoch=leadership.term.epoch,
-                )
-            else:
-                lock.release()
-                # After a takeover this fenced write is refused: `leader.fenced_out` in the log.
-                await record_term_end(leadership, self._clock)
+            await end_term(leadership, self._clock, release=release)
         finally:
             lock.release()
             self.state = "starting"

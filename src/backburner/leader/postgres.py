@@ -27,7 +27,7 @@ from backburner.leader.lease import (
     application_name,
     lock_key,
 )
-from backburner.leader.term import ElectedLeadership, record_term_end
+from backburner.leader.term import ElectedLeadership, end_term
 from backburner.logs import describe_error, log_event
 
 log = logging.getLogger("backburner.leader")
@@ -167,27 +167,17 @@ class PostgresElector:
         keeper: _LockKeeper,
         task: asyncio.Task[None],
     ) -> None:
-        graceful = not leadership.lost.is_set()
+        async def release(graceful: bool) -> None:
+            if graceful:
+                await pg_lock.unlock_all(conn, RELEASE_TIMEOUT_S)
+                await conn.close(timeout=RELEASE_TIMEOUT_S)
+            else:
+                conn.terminate()
+
         try:
             keeper.stop()
             await task
-            if graceful:
-                # Still holding the lock: this write cannot be refused, then the lock goes at once.
-                await record_term_end(leadership, self._clock)
-                leadership.step_down("released")
-                await pg_lock.unlock_all(conn, RELEASE_TIMEOUT_S)
-                await conn.close(timeout=RELEASE_TIMEOUT_S)
-                log_event(
-                    log,
-                    logging.INFO,
-                    "leader.released",
-                    election=self._config.election,
-                    epoch=leadership.term.epoch,
-                )
-            else:
-                conn.terminate()
-                # After a takeover this fenced write is refused: `leader.fenced_out` in the log.
-                await record_term_end(leadership, self._clock)
+            await end_term(leadership, self._clock, release=release)
         except Exception as exc:
             log_event(log, logging.WARNING, "leader.release_failed", error=describe_error(exc))
         finally:

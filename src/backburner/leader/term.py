@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -107,3 +107,29 @@ async def record_term_end(leadership: ElectedLeadership, clock: Clock) -> bool:
         log_event(log, logging.WARNING, "leader.term_end_not_recorded", epoch=term.epoch, error=repr(exc))
         return False
     return True
+
+
+async def end_term(
+    leadership: ElectedLeadership, clock: Clock, *, release: Callable[[bool], Awaitable[None]]
+) -> None:
+    """End a term in the one safe order for how it ends; `release(graceful)` gives up the lock.
+
+    Still holding the lock (a graceful end), the term's end is recorded first, a write that
+    cannot be refused, then the lock goes at once. After the term was lost, the lock goes first,
+    then the write is attempted: after a takeover it is refused (`leader.fenced_out`), the
+    evidence that the stale term could not write any more.
+    """
+    if leadership.lost.is_set():
+        await release(False)
+        await record_term_end(leadership, clock)
+        return
+    await record_term_end(leadership, clock)
+    leadership.step_down("released")
+    await release(True)
+    log_event(
+        log,
+        logging.INFO,
+        "leader.released",
+        election=leadership.term.election,
+        epoch=leadership.term.epoch,
+    )

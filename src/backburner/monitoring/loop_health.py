@@ -1,19 +1,26 @@
-"""The runtime's event-loop health: the sized, measured default executor and the watchdog."""
+"""The event loop's health: the sized, measured default executor and the watchdog.
+
+The executor is process-wide state (the loop's default for `to_thread` and `run_in_executor`),
+so only the `serve` and `worker` entry points install it, and they restore the previous one on
+exit; the watchdog is a component of each runtime.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry
 
-from backburner.monitoring.threadpool import InstrumentedThreadPoolExecutor
+from backburner.monitoring.threadpool import InstrumentedThreadPoolExecutor, ThreadPoolMetrics
 from backburner.monitoring.watchdog import Watchdog
 from backburner.monitoring.watchdog_config import WatchdogConfig
 from backburner.monitoring.watchdog_metrics import WatchdogMetrics
 from backburner.settings import Settings
 
 POOL_NAME = "backburner-pool"
-DEFAULT_HEARTBEAT_S = 0.025
 DEFAULT_HEARTBEAT_S = 0.025
 
 
@@ -32,19 +39,30 @@ def watchdog_config(settings: Settings) -> WatchdogConfig:
     )
 
 
-def install_loop_health(
+def start_watchdog(settings: Settings, registry: CollectorRegistry) -> Watchdog:
+    """Start a watchdog on the running loop; the caller stops it."""
+    watchdog = Watchdog(asyncio.get_running_loop(), watchdog_config(settings), WatchdogMetrics(registry))
+    watchdog.start()
+    return watchdog
+
+
+@contextmanager
+def sized_default_executor(
     settings: Settings, registry: CollectorRegistry
-) -> tuple[InstrumentedThreadPoolExecutor, Watchdog]:
-    """Make a measured pool of `event_loop_threadpool_max_workers` threads the loop's default
-    executor, and start the watchdog on the running loop."""
-    metrics = WatchdogMetrics(registry)
+) -> Iterator[InstrumentedThreadPoolExecutor]:
+    """Make a measured pool of `event_loop_threadpool_max_workers` threads the running loop's
+    default executor; on exit, shut it down and put the previous one back."""
     loop = asyncio.get_running_loop()
+    # asyncio offers no getter: the attribute is the only way to know what to restore.
+    previous: Executor | None = getattr(loop, "_default_executor", None)
     executor = InstrumentedThreadPoolExecutor(
         max_workers=settings.event_loop_threadpool_max_workers,
         thread_name_prefix=POOL_NAME,
-        metrics=metrics.threadpool,
+        metrics=ThreadPoolMetrics(registry),
     )
     loop.set_default_executor(executor)
-    watchdog = Watchdog(loop, watchdog_config(settings), metrics)
-    watchdog.start()
-    return executor, watchdog
+    try:
+        yield executor
+    finally:
+        loop._default_executor = previous  # type: ignore[attr-defined]
+        executor.shutdown(wait=False, cancel_futures=True)

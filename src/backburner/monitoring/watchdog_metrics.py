@@ -1,4 +1,4 @@
-"""Prometheus families of the event-loop watchdog and the thread pool.
+"""Prometheus families of the event-loop watchdog.
 
 Registered on the registry passed in, never on prometheus_client's global one, so several
 runtimes (and tests) in one process do not collide.
@@ -11,7 +11,6 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from backburner.monitoring.stall import CAUSES
-from backburner.monitoring.threadpool import ThreadPoolMetrics
 
 __all__ = ["LOOP_LAG_BUCKETS_S", "WatchdogMetrics"]
 
@@ -48,7 +47,6 @@ class WatchdogMetrics:
             "1 while the watchdog reports the loop healthy, 0 while degraded after a hang.",
             registry=registry,
         )
-        self.threadpool = ThreadPoolMetrics(registry)
         for cause in CAUSES:  # export zeros, so rate() works from the first stall
             self.stalls.labels(cause=cause)
         self.healthy.set(1)

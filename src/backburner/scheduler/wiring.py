@@ -1,52 +1,66 @@
-"""Builds and starts the elector, the scheduler and the membership heartbeat of a runtime.
+"""Builds the elector, the scheduler and the membership heartbeat of an instance.
 
-Called last by `Runtime._start_components`: the scheduler takes the jobs registered by the
-components started before it.
+Built last by the runtime: the scheduler takes the jobs registered by the components built
+before it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.clock import Clock
 from backburner.leader.factory import create_elector
 from backburner.membership.heartbeat import MembershipHeartbeat
 from backburner.scheduler.housekeeping import heartbeat_job
+from backburner.scheduler.jobs import JobRegistry
 from backburner.scheduler.metrics import SchedulerMetrics
 from backburner.scheduler.runner import TickRunner
 from backburner.scheduler.service import SchedulerService
-
-if TYPE_CHECKING:
-    from backburner.runtime import Runtime
+from backburner.settings import Settings
 
 
-async def start_scheduling(runtime: Runtime) -> SchedulerService:
-    settings = runtime.settings
-    runtime.jobs.add(
+@dataclass(frozen=True)
+class Scheduling:
+    membership: MembershipHeartbeat
+    scheduler: SchedulerService
+
+
+def build_scheduling(
+    *,
+    settings: Settings,
+    engine: AsyncEngine,
+    clock: Clock,
+    registry: CollectorRegistry,
+    jobs: JobRegistry,
+    instance_id: str,
+    process: str,
+) -> Scheduling:
+    jobs.add(
         heartbeat_job(
             interval_s=settings.scheduler_heartbeat_interval_seconds,
             instance_expiry_s=settings.instance_expiry_seconds,
-            clock=runtime.clock,
+            clock=clock,
         )
     )
-    metrics = SchedulerMetrics(runtime.metrics.registry)
-    service = SchedulerService(
-        elector=create_elector(settings, runtime.engine, runtime.instance_id, runtime.clock),
-        jobs=runtime.jobs,
-        runner=TickRunner(clock=runtime.clock, metrics=metrics),
+    metrics = SchedulerMetrics(registry)
+    scheduler = SchedulerService(
+        elector=create_elector(settings, engine, instance_id, clock),
+        jobs=jobs,
+        runner=TickRunner(clock=clock, metrics=metrics),
         metrics=metrics,
         election=settings.leader_election_name,
-        instance_id=runtime.instance_id,
+        instance_id=instance_id,
     )
     membership = MembershipHeartbeat(
-        engine=runtime.engine,
-        instance_id=runtime.instance_id,
-        process=runtime.role,
-        role=lambda: "leader" if service.is_leader else "follower",
+        engine=engine,
+        instance_id=instance_id,
+        process=process,
+        role=lambda: "leader" if scheduler.is_leader else "follower",
         interval_s=settings.instance_heartbeat_interval_seconds,
-        clock=runtime.clock,
+        clock=clock,
     )
-    service.on_role_change(membership.beat_soon)
-    # Membership first, so it stops after the scheduler has released the lock.
-    await runtime.enter_component("membership", membership)
-    await runtime.enter_component("scheduler", service)
-    return service
+    scheduler.on_role_change(membership.beat_soon)
+    return Scheduling(membership, scheduler)

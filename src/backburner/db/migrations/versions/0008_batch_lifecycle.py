@@ -1,14 +1,14 @@
 """The whole lifecycle of LLM batches: parts, queueing, usage, provider files and retention.
 
 Revision ID: 0008_batch_lifecycle
-Revises: 0006_job_pauses
+Revises: 0011_fair_claims
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008_batch_lifecycle"
-down_revision = "0006_job_pauses"
+down_revision = "0011_fair_claims"
 branch_labels = None
 depends_on = None
 

@@ -16,8 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
-from backburner.files.feature_hashing import HashEmbedder, hash_vectors
-from backburner.files.vectors import cosine, vector_from_bytes, vector_to_bytes
+from backburner.files.embedding.feature_hashing import HashEmbedder
+from backburner.files.embedding.vectors import cosine, vector_from_bytes, vector_to_bytes
 from backburner.retry_after import retry_after_s
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "SentenceTransformersEmbedder",
     "build_embedder",
     "cosine",
-    "hash_vectors",
     "plan_batches",
     "retry_delay_s",
     "vector_from_bytes",

@@ -5,10 +5,9 @@ Each worker is one named task that processes one file at a time:
     claim (lease) -> PARSING -> parse + chunk (CPU pool) -> EMBEDDING -> embed in batches, each
     batch stored with its progress in one fenced transaction -> COMPLETED
 
-With the `hash` embedder and a process pool, the whole pipeline from parsing to the last write
-runs in a pool process (`pool_ingest`), and the worker only keeps the lease and the deadline.
-It then also claims its next file and queues it in the pool behind the current one, so that a
-pool process goes from one file to the next without waiting for the worker's round trips.
+Embedding goes through one interface (`ChunkEmbedder`): `hash` vectors are made in the process
+pool, remote embedders are called from the loop; either way a few batches are embedded ahead of
+the write in progress.
 
 A sibling task renews the lease every `file_lease_seconds / 3`; when the lease is lost (the file
 was reclaimed, timed out or deleted) or the file made no progress for the stall timeout, it
@@ -21,6 +20,7 @@ deterministic, and only chunks without a stored passage are embedded again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -33,17 +33,19 @@ from typing import Literal
 
 from backburner.clock import Clock
 from backburner.files.blobs import BlobNotFound, BlobStore, local_path
-from backburner.files.embedders import EmbeddingError
-from backburner.files.embedding_path import PackedEmbedder
+from backburner.files.embedding.embedders import EmbeddingError
+from backburner.files.embedding.strategy import ChunkEmbedder
 from backburner.files.metrics import FileMetrics
-from backburner.files.offload import ChunkedDocument, CpuPool, parse_and_chunk
-from backburner.files.parsers import ParseError
-from backburner.files.pool_ingest import IngestFailed, IngestJob, IngestOutcome, ingest_file
+from backburner.files.pipeline.budget import FileBudget, over_budget
+from backburner.files.pipeline.parse_job import ChunkedDocument, parse_and_chunk
+from backburner.files.pipeline.parsers import ParseError
+from backburner.files.pool.process_pool import ProcessPool, TaskFailed, TaskLimits
 from backburner.files.states import FileStatus, IllegalTransition, deadline, is_stalled
-from backburner.files.store import (
+from backburner.files.store.leases import ClaimRules, LeaseStore
+from backburner.files.store.passages import PassageStore
+from backburner.files.store.records import (
     FileNotFound,
     FileRecord,
-    FileStore,
     Lease,
     LeaseLost,
     PassageRow,
@@ -74,11 +76,15 @@ class WorkerConfig:
     chunk_overlap_chars: int
     batch_size: int
     poll_interval_s: float
+    org_cap: int
+    budget: FileBudget
     embed_batches_in_flight: int = 3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
         return cls(
+            org_cap=settings.effective_file_org_cap,
+            budget=FileBudget.from_settings(settings),
             lease_s=settings.file_lease_seconds,
             max_attempts=settings.file_max_attempts,
             timeout_minutes=settings.file_processing_timeout_minutes,
@@ -115,8 +121,6 @@ class ActiveFile:
     file_id: str
     lease: Lease
     last_progress_at: datetime
-    # Queued behind the worker's current file: no progress is due from it yet.
-    queued: bool = False
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = field(default=None)
 
@@ -133,28 +137,28 @@ class FileWorker:
         *,
         name: str,
         instance_id: str,
-        store: FileStore,
+        leases: LeaseStore,
+        passages: PassageStore,
         blobs: BlobStore,
-        pool: CpuPool,
-        embedder: PackedEmbedder,
+        pool: ProcessPool,
+        embedder: ChunkEmbedder,
         config: WorkerConfig,
         clock: Clock,
         metrics: FileMetrics,
+        claim_lock: asyncio.Lock,
     ) -> None:
         self.name = name
+        self.claim_lock = claim_lock
         self.instance_id = instance_id
-        self.store = store
+        self.leases = leases
+        self.passages = passages
         self.blobs = blobs
         self.pool = pool
         self.embedder = embedder
         self.config = config
         self.clock = clock
         self.metrics = metrics
-        # The files this worker holds, by id, in claim order: the first is processed, any other
-        # waits behind it in the pool.
-        self.active: dict[str, ActiveFile] = {}
-        # For pool processes, which open their own connections (`pool_ingest`).
-        self._database_url = store.engine.url.render_as_string(hide_password=False)
+        self.active: ActiveFile | None = None
         self._wake = asyncio.Event()
         self._random = random.Random()  # its own: the module's generator is shared state
 
@@ -164,8 +168,8 @@ class FileWorker:
 
     def cancel_file(self, file_id: str, reason: StopReason) -> bool:
         """Stop processing `file_id` if this worker is on it (it was deleted or cancelled)."""
-        active = self.active.get(file_id)
-        if active is not None:
+        active = self.active
+        if active is not None and active.file_id == file_id:
             active.stop(reason)
             return True
         return False
@@ -173,27 +177,13 @@ class FileWorker:
     # --- the loop -------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self._wait_for_pool()
-        # One file at a time, and one more queued behind it where a pool process takes each
-        # file whole (`hash` vectors made in the pool's processes).
-        slots = 2 if self.embedder.pool_hash_dimensions is not None else 1
-        processing: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                self._wake.clear()
-                if len(processing) < slots:
-                    file = await self._claim_or_none()
-                    if file is not None:
-                        processing.add(
-                            asyncio.create_task(self.process(file), name=f"{self.name}.process:{file.id}")
-                        )
-                        continue
-                await self._wait(processing, can_claim=len(processing) < slots)
-                for task in [task for task in processing if task.done()]:
-                    processing.discard(task)
-                    task.result()  # `process` raises only on a bug: the supervisor restarts us
-        finally:
-            await cancel_and_wait(*processing)
+        while True:
+            self._wake.clear()
+            file = await self._claim_or_none()
+            if file is not None:
+                await self.process(file)
+                continue
+            await self._wait_for_work()
 
     async def _claim_or_none(self) -> FileRecord | None:
         try:
@@ -202,39 +192,27 @@ class FileWorker:
             log_event(log, logging.WARNING, "file.claim_failed", worker=self.name, error=repr(exc))
             return None
 
-    async def _wait_for_pool(self) -> None:
-        """A file is claimed only once it can be processed: while this instance's pool processes
-        start (about a second), its files stay free for the workers of other instances."""
-        while True:
-            try:
-                await self.pool.wait_started()
-                return
-            except Exception as exc:  # logged by the pool; it tries again on the next call
-                log_event(log, logging.DEBUG, "file.pool_not_started", worker=self.name, error=repr(exc))
-                await asyncio.sleep(self.config.poll_interval_s)
-
     async def claim(self) -> FileRecord | None:
-        owner = f"{self.instance_id}/{self.name}/{uuid.uuid4().hex[:8]}"
-        return await self.store.claim(
-            owner,
-            self.clock.now(),
-            lease_s=self.config.lease_s,
-            max_attempts=self.config.max_attempts,
-            timeout_minutes=self.config.timeout_minutes,
+        config = self.config
+        rules = ClaimRules(
+            lease_s=config.lease_s,
+            max_attempts=config.max_attempts,
+            timeout_minutes=config.timeout_minutes,
+            org_cap=config.org_cap,
+            owner_prefix=f"{self.instance_id}/",
         )
+        # One claim at a time per instance: each counts this instance's files in work.
+        async with self.claim_lock:
+            return await self.leases.claim(
+                f"{self.instance_id}/{self.name}/{uuid.uuid4().hex[:8]}", self.clock.now(), rules
+            )
 
-    async def _wait(self, processing: set[asyncio.Task[None]], *, can_claim: bool) -> None:
-        """Until a file is finished; with a free slot, also until a wake-up or the poll interval
-        (jittered, so that the workers of several instances do not poll in step)."""
-        if not can_claim:
-            await asyncio.wait(processing, return_when=asyncio.FIRST_COMPLETED)
-            return
-        woken = asyncio.ensure_future(self._wake.wait())
-        try:
-            wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
-            await asyncio.wait({*processing, woken}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_and_wait(woken)
+    async def _wait_for_work(self) -> None:
+        """Until a wake-up or the poll interval (jittered, so that the workers of several
+        instances do not poll in step)."""
+        wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait_s)
 
     # --- one file ---------------------------------------------------------------------------
 
@@ -253,10 +231,10 @@ class FileWorker:
             attempt=file.attempts,
             status=file.status.value,
         )
-        active = ActiveFile(file.id, lease, last_progress_at=self.clock.now(), queued=bool(self.active))
+        active = ActiveFile(file.id, lease, last_progress_at=self.clock.now())
         work = asyncio.create_task(self._pipeline(file, active), name=f"{self.name}.file:{file.id}")
         active.task = work
-        self.active[file.id] = active
+        self.active = active
         keeper = asyncio.create_task(self._keep_lease(active), name=f"{self.name}.lease:{file.id}")
         try:
             left_s = remaining_s(file.created_at, self.clock.now(), self.config.timeout_minutes)
@@ -266,8 +244,7 @@ class FileWorker:
             await self._release_on_shutdown(lease)
             raise
         finally:
-            del self.active[file.id]
-            self._start_next_queued()
+            self.active = None
         await cancel_and_wait(keeper)
         if work not in done:
             await cancel_and_wait(work)
@@ -275,39 +252,15 @@ class FileWorker:
             return
         await self._settle(file, active, work)
 
-    def _start_next_queued(self) -> None:
-        """The file queued behind a finished one starts now, at the latest: its stall timeout
-        counts from here."""
-        for active in self.active.values():
-            if active.queued:
-                active.queued = False
-                active.last_progress_at = self.clock.now()
-                return
-
     async def _pipeline(self, file: FileRecord, active: ActiveFile) -> None:
         lease, config = active.lease, self.config
         if file.status is FileStatus.PENDING:  # the claim moves it to PARSING; kept for safety
-            file = await self.store.transition(
+            file = await self.leases.transition(
                 file.id, FileStatus.PARSING, self._progress(active), owner=lease.owner
             )
-        dimensions = self.embedder.pool_hash_dimensions
         try:
             async with local_path(self.blobs, file.blob_key) as path:
-                if dimensions is not None:
-                    job = IngestJob(
-                        database_url=self._database_url,
-                        path=str(path),
-                        file=file,
-                        lease=lease,
-                        lease_s=config.lease_s,
-                        chunk_size_chars=config.chunk_size_chars,
-                        chunk_overlap_chars=config.chunk_overlap_chars,
-                        dimensions=dimensions,
-                        embedding_model=self.embedder.model,
-                    )
-                    outcome: IngestOutcome = await self.pool.run(ingest_file, job)
-                    self._observe_pool_ingest(file, outcome)
-                    return
+                budget = config.budget
                 document: ChunkedDocument = await self.pool.run(
                     parse_and_chunk,
                     str(path),
@@ -315,11 +268,20 @@ class FileWorker:
                     file.content_type,
                     config.chunk_size_chars,
                     config.chunk_overlap_chars,
+                    budget.parse,
+                    limits=TaskLimits(
+                        wall_s=budget.parse_s(file.size_bytes), cpu_s=budget.parse_s(file.size_bytes)
+                    ),
                 )
         except BlobNotFound:
             raise ParseError("the uploaded content is missing from storage") from None
+        except TaskFailed as exc:
+            message = over_budget(exc, config.budget, file.size_bytes)
+            if message is None:
+                raise
+            raise ParseError(message) from None
         self._observe_parsed(document.parse_s, document.chunk_s)
-        file = await self.store.start_embedding(
+        file = await self.leases.start_embedding(
             lease,
             self._progress(active),
             total_chunks=len(document.texts),
@@ -328,7 +290,7 @@ class FileWorker:
             chunk_s=document.chunk_s,
         )
         # `chunks_embedded` counts the stored passages (both change in one transaction).
-        stored = await self.store.stored_chunk_indexes(file.id) if file.chunks_embedded else set()
+        stored = await self.passages.stored_chunk_indexes(file.id) if file.chunks_embedded else set()
         todo = [(index, text) for index, text in enumerate(document.texts) if index not in stored]
         if stored:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
@@ -337,7 +299,7 @@ class FileWorker:
             embed_s, store_s = await self._embed_and_store(file, active, todo)
         else:
             embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
-            await self.store.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
+            await self.leases.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
         self._observe_completed(file, len(document.texts), embed_s, store_s)
 
     async def _embed_and_store(
@@ -360,7 +322,7 @@ class FileWorker:
             embed_s += batch_embed_s
             rows = [PassageRow(i, text, v) for (i, text), v in zip(batch, vectors, strict=True)]
             started = time.perf_counter()
-            await self.store.store_passages(
+            await self.passages.store_batch(
                 active.lease,
                 file,
                 rows,
@@ -405,11 +367,11 @@ class FileWorker:
         while True:
             await asyncio.sleep(self.config.heartbeat_s)
             now = self.clock.now()
-            if not active.queued and is_stalled(active.last_progress_at, now, self.config.stall_minutes):
+            if is_stalled(active.last_progress_at, now, self.config.stall_minutes):
                 active.stop("stalled")
                 return
             try:
-                progress = await self.store.heartbeat(active.lease, now, self.config.lease_s)
+                progress = await self.leases.heartbeat(active.lease, now, self.config.lease_s)
             except Exception as exc:
                 log_event(
                     log, logging.WARNING, "file.heartbeat_failed", file_id=active.file_id, error=repr(exc)
@@ -421,7 +383,6 @@ class FileWorker:
             if progress is None:
                 active.stop("lease_lost")
                 return
-            # A pool process writing the file's passages records its progress in the database.
             active.last_progress_at = max(active.last_progress_at, progress)
             last_ok = loop.time()
 
@@ -446,14 +407,14 @@ class FileWorker:
                 log.error(
                     "file processing failed", exc_info=exc, extra={"event": "file.failed", "file_id": file.id}
                 )
-                await self._fail(file, lease, exhausted_message(file.attempts, _describe(exc)))
+                await self._fail(file, lease, exhausted_message(file.attempts, describe_error(exc)))
             else:
                 log.warning(
                     "file processing failed; released for another attempt",
                     exc_info=exc,
                     extra={"event": "file.attempt_failed", "file_id": file.id, "attempt": file.attempts},
                 )
-                await self.store.release(lease, self.clock.now())
+                await self.leases.release(lease, self.clock.now())
         except (LeaseLost, IllegalTransition, FileNotFound) as lost:
             log_event(log, logging.INFO, "file.lease_lost", file_id=file.id, reason=str(lost))
         except Exception as write_error:  # the lease expires on its own if this write fails
@@ -469,21 +430,21 @@ class FileWorker:
             if file.attempts >= self.config.max_attempts:
                 await self._fail(file, active.lease, stall_message(self.config.stall_minutes, file.attempts))
             else:
-                await self.store.release(active.lease, self.clock.now())
+                await self.leases.release(active.lease, self.clock.now())
         except (LeaseLost, IllegalTransition, FileNotFound):
             pass
         except Exception as exc:
             log_event(log, logging.WARNING, "file.settle_failed", file_id=file.id, error=repr(exc))
 
     async def _fail(self, file: FileRecord, lease: Lease, message: str) -> None:
-        done = await self.store.fail(file.id, message, self.clock.now(), owner=lease.owner)
+        done = await self.leases.fail(file.id, message, self.clock.now(), owner=lease.owner)
         log_event(log, logging.WARNING, "file.error", file_id=file.id, error=message)
         self.metrics.completed.labels(status=done.status.value).inc()
 
     async def _time_out(self, file: FileRecord) -> None:
         message = self.config.timeout_message
         try:
-            done = await self.store.fail(file.id, message, self.clock.now())
+            done = await self.leases.fail(file.id, message, self.clock.now())
         except (IllegalTransition, FileNotFound):
             return  # finished, timed out by the sweeper, or deleted in the meantime
         except Exception as exc:
@@ -496,7 +457,7 @@ class FileWorker:
     async def _release_on_shutdown(self, lease: Lease) -> None:
         try:
             await asyncio.wait_for(
-                self.store.release(lease, self.clock.now(), count_attempt=False), RELEASE_TIMEOUT_S
+                self.leases.release(lease, self.clock.now(), count_attempt=False), RELEASE_TIMEOUT_S
             )
         except Exception as exc:  # the lease then expires on its own
             log_event(log, logging.WARNING, "file.release_failed", file_id=lease.file_id, error=repr(exc))
@@ -504,20 +465,6 @@ class FileWorker:
     def _observe_parsed(self, parse_s: float, chunk_s: float) -> None:
         self.metrics.stage_seconds.labels(stage="parse").observe(parse_s)
         self.metrics.stage_seconds.labels(stage="chunk").observe(chunk_s)
-
-    def _observe_pool_ingest(self, file: FileRecord, outcome: IngestOutcome) -> None:
-        self._observe_parsed(outcome.parse_s, outcome.chunk_s)
-        if outcome.already_stored:
-            log_event(
-                log,
-                logging.INFO,
-                "file.resumed",
-                file_id=file.id,
-                stored=outcome.already_stored,
-                todo=outcome.written,
-            )
-        self.metrics.passages.inc(outcome.written)
-        self._observe_completed(file, outcome.total_chunks, outcome.embed_s, outcome.store_s)
 
     def _observe_completed(self, file: FileRecord, chunks: int, embed_s: float, store_s: float) -> None:
         self.metrics.completed.labels(status=FileStatus.COMPLETED.value).inc()
@@ -528,8 +475,3 @@ class FileWorker:
             if seconds is not None:
                 self.metrics.stage_seconds.labels(stage=stage).observe(seconds)
         log_event(log, logging.INFO, "file.completed", file_id=file.id, chunks=chunks, worker=self.name)
-
-
-def _describe(exc: BaseException) -> str:
-    # A pool process's failure arrives already described.
-    return str(exc) if isinstance(exc, IngestFailed) else describe_error(exc)

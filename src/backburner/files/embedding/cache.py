@@ -13,8 +13,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-from backburner.files.embedders import Embedder
-from backburner.files.vectors import vector_from_bytes, vector_to_bytes
+from backburner.files.embedding.embedders import Embedder
+from backburner.files.embedding.vectors import vector_from_bytes, vector_to_bytes
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import Sequence
-from itertools import chain, filterfalse
+from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
@@ -39,11 +39,6 @@ _STOP_WORDS = frozenset(
 # Each token's hash values are kept for reuse (text has a small working vocabulary); past this
 # many tokens the tables start again rather than grow without end.
 MAX_VOCABULARY = 500_000
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased words without stop words, in order."""
-    return list(filterfalse(_STOP_WORDS.__contains__, text.lower().translate(_SEPARATORS).split()))
 
 
 class HashEmbedder:
@@ -209,12 +204,10 @@ class _Vocabulary:
 _PROCESS_EMBEDDERS: dict[int, HashEmbedder] = {}
 
 
-def hash_vectors(texts: Sequence[str], dimensions: int) -> list[list[float]]:
-    """`HashEmbedder(dimensions)` vectors from a plain function, for `ProcessPoolExecutor`.
-
-    Each process keeps one embedder per size so that its token tables are reused between calls.
-    """
+def hash_embed_packed(dimensions: int, texts: list[str]) -> list[bytes]:
+    """`hash` vectors of `texts`, packed as float32 bytes, from a plain function that a pool
+    process runs; each process keeps one embedder per size, its token tables warm."""
     embedder = _PROCESS_EMBEDDERS.get(dimensions)
     if embedder is None:
         embedder = _PROCESS_EMBEDDERS.setdefault(dimensions, HashEmbedder(dimensions))
-    return embedder.embed_sync(texts)
+    return embedder.embed_packed_sync(texts)

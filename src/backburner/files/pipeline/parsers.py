@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from backburner.files.pipeline.budget import NO_LIMITS, ParseLimits, too_many_pages, too_much_text
 from backburner.files.textcodec import BinaryContent, decode_text
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ class ParseError(Exception):
         super().__init__(reason)
 
 
-Parser = Callable[[Path], ParsedDocument]
+Parser = Callable[[Path, ParseLimits], ParsedDocument]
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -77,49 +79,61 @@ def _check_not_empty(path: Path) -> None:
         raise ParseError("file is empty")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, limits: ParseLimits) -> str:
     try:
-        return decode_text(_read_bytes(path))
+        text = decode_text(_read_bytes(path))
     except BinaryContent as exc:
         raise ParseError(f"not a text file: {exc}") from None
+    _check_length(len(text), limits)
+    return text
 
 
-def _document(text: str, kind: DocumentKind) -> ParsedDocument:
+def _check_length(chars: int, limits: ParseLimits) -> None:
+    if chars > limits.max_text_chars:
+        raise ParseError(too_much_text(limits.max_text_chars))
+
+
+def _document(text: str, kind: DocumentKind, limits: ParseLimits) -> ParsedDocument:
     if not text.strip():
         raise ParseError("no text found in the file")
+    _check_length(len(text), limits)
     return ParsedDocument(text=text, kind=kind)
 
 
 # --- parsers ----------------------------------------------------------------------------------
 
 
-def parse_text(path: Path) -> ParsedDocument:
-    return _document(_read_text(path), DocumentKind.TEXT)
+def parse_text(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
+    return _document(_read_text(path, limits), DocumentKind.TEXT, limits)
 
 
-def parse_code(path: Path) -> ParsedDocument:
-    return _document(_read_text(path), DocumentKind.CODE)
+def parse_code(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
+    return _document(_read_text(path, limits), DocumentKind.CODE, limits)
 
 
-def parse_markdown(path: Path) -> ParsedDocument:
-    return _document(_read_text(path), DocumentKind.MARKDOWN)
+def parse_markdown(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
+    return _document(_read_text(path, limits), DocumentKind.MARKDOWN, limits)
 
 
-def parse_json(path: Path) -> ParsedDocument:
-    text = _read_text(path)
+def _too_deep(what: str) -> str:
+    return f"{what}: nested deeper than the limit of {sys.getrecursionlimit()} levels"
+
+
+def parse_json(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
+    text = _read_text(path, limits)
     try:
         value = json.loads(text)
         pretty = json.dumps(value, indent=2, ensure_ascii=False)
     except json.JSONDecodeError as exc:
         raise ParseError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
-        raise ParseError("invalid JSON: nested too deeply") from None
-    return _document(pretty, DocumentKind.JSON)
+        raise ParseError(_too_deep("invalid JSON")) from None
+    return _document(pretty, DocumentKind.JSON, limits)
 
 
-def parse_jsonl(path: Path) -> ParsedDocument:
+def parse_jsonl(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     lines: list[str] = []
-    for number, line in enumerate(_read_text(path).split("\n"), start=1):
+    for number, line in enumerate(_read_text(path, limits).split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -127,12 +141,12 @@ def parse_jsonl(path: Path) -> ParsedDocument:
         except json.JSONDecodeError as exc:
             raise ParseError(f"invalid JSON on line {number}: {exc.msg}") from None
         except RecursionError:
-            raise ParseError(f"invalid JSON on line {number}: nested too deeply") from None
-    return _document("\n".join(lines), DocumentKind.JSON)
+            raise ParseError(_too_deep(f"invalid JSON on line {number}")) from None
+    return _document("\n".join(lines), DocumentKind.JSON, limits)
 
 
-def parse_csv(path: Path) -> ParsedDocument:
-    text = _read_text(path)
+def parse_csv(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
+    text = _read_text(path, limits)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else _sniff_delimiter(text)
     try:
         rows = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=False)
@@ -140,7 +154,7 @@ def parse_csv(path: Path) -> ParsedDocument:
         lines = [", ".join(field.strip() for field in row) for row in rows if any(f.strip() for f in row)]
     except csv.Error as exc:
         raise ParseError(f"invalid CSV: {exc}") from None
-    return _document("\n".join(lines), DocumentKind.CSV)
+    return _document("\n".join(lines), DocumentKind.CSV, limits)
 
 
 def _sniff_delimiter(text: str) -> str:
@@ -150,11 +164,11 @@ def _sniff_delimiter(text: str) -> str:
         return ","
 
 
-def parse_html(path: Path) -> ParsedDocument:
+def parse_html(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     from bs4 import BeautifulSoup  # imported here: worker processes that never see HTML skip it
 
     # Decoded like any text file, so binary content gets the same refusal.
-    markup = _read_text(path)
+    markup = _read_text(path, limits)
     with warnings.catch_warnings():
         # bs4 warns about XHTML and about markup that looks like a file name; neither matters here.
         warnings.simplefilter("ignore")
@@ -170,7 +184,7 @@ def parse_html(path: Path) -> ParsedDocument:
     for block in soup.find_all(_BLOCK_TAGS):
         block.insert_before("\n\n")
         block.insert_after("\n\n")
-    return _document(_tidy_blocks(soup.get_text()), DocumentKind.HTML)
+    return _document(_tidy_blocks(soup.get_text()), DocumentKind.HTML, limits)
 
 
 _BLOCK_TAGS = [
@@ -180,7 +194,7 @@ _BLOCK_TAGS = [
 ]  # fmt: skip
 
 
-def parse_pdf(path: Path) -> ParsedDocument:
+def parse_pdf(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     from pypdf import PdfReader
 
     _check_not_empty(path)
@@ -188,8 +202,15 @@ def parse_pdf(path: Path) -> ParsedDocument:
         reader = PdfReader(path)
         if reader.is_encrypted and not reader.decrypt(""):
             raise ParseError("the PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except ParseError:
+        if len(reader.pages) > limits.max_pages:
+            raise ParseError(too_many_pages(len(reader.pages), limits.max_pages))
+        pages: list[str] = []
+        chars = 0
+        for page in reader.pages:
+            pages.append(page.extract_text() or "")
+            chars += len(pages[-1])
+            _check_length(chars, limits)
+    except (ParseError, MemoryError):  # a MemoryError is the pool's memory limit: not the file's fault
         raise
     except Exception as exc:  # pypdf raises many types (PdfReadError, ValueError, KeyError...)
         raise ParseError(f"corrupt PDF: {exc or type(exc).__name__}") from None
@@ -199,7 +220,7 @@ def parse_pdf(path: Path) -> ParsedDocument:
     return ParsedDocument(text=text, kind=DocumentKind.PDF)
 
 
-def parse_docx(path: Path) -> ParsedDocument:
+def parse_docx(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     import docx
     from docx.opc.exceptions import PackageNotFoundError
 
@@ -209,9 +230,11 @@ def parse_docx(path: Path) -> ParsedDocument:
         blocks = list(_docx_blocks(document.iter_inner_content()))
     except PackageNotFoundError:
         raise ParseError("corrupt DOCX: not a Word document package") from None
+    except MemoryError:
+        raise
     except Exception as exc:  # zip, XML and missing-part errors of a damaged package
         raise ParseError(f"corrupt DOCX: {exc or type(exc).__name__}") from None
-    return _document("\n\n".join(blocks), DocumentKind.DOCX)
+    return _document("\n\n".join(blocks), DocumentKind.DOCX, limits)
 
 
 def _docx_blocks(items: Iterable[Any]) -> Iterable[str]:

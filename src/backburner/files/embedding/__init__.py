@@ -1,0 +1,1 @@
+"""Embedders, their cache, and the strategy that turns chunk texts into stored vectors."""

@@ -1,0 +1,1 @@
+"""The process pool that runs parsing and other CPU-bound work, each task killable on its own."""

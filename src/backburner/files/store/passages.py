@@ -1,0 +1,149 @@
+"""Passages: the chunks of a file with their vectors, written in lease-fenced batches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.files.states import FileStatus
+from backburner.files.store.leases import held
+from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
+from backburner.files.tables import files, passages
+
+SEARCH_PARTITION_ROWS = 2000
+
+
+def _insert_skipping_stored(postgres: bool) -> Insert:
+    """An INSERT of passages that skips a chunk index the file already has (a resumed file)."""
+    insert = postgresql.insert if postgres else sqlite.insert
+    return insert(passages).on_conflict_do_nothing(index_elements=["file_id", "chunk_index"])
+
+
+class PassageStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._insert = _insert_skipping_stored(engine.dialect.name == "postgresql").returning(passages.c.id)
+
+    async def stored_chunk_indexes(self, file_id: str) -> set[int]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(select(passages.c.chunk_index).where(passages.c.file_id == file_id))
+            return {int(index) for (index,) in result}
+
+    async def store_batch(
+        self,
+        lease: Lease,
+        file: FileRecord,
+        rows: Sequence[PassageRow],
+        now: datetime,
+        *,
+        lease_s: float,
+        embed_s: float,
+        store_s: float,
+        finish: bool = False,
+    ) -> int:
+        """Insert a batch of passages (a stored chunk index is skipped) and advance the progress.
+
+        One transaction: the file's UPDATE, fenced by the lease and the EMBEDDING status, comes
+        after the INSERT, so a worker that lost its file rolls its batch back. With `finish` (the
+        file's last batch) the same UPDATE moves it to COMPLETED. Returns the new
+        `chunks_embedded`; `embed_s` and `store_s` are the file's running totals before this batch.
+        """
+        records = [
+            {
+                "organization_id": file.organization_id,
+                "source_id": file.source_id,
+                "file_id": file.id,
+                "chunk_index": row.chunk_index,
+                "text": row.text,
+                "embedding": row.embedding,
+                "created_at": now,
+            }
+            for row in rows
+        ]
+        started = time.perf_counter()
+        try:
+            async with self.engine.begin() as conn:
+                inserted = len((await conn.execute(self._insert, records)).all()) if records else 0
+                progress: dict[str, Any] = {
+                    "chunks_embedded": files.c.chunks_embedded + inserted,
+                    "last_progress_at": now,
+                    "heartbeat_at": now,
+                    "lease_expires_at": now + timedelta(seconds=lease_s),
+                    "embed_seconds": embed_s,
+                    # This batch's own time so far counts too: the last batch's is not recorded
+                    # anywhere else.
+                    "store_seconds": store_s + (time.perf_counter() - started),
+                    "updated_at": now,
+                }
+                if finish:  # EMBEDDING -> COMPLETED, as `LeaseStore.complete` does
+                    progress.update(
+                        status=FileStatus.COMPLETED.value,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        finished_at=now,
+                    )
+                row = (
+                    await conn.execute(
+                        update(files)
+                        .where(*held(lease), files.c.status == FileStatus.EMBEDDING.value)
+                        .values(**progress)
+                        .returning(files.c.chunks_embedded)
+                    )
+                ).first()
+                if row is None:
+                    raise LeaseLost(lease.file_id, lease.owner)
+                return int(row.chunks_embedded)
+        except IntegrityError:
+            # The file deleted under the batch: its passages' foreign key refused them.
+            if await self._file_exists(lease.file_id):
+                raise
+            raise LeaseLost(lease.file_id, lease.owner) from None
+
+    async def _file_exists(self, file_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = await conn.execute(select(files.c.id).where(files.c.id == file_id))
+            return found.first() is not None
+
+    @asynccontextmanager
+    async def vectors(
+        self, organization_id: str, source_id: str, embedding_model: str
+    ) -> AsyncIterator[AsyncIterator[Sequence[Any]]]:
+        """(id, embedding) of the source's passages made by `embedding_model`, in partitions."""
+        query = (
+            select(passages.c.id, passages.c.embedding)
+            .join(files, files.c.id == passages.c.file_id)
+            .where(
+                passages.c.organization_id == organization_id,
+                passages.c.source_id == source_id,
+                files.c.embedding_model == embedding_model,
+            )
+        )
+        async with self.engine.connect() as conn:
+            result = await conn.stream(query.execution_options(yield_per=SEARCH_PARTITION_ROWS))
+            yield result.partitions(SEARCH_PARTITION_ROWS)
+
+    async def by_id(self, organization_id: str, passage_ids: Sequence[int]) -> dict[int, PassageHit]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                select(
+                    passages.c.id,
+                    passages.c.file_id,
+                    files.c.file_name,
+                    passages.c.chunk_index,
+                    passages.c.text,
+                )
+                .join(files, files.c.id == passages.c.file_id)
+                .where(passages.c.organization_id == organization_id, passages.c.id.in_(passage_ids))
+            )
+            return {
+                row.id: PassageHit(row.id, row.file_id, row.file_name, row.chunk_index, row.text)
+                for row in result
+            }
