@@ -21,9 +21,8 @@ from backburner.batches.validation import (
     SubmissionError,
     Target,
     check_header,
-    check_requests,
+    check_submission,
     parse_jsonl_requests,
-    rows_of,
 )
 
 SPOOL_MEMORY_BYTES = 4 * 1024 * 1024
@@ -71,19 +70,7 @@ def check_json_body(body: SpooledBody, targets: Targets) -> Submission:
     target, model = check_header(header, targets)
     if requests_kind != "start_array":
         raise SubmissionError("requests must be a non-empty list of {custom_id, params} objects")
-    try:
-        checker, parts = check_requests(target, model, lambda: _json_requests(body))
-    except (ijson.JSONError, ijson.IncompleteJSONError) as exc:  # pragma: no cover - seen in the scan
-        raise SubmissionError(f"the body is not valid JSON: {exc}") from None
-    return Submission(
-        target.provider,
-        model,
-        target.kind,
-        checker.count,
-        checker.size_bytes,
-        parts,
-        lambda: rows_of(target, model, _json_requests(body)),
-    )
+    return check_submission(target, model, lambda: _json_requests(body))
 
 
 def check_jsonl_body(
@@ -91,16 +78,7 @@ def check_jsonl_body(
 ) -> Submission:
     """One `{custom_id, params}` per line, `provider` and `model` from the query (run in a thread)."""
     target, checked_model = check_header({"provider": provider, "model": model}, targets)
-    checker, parts = check_requests(target, checked_model, lambda: parse_jsonl_requests(body.reader()))
-    return Submission(
-        target.provider,
-        checked_model,
-        target.kind,
-        checker.count,
-        checker.size_bytes,
-        parts,
-        lambda: rows_of(target, checked_model, parse_jsonl_requests(body.reader())),
-    )
+    return check_submission(target, checked_model, lambda: parse_jsonl_requests(body.reader()))
 
 
 def _scan_header(body: SpooledBody) -> tuple[dict[str, Any], str | None]:

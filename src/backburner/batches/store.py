@@ -278,6 +278,11 @@ class BatchStore:
             ).one_or_none()
         return None if row is None else _batch(row)
 
+    async def _batches(self, query: Any) -> list[Batch]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_batch(r) for r in rows]
+
     async def unit(self, unit_id: str) -> Batch | None:
         """A batch or a part by id, whatever its organization (for the jobs)."""
         async with self.engine.connect() as conn:
@@ -286,15 +291,11 @@ class BatchStore:
 
     async def parts(self, batch_id: str) -> list[Batch]:
         """The parts of a split batch in order; a batch that fits is its own one part."""
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(llm_batches)
-                    .where(llm_batches.c.parent_batch_id == batch_id)
-                    .order_by(llm_batches.c.part_index)
-                )
-            ).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(
+            select(llm_batches)
+            .where(llm_batches.c.parent_batch_id == batch_id)
+            .order_by(llm_batches.c.part_index)
+        )
 
     async def units(self, batch: Batch) -> list[Batch]:
         """What is sent to the provider for a logical batch: its parts, or itself."""
@@ -434,9 +435,7 @@ class BatchStore:
         )
         if limit is not None:
             query = query.limit(limit)
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(query)
 
     async def queued_units(self, *, now: datetime, limit: int) -> list[Batch]:
         """Batches and parts waiting to be sent, oldest first."""
@@ -452,9 +451,7 @@ class BatchStore:
             )
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(query)
 
     async def submitting_batches(self, *, created_before: datetime, limit: int) -> list[Batch]:
         query = (
@@ -467,9 +464,7 @@ class BatchStore:
             .order_by(llm_batches.c.updated_at)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(query)
 
     async def known_provider_batch_ids(self, provider: str, ids: Sequence[str]) -> set[str]:
         if not ids:
@@ -494,9 +489,7 @@ class BatchStore:
             .order_by(llm_batches.c.ended_at)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(query)
 
     async def retention_due(self, *, ended_before: datetime, limit: int) -> list[str]:
         """Ended logical batches whose stored results are older than the retention."""
@@ -540,9 +533,7 @@ class BatchStore:
             .order_by(llm_batches.c.created_at, llm_batches.c.part_index.asc().nulls_first())
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(query)
 
     async def running_page(self, organization_id: str, *, limit: int, offset: int) -> list[Batch]:
         """Batches and parts still running at their provider, oldest first, one page."""
@@ -557,9 +548,7 @@ class BatchStore:
             .limit(limit)
             .offset(offset)
         )
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_batch(r) for r in rows]
+        return await self._batches(query)
 
     async def last_cycle(self) -> CycleRecord | None:
         query = select(llm_batch_poll_cycles).order_by(llm_batch_poll_cycles.c.id.desc()).limit(1)
@@ -789,18 +778,13 @@ async def claim_unit(conn: AsyncConnection, unit: Batch, now: datetime, *, token
         ).scalar_one()
         if older or not fits_budget(int(reserved), unit.estimated_tokens, token_limit):
             return False
-    result = await conn.execute(
+    return await _moved(
+        conn,
         update(llm_batches)
         .where(llm_batches.c.id == unit.id, llm_batches.c.status == BatchStatus.QUEUED.value)
-        .values(status=BatchStatus.SUBMITTING.value, updated_at=now, next_poll_at=None)
-        .returning(llm_batches.c.parent_batch_id)
+        .values(status=BatchStatus.SUBMITTING.value, updated_at=now, next_poll_at=None),
+        now,
     )
-    row = result.one_or_none()
-    if row is None:
-        return False
-    if row.parent_batch_id is not None:
-        await refresh_parent(conn, row.parent_batch_id, now)
-    return True
 
 
 async def adopt_provider_batch(
@@ -812,7 +796,8 @@ async def adopt_provider_batch(
     results_expire_at: datetime | None = None,
 ) -> bool:
     """`submitting` -> `running` with the provider's ids."""
-    result = await conn.execute(
+    return await _moved(
+        conn,
         update(llm_batches)
         .where(
             llm_batches.c.organization_id == organization_id,
@@ -830,15 +815,9 @@ async def adopt_provider_batch(
             consecutive_errors=0,
             last_error=None,
             results_expire_at=results_expire_at,
-        )
-        .returning(llm_batches.c.parent_batch_id)
+        ),
+        now,
     )
-    row = result.one_or_none()
-    if row is None:
-        return False
-    if row.parent_batch_id is not None:
-        await refresh_parent(conn, row.parent_batch_id, now)
-    return True
 
 
 async def requeue_unit(
@@ -852,7 +831,8 @@ async def requeue_unit(
     from_status: BatchStatus = BatchStatus.SUBMITTING,
 ) -> bool:
     """Back to `queued`, to be sent again (a refusal it may outlive, or the token budget)."""
-    result = await conn.execute(
+    return await _moved(
+        conn,
         update(llm_batches)
         .where(llm_batches.c.id == unit_id, llm_batches.c.status == from_status.value)
         .values(
@@ -868,10 +848,15 @@ async def requeue_unit(
             last_error=reason,
             next_poll_at=next_attempt_at,
             updated_at=now,
-        )
-        .returning(llm_batches.c.parent_batch_id)
+        ),
+        now,
     )
-    row = result.one_or_none()
+
+
+async def _moved(conn: AsyncConnection, statement: Any, now: datetime) -> bool:
+    """Run an UPDATE that moves one batch or part between open statuses; a part's batch then
+    shows the new status of its parts. False if the row was not in the expected status."""
+    row = (await conn.execute(statement.returning(llm_batches.c.parent_batch_id))).one_or_none()
     if row is None:
         return False
     if row.parent_batch_id is not None:
@@ -950,22 +935,12 @@ async def apply_poll_updates(conn: AsyncConnection, updates: Sequence[PollUpdate
         )
 
 
-async def record_queue_attempt(
-    conn: AsyncConnection, unit_id: str, now: datetime, *, errors: int, reason: str, next_attempt_at: datetime
-) -> None:
-    """A queued unit that could not be sent this time: when to try again, and why not."""
-    await conn.execute(
-        update(llm_batches)
-        .where(llm_batches.c.id == unit_id, llm_batches.c.status == BatchStatus.QUEUED.value)
-        .values(consecutive_errors=errors, last_error=reason, next_poll_at=next_attempt_at, updated_at=now)
-    )
-
-
 async def begin_ingesting(
     conn: AsyncConnection, batch_id: str, snapshot: ProviderBatch, now: datetime
 ) -> bool:
     """The provider ended the batch: remember its files and that ingestion is under way."""
-    result = await conn.execute(
+    return await _moved(
+        conn,
         update(llm_batches)
         .where(llm_batches.c.id == batch_id, llm_batches.c.status.in_([s.value for s in POLLED_STATUSES]))
         .values(
@@ -976,15 +951,9 @@ async def begin_ingesting(
             ended_at=func.coalesce(llm_batches.c.ended_at, now),
             last_polled_at=now,
             updated_at=now,
-        )
-        .returning(llm_batches.c.parent_batch_id)
+        ),
+        now,
     )
-    row = result.one_or_none()
-    if row is None:
-        return False
-    if row.parent_batch_id is not None:
-        await refresh_parent(conn, row.parent_batch_id, now)
-    return True
 
 
 async def upsert_items(

@@ -322,7 +322,12 @@ def validate_submission(payload: Any, targets: Callable[[str, str], Target] | No
     raw_requests = payload.get("requests")
     if not isinstance(raw_requests, list) or not raw_requests:
         raise SubmissionError("requests must be a non-empty list of {custom_id, params} objects")
-    checker, parts = check_requests(target, model, lambda: raw_requests)
+    return check_submission(target, model, lambda: raw_requests)
+
+
+def check_submission(target: Target, model: str, source: Callable[[], Iterable[Any]]) -> Submission:
+    """Check the requests `source()` reads; the submission reads them again to store them."""
+    checker, parts = check_requests(target, model, source)
     return Submission(
         target.provider,
         model,
@@ -330,7 +335,7 @@ def validate_submission(payload: Any, targets: Callable[[str, str], Target] | No
         checker.count,
         checker.size_bytes,
         parts,
-        lambda: rows_of(target, model, raw_requests),
+        lambda: rows_of(target, model, source()),
     )
 
 
