@@ -23,6 +23,7 @@ from backburner.batches.store import (
     finish_batch,
     upsert_items,
 )
+from backburner.batches.tables import llm_batches
 from backburner.db.tables import organizations
 from tests.support.batch_records import create_record, mark_running
 
@@ -131,3 +132,19 @@ async def test_a_submitting_record_is_adopted_only_once(engine):
     async with engine.begin() as conn:
         assert not await adopt_provider_batch(conn, "org-default", "s-1", snapshot, NOW)
     assert not await store.fail_submission("org-default", "s-1", "late", NOW)
+
+
+async def test_batches_whose_results_will_soon_be_removed_are_polled_first(engine):
+    store = BatchStore(engine)
+    for name in ("fresh", "old"):
+        await _running(store, name, NOW - timedelta(hours=1))
+    async with engine.begin() as conn:
+        await apply_poll_updates(conn, [PollUpdate("fresh", NOW - timedelta(hours=1), NOW, 0, None, None, 0)])
+        await conn.execute(  # its provider removes its results tomorrow
+            llm_batches.update()
+            .where(llm_batches.c.id == "old")
+            .values(results_expire_at=NOW + timedelta(days=1))
+        )
+        await apply_poll_updates(conn, [PollUpdate("old", NOW - timedelta(minutes=1), NOW, 0, None, None, 0)])
+    due = await store.due_batches(now=NOW, since=NOW - timedelta(weeks=2), limit=None)
+    assert [b.id for b in due] == ["old", "fresh"]  # polled more recently, but urgent
