@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast test-acceptance lint format services install install-dev browser clean
+.PHONY: run demo test test-fast test-acceptance lint format services install install-dev browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ install-dev: $(VENV)/.installed-dev
 
 run: install
 	$(BIN)/backburner serve
+
+# The emulator and a server on ports 8766 and 8290, a batch per provider, sample files, a search.
+demo: install
+	$(BIN)/backburner demo
 
 services:
 	@bash scripts/ensure-services.sh

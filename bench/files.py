@@ -132,9 +132,12 @@ def run_side(
                 log_path=workdir / f"{side}-{tag}.log",
             )
         try:
-            return ingest(server, corpus)
+            run = ingest(server, corpus)
         finally:
             server.stop()
+        if run.errors:  # a run that failed files measured something else
+            raise RuntimeError(f"{run.errors} files ended in ERROR on the {side} side; see {workdir}")
+        return run
     finally:
         asyncio.run(harness.drop_database(url))
         asyncio.run(harness.checkpoint())
@@ -202,9 +205,9 @@ async def seed_listing(url: str, count: int) -> str:
 
 def measure_listing(workdir: Path, files_count: int, executable: str) -> float:
     """Median time to list `files_count` files (all of them, in pages of 500) through the API."""
-    url = asyncio.run(harness.create_database("bench_files_list", migrated=True))
+    url = asyncio.run(harness.create_database("bench_files_list"))
     try:
-        source_id = asyncio.run(seed_listing(url, files_count))
+        # The server migrates the database its version knows, then the files are seeded.
         server = harness.start_backburner(
             {"database_url": url},
             data_dir=workdir / "listing",
@@ -212,6 +215,7 @@ def measure_listing(workdir: Path, files_count: int, executable: str) -> float:
             executable=executable,
         )
         try:
+            source_id = asyncio.run(seed_listing(url, files_count))
             with httpx.Client(base_url=server.base_url, timeout=60) as client:
                 samples = []
                 for _ in range(LIST_RUNS):

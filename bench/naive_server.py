@@ -31,6 +31,7 @@ from backburner.files.embedding.cache import CachedEmbedder, MemoryEmbeddingCach
 from backburner.files.embedding.embedders import Embedder, HashEmbedder, build_embedder
 from backburner.files.embedding.strategy import embedder_options
 from backburner.files.embedding.vectors import vector_to_bytes
+from backburner.files.pipeline.budget import FileBudget
 from backburner.files.pipeline.parse_job import parse_and_chunk
 from backburner.files.states import FileStatus
 from backburner.files.tables import files, passages, sources
@@ -85,6 +86,7 @@ class NaivePipeline:
             file.content_type,
             self.settings.chunk_size_chars,
             self.settings.chunk_overlap_chars,
+            FileBudget.from_settings(self.settings).parse,
         )
         await self.set_status(
             file_id,

@@ -6,17 +6,24 @@ import asyncio
 import json
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from backburner import __version__
 from backburner.auth.cli import keys_app
 from backburner.batches.cli import batches_app
-from backburner.cli_common import ConfigOption, ProfileOption, load_or_exit
-from backburner.emulator.cli import emulator_cli
+from backburner.cli_common import (
+    EXIT_BAD_CONFIG,
+    ConfigOption,
+    ProfileOption,
+    bind_or_exit,
+    conventional_usage,
+    load_or_exit,
+)
+from backburner.cli_output import print_table
+from backburner.emulator.cli import emulator
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
@@ -35,10 +42,11 @@ app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(batches_app, name="batches")
-app.add_typer(emulator_cli, name="emulator")
+app.command("emulator")(emulator)
 app.add_typer(files_app, name="files")
 app.add_typer(scheduler_app, name="scheduler")
 
+PORT_HINT = "choose another with --port or BACKBURNER_PORT (e.g. BACKBURNER_PORT=8284 make run)"
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]
 PortOption = Annotated[int | None, typer.Option("--port", help="Listen port.", show_default=False)]
 
@@ -74,9 +82,16 @@ def serve(
     loaded = load_or_exit(config, profile, host=host, port=port)
     settings = loaded.settings
     configure_logging(settings.log_level, settings.log_format)
+    sock = bind_or_exit(settings.host, settings.port, how_to_change=PORT_HINT)
+    fatal: list[str] = []
+
+    def stop(reason: str) -> None:  # a problem that waiting will not fix: stop and say it
+        fatal.append(reason)
+        server.should_exit = True
+
     server = GracefulServer(
         uvicorn.Config(
-            create_app(loaded),
+            create_app(loaded, on_fatal=stop),
             host=settings.host,
             port=settings.port,
             log_config=None,
@@ -85,7 +100,10 @@ def serve(
             access_log=False,
         )
     )
-    server.run()
+    server.run(sockets=[sock])
+    if fatal:
+        typer.echo(f"error: {fatal[0]}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG)
     if not server.started:
         raise typer.Exit(1)
 
@@ -102,11 +120,48 @@ async def _run_worker(loaded: LoadedSettings) -> None:
     from backburner.runtime import Runtime, run_as_process
 
     stop = asyncio.Event()
+    fatal: list[str] = []
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with run_as_process(Runtime(loaded, role="worker")):
+
+    def stop_for(reason: str) -> None:
+        fatal.append(reason)
+        stop.set()
+
+    async with run_as_process(Runtime(loaded, role="worker", on_fatal=stop_for)):
         await stop.wait()
+    if fatal:
+        typer.echo(f"error: {fatal[0]}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG)
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option("--port", help="Port of the demo's server.")] = 8290,
+    emulator_port: Annotated[
+        int, typer.Option("--emulator-port", help="Port of the provider emulator.")
+    ] = 8766,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Keep the demo's database and logs here (default: a temporary one)."),
+    ] = None,
+) -> None:
+    """Start the emulator and a server, submit a batch per provider, upload and search sample files."""
+    from backburner.demo.run import DemoFailed, run_demo
+
+    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
+    try:
+        run_demo("127.0.0.1", port, emulator_port, data_dir)
+    except DemoFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_CONFIG if "already in use" in str(exc) else 1) from None
+    except KeyboardInterrupt:
+        typer.echo("Stopped: the server and the emulator have exited.")
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @config_app.command("show")
@@ -121,13 +176,10 @@ def config_show(
     if as_json:
         typer.echo(json.dumps({"settings": described}, indent=2, default=str))
         return
-    table = Table(title="Backburner settings")
-    table.add_column("setting")
-    table.add_column("value")
-    table.add_column("source")
-    for name, entry in described.items():
-        table.add_row(name, json.dumps(entry["value"], default=str), entry["source"])
-    Console().print(table)
+    rows = [
+        (name, json.dumps(entry["value"], default=str), entry["source"]) for name, entry in described.items()
+    ]
+    print_table("Backburner settings", ("setting", "value", "source"), rows, keep_whole=("setting",))
 
 
 @config_app.command("validate")
@@ -164,6 +216,6 @@ def db_upgrade(config: ConfigOption = None, profile: ProfileOption = None) -> No
 
 def main() -> None:
     try:
-        app()
+        conventional_usage(typer.main.get_command(app))(prog_name="backburner")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Literal, TypeVar
@@ -24,6 +24,7 @@ from backburner.batches.component import BatchesComponent
 from backburner.clock import Clock, SystemClock
 from backburner.db import migrate
 from backburner.db.engine import create_engine
+from backburner.db.errors import permanent_problem
 from backburner.files.component import FileProcessing
 from backburner.instance import make_instance_id
 from backburner.logs import describe_error, log_event
@@ -57,6 +58,7 @@ class Runtime:
         *,
         role: Role,
         clock: Clock | None = None,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         self.loaded = loaded
         self.settings: Settings = loaded.settings
@@ -79,6 +81,7 @@ class Runtime:
         self._ready = asyncio.Event()
         self._startup_task: asyncio.Task[None] | None = None
         self._startup_error: str | None = "starting"
+        self._on_fatal = on_fatal
         self._migrations_current = False
         self.add_readiness_check("database", self._check_database)
         self.add_readiness_check("migrations", self._check_migrations)
@@ -129,7 +132,14 @@ class Runtime:
                 break
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # every failure here is retried: the database may come later
+            except Exception as exc:  # retried, unless waiting cannot help (no such database)
+                problem = permanent_problem(exc, self.settings.effective_database_url)
+                if problem is not None:
+                    self._startup_error = problem
+                    log_event(log, logging.ERROR, "db.unusable", detail=problem)
+                    if self._on_fatal is not None:
+                        self._on_fatal(problem)
+                    return
                 self._startup_error = f"database not available: {describe_error(exc)}"
                 log_event(log, logging.WARNING, "db.unavailable", error=describe_error(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)

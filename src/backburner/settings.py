@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_TIMEOUT_MESSAGE = "File processing timed out after {} minutes. Please try again."
 
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 SUPPORTED_DATABASE_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres")
 MB = 1024 * 1024
 DEFAULT_PROVIDER_NAMES = ("anthropic", "openai")
@@ -373,6 +374,12 @@ class Settings(BaseSettings):
         60, "auth", "Batch submissions and uploads one key may make per minute.", gt=0
     )
     api_max_page_size: int = _field(500, "auth", "Largest `limit` a listing accepts.", gt=0, le=10_000)
+    cors_allowed_origins: tuple[str, ...] = _field(
+        (),
+        "auth",
+        "Origins (`https://host[:port]`, comma-separated) whose web pages may call the API; empty: CORS off.",
+        max_length=100,
+    )
     searches_per_minute: int = _field(120, "auth", "Searches one key may make per minute.", gt=0)
     search_max_concurrent: int = _field(
         4, "auth", "Searches one instance runs at once; more wait up to 10 s, then get 503.", gt=0, le=1000
@@ -441,6 +448,24 @@ class Settings(BaseSettings):
     def _leader_url_postgres(cls, value: str | None) -> str | None:
         if value is not None and not make_url(value).drivername.startswith("postgres"):
             raise ValueError("must be a PostgreSQL URL (the lock connection exists only on PostgreSQL)")
+        return value
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _origins_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: comma-separated
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if ORIGIN.fullmatch(origin) is None:
+                raise ValueError(
+                    f"{origin!r} is not an origin: write scheme, host and optional port only, "
+                    "like https://app.example.com or http://localhost:3000 (no path, no `*`)"
+                )
         return value
 
     @field_validator("batch_completion_handler")

@@ -96,7 +96,7 @@ def server(
             "BACKBURNER_PROVIDER_TIMEOUT_SECONDS": "10",
             # Generated submissions and uploads come fast; the per-key limit is tested elsewhere.
             "BACKBURNER_SUBMISSIONS_PER_MINUTE": "1000000",
-            "BACKBURNER_FILE_PROCESSING_PROCESSES": "0",
+            "BACKBURNER_FILE_PROCESSING_PROCESSES": "1",
             "BACKBURNER_LOG_LEVEL": "WARNING",
         }
         admin_key = _cli("keys", "create", "--org", "fuzz", "--admin", env=env, cwd=work)

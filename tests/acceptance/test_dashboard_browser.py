@@ -11,12 +11,15 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import insert
 
 from backburner.auth import store as key_store
+from backburner.batches.tables import llm_batches
 from backburner.clock import utcnow
 from backburner.db.engine import create_engine
+from backburner.db.tables import DEFAULT_ORGANIZATION_ID
 from backburner.settings_loader import load_settings
-from tests.support.browser import ARTIFACTS, chromium
+from tests.support.browser import ARTIFACTS, browser_errors, chromium, requested_urls
 from tests.support.dashboard_data import Seeded, seed
 from tests.support.processes import BackburnerProcess, free_port, wait_until
 
@@ -24,12 +27,38 @@ pytestmark = pytest.mark.acceptance
 WAIT_S = 20
 
 
+SUBMITTING_BATCH_ID = "batch-stuck-submitting"
+LONG_CULPRIT = "/srv/app/" + "/".join(f"very-long-directory-name-{i}" for i in range(8)) + "/handlers.py"
+
+
 async def _prepare(url: str) -> tuple[Seeded, str]:
     engine = create_engine(load_settings(flags={"database_url": url}, environ={}).settings)
     try:
         seeded = await seed(engine, n_files=12, n_batches=8)
+        async with engine.begin() as conn:  # a batch our record has, its provider has not confirmed
+            now = utcnow()
+            await conn.execute(
+                insert(llm_batches).values(
+                    id=SUBMITTING_BATCH_ID,
+                    organization_id=DEFAULT_ORGANIZATION_ID,
+                    provider="openai",
+                    model="seed-model",
+                    status="submitting",
+                    idempotency_key="stuck",
+                    request_count=3,
+                    created_at=now,
+                    updated_at=now,
+                    consecutive_errors=0,
+                )
+            )
         _, token = await key_store.create_key(
-            engine, organization="default", name="ops", is_admin=True, now=utcnow()
+            # Pausing a job acts on the whole deployment: a deployment admin's action.
+            engine,
+            organization="default",
+            name="ops",
+            is_admin=True,
+            is_deployment_admin=True,
+            now=utcnow(),
         )
     finally:
         await engine.dispose()
@@ -47,6 +76,8 @@ def server(postgres_url: str, tmp_path: Path) -> Iterator[tuple[BackburnerProces
             "BACKBURNER_DATA_DIR": str(tmp_path / "data"),
             "BACKBURNER_AUTH_MODE": "keys",
             "BACKBURNER_SCHEDULER_HEARTBEAT_INTERVAL_SECONDS": "1",
+            # Registers "Poll running LLM batches", the longest job name (seeded batches are not due).
+            "BACKBURNER_ENABLE_BATCH_JOB_POLLING": "true",
             # The seeded files have no content: no worker may pick them up.
             "BACKBURNER_FILE_PROCESSING_WORKERS": "0",
         },
@@ -149,3 +180,94 @@ def test_dashboard_fits_a_phone_screen(server: tuple[BackburnerProcess, Seeded, 
         assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "dashboard-phone.png"))
+
+
+# Adds one stall with a long culprit path to the data the page receives: a stall cannot be
+# provoked on demand in the server, and the layout must hold for the longest paths.
+ADD_A_LONG_STALL = f"""
+const realFetch = window.fetch.bind(window);
+window.fetch = async (...args) => {{
+  const response = await realFetch(...args);
+  if (!String(args[0]).startsWith("/api/admin/dashboard") || !response.ok) return response;
+  const data = await response.json();
+  data.loop.recent_stalls = [{{started_at: new Date().toISOString(), duration_s: 0.4, cause: "blocking",
+    culprit: {{function: "parse_everything_at_once", file: {LONG_CULPRIT!r}, line: 1234}}}}];
+  return new Response(JSON.stringify(data), {{status: 200, headers: {{"content-type": "application/json"}}}});
+}};
+"""
+
+LAYOUT = """
+const panels = [...document.querySelectorAll("#panels > .panel")];
+const lefts = new Set(panels.map((p) => Math.round(p.getBoundingClientRect().left)));
+const overflowing = panels.filter((p) => p.scrollWidth > p.clientWidth + 1).map((p) => p.id);
+const scrolled = [...document.querySelectorAll("#panels .scroll")]
+  .filter((s) => s.scrollWidth > s.clientWidth + 1).map((s) => s.closest(".panel").id);
+const jobLines = [...document.querySelectorAll("[data-list=jobs] tr[data-job] td:first-child")].map((td) => {
+  const range = document.createRange();
+  range.selectNodeContents(td.firstChild);
+  return [td.textContent, range.getClientRects().length];
+});
+const culprit = document.querySelector("[data-list=stalls] .path");
+const loop = document.querySelector("#loop").getBoundingClientRect();
+const cell = culprit ? culprit.getBoundingClientRect() : null;
+return {
+  columns: lefts.size,
+  pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+  overflowing,
+  scrolled,
+  jobLines,
+  culpritInside: cell === null || cell.width === 0
+    || (cell.left >= loop.left - 1 && cell.right <= loop.right + 1),
+};
+"""
+
+
+@pytest.mark.parametrize(("width", "columns"), [(400, 1), (1400, 2), (1920, 3)])
+def test_dashboard_reads_well_at_every_width(
+    server: tuple[BackburnerProcess, Seeded, str], width: int, columns: int
+) -> None:
+    proc, _, token = server
+    with chromium(width=width, height=1100) as driver:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ADD_A_LONG_STALL})
+        driver.get(proc.url + "/dashboard")
+        driver.execute_script(f"sessionStorage.setItem('backburner.apiKey', {token!r}); location.reload();")
+        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
+        wait_text(driver, "#freshness", "live")
+        wait_text(driver, '[data-job="batches.poll"]', "Poll")
+        WebDriverWait(driver, WAIT_S).until(  # in the DOM: a phone hides the culprit column
+            lambda d: (
+                "parse_everything_at_once"
+                in d.find_element(By.CSS_SELECTOR, "[data-list=stalls]").get_attribute("textContent")
+            )
+        )
+        # A batch stuck in `submitting` is in the list, not only in the counts.
+        wait_text(driver, f'[data-batch="{SUBMITTING_BATCH_ID}"]', "submitting")
+        layout = driver.execute_script(LAYOUT)
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / f"dashboard-{width}.png"))
+        assert layout["columns"] == columns, layout
+        assert layout["pageOverflow"] <= 0, layout
+        assert layout["overflowing"] == [], layout
+        assert layout["culpritInside"], layout
+        if width > 400:  # on a phone names may wrap at spaces and tables scroll in their card
+            assert all(lines == 1 for _, lines in layout["jobLines"]), layout["jobLines"]
+            assert layout["scrolled"] == [], layout
+        # The strict policy blocks nothing the page needs (the 401 is the load before the key).
+        assert [e for e in browser_errors(driver) if "401 (Unauthorized)" not in e] == []
+
+
+def test_docs_load_with_no_request_leaving_the_machine(server: tuple[BackburnerProcess, Seeded, str]) -> None:
+    proc, _, _ = server
+    with chromium() as driver:
+        driver.get(proc.url + "/docs")
+        WebDriverWait(driver, WAIT_S).until(
+            lambda d: "Backburner" in d.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+        )
+        WebDriverWait(driver, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 10)
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "docs.png"))
+        urls = requested_urls(driver)
+        assert any(url.endswith("/openapi.json") for url in urls), urls
+        outside = [url for url in urls if not url.startswith((proc.url + "/", "data:", "blob:"))]
+        assert outside == [], outside
+        assert browser_errors(driver) == []

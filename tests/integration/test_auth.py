@@ -122,7 +122,7 @@ async def test_oversized_body_gets_413(keyed_app: FastAPI) -> None:
             "/v1/sources", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}
         )
     assert response.status_code == 413
-    assert "larger than the limit" in response.json()["detail"]
+    assert "the limit set by api_max_body_bytes" in response.json()["detail"]
 
 
 def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:

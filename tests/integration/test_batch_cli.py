@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from typer.testing import CliRunner
 
-from backburner.api.app import create_app
 from backburner.cli import app as cli
 from tests.support import batch_env as _support
 from tests.support.batch_env import provider_settings, requests_for
 from tests.support.processes import free_port, wait_until
+from tests.support.served import served
 
 shared_emulator = _support.shared_emulator  # fixtures of the batch tests
 emulator = _support.emulator
@@ -32,19 +29,8 @@ def server(make_settings, sqlite_url, emulator) -> Iterator[str]:
         batch_poll_jitter_seconds=0,
         **provider_settings(emulator),
     )
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: httpx.get(url + "/readyz").status_code == 200, 30, "the server to be ready")
+    with served(settings) as url:
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        listener.close()
 
 
 def _run(*args: str) -> tuple[int, str, str]:

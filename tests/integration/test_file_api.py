@@ -174,7 +174,13 @@ async def test_bad_uploads_get_a_clear_error_and_store_nothing(
             ("tool.exe", b"MZ\x90\x00binary", "application/octet-stream", 415, "unsupported file type"),
             ("photo.png", b"\x89PNG\r\n\x1a\n....", "image/png", 415, "unsupported file type"),
             ("looks.txt", bytes(range(256)) * 8, "text/plain", 415, "not text"),
-            ("big.txt", b"word " * 2000, "text/plain", 413, "limit of 4096 bytes"),
+            (
+                "big.txt",
+                b"word " * 2000,
+                "text/plain",
+                413,
+                "4,096 bytes (0.003906 MiB), the limit set by file_upload_max_bytes",
+            ),
         ]
         for name, data, content_type, status, words in cases:
             response = await upload(client, source_id, name, data, content_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,10 @@ def _find(*names: str) -> str:
 
 @contextmanager
 def chromium(width: int = 1280, height: int = 900) -> Iterator[webdriver.Chrome]:
+    """A headless Chromium whose console and network logs the test can read (`browser_errors`,
+    `requested_urls`)."""
     options = webdriver.ChromeOptions()
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     options.binary_location = _find("chromium", "chromium-browser")
     for flag in (
         "--headless=new",
@@ -39,7 +43,27 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[webdriver.Chrome]
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=_find("chromedriver")), options=options)
+    # The viewport exactly this wide (a headless window is never narrower than 500 px).
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600},
+    )
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def browser_errors(driver: webdriver.Chrome) -> list[str]:
+    """Console errors since the last call: script errors, refused requests, CSP violations."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def requested_urls(driver: webdriver.Chrome) -> list[str]:
+    """Every URL the page asked for since the last call, from the browser's own network log."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls

@@ -55,4 +55,7 @@ def test_the_trigger_follows_the_grid_and_describes_itself() -> None:
     trigger = AlignedIntervalTrigger(TickGrid.of("job", 0.5, 0.1))
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert trigger.get_next_fire_time(None, now) == trigger.grid.next_after(now)
-    assert str(trigger) == "interval[0.5s, jitter 0.1s, aligned]"
+    assert str(trigger) == "interval[0.5s, jitter up to 0.1s, aligned]"
+    assert str(AlignedIntervalTrigger(TickGrid.of("job", 60))) == "interval[60s, aligned]"
+    capped = AlignedIntervalTrigger(TickGrid.of("poll", 5, 5), configured_jitter_s=5)
+    assert str(capped) == "interval[5s, jitter up to 2.5s (half the interval; 5s configured), aligned]"

@@ -365,8 +365,10 @@ def test_config_show_table_lists_sources(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if " port " in line)
-    assert "9001" in line and "env BACKBURNER_PORT" in line
+    # Not a terminal: tab-separated columns, a header first.
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert rows[0] == ["setting", "value", "source"]
+    assert ["port", "9001", "env BACKBURNER_PORT"] in rows
 
 
 def test_webhook_urls_are_masked_beyond_their_host() -> None:

@@ -6,15 +6,16 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.api.deps import get_clock, get_engine, get_scheduler, require_deployment_admin
+from backburner.api.deps import get_clock, get_engine, get_scheduler, get_settings, require_deployment_admin
 from backburner.clock import Clock
 from backburner.logs import log_event
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
+from backburner.settings import Settings
 
 router = APIRouter(tags=["admin"])
 log = logging.getLogger("backburner.scheduler")
@@ -51,7 +52,8 @@ class JobInfo(BaseModel):
     name: str
     trigger: str
     interval_seconds: float
-    jitter_seconds: float
+    jitter_seconds: float = Field(description="The jitter the ticks use: at most half the interval.")
+    configured_jitter_seconds: float
     next_run_time: str | None
     paused: bool
     last_run: LastRun | None
@@ -59,8 +61,12 @@ class JobInfo(BaseModel):
 
 class InstanceInfo(BaseModel):
     instance_id: str
-    role: str
+    role: str = Field(
+        description="`leader` for the holder of the current term only; `follower`; `stale` when it "
+        "has missed several heartbeats (dead, frozen or cut off) and its row is not yet removed"
+    )
     last_seen: str
+    last_seen_seconds_ago: float
     host: str
     pid: int
     process: str
@@ -84,9 +90,17 @@ class SchedulerStatus(BaseModel):
     responses={503: {"description": "The scheduler has not started yet"}},
 )
 async def status(
-    engine: AsyncEngine = Depends(get_engine), service: SchedulerService = Depends(get_scheduler)
+    engine: AsyncEngine = Depends(get_engine),
+    service: SchedulerService = Depends(get_scheduler),
+    clock: Clock = Depends(get_clock),
+    settings: Settings = Depends(get_settings),
 ) -> dict[str, Any]:
-    return await scheduler_status(service, engine)
+    return await scheduler_status(
+        service,
+        engine,
+        now=clock.now(),
+        heartbeat_interval_s=settings.instance_heartbeat_interval_seconds,
+    )
 
 
 class JobPauseState(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from pydantic import BaseModel, Field
 
 from backburner.api.deps import get_file_service, get_organization_id
+from backburner.api.fields import Description, Name
 from backburner.api.paging import page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.db.keyset import InvalidCursor
@@ -43,11 +44,8 @@ Files = Annotated[FileService, Depends(get_file_service)]
 
 
 class SourceCreate(BaseModel):
-    # No control characters (PostgreSQL refuses NUL in text; the others make names unreadable).
-    name: str = Field(
-        min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
-    )
-    description: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00]*$")
+    name: Name
+    description: Description | None = None
 
 
 class SourceOut(BaseModel):

@@ -19,6 +19,7 @@ from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
 from backburner.settings import Settings
+from backburner.sizes import too_large_message
 
 UPLOAD_PATH = re.compile(r"^/v1/sources/[^/]+/files$")
 RETRY_PATH = re.compile(r"^/v1/files/[^/]+/retry$")
@@ -38,12 +39,16 @@ def is_upload(method: str, path: str) -> bool:
     return method == "POST" and UPLOAD_PATH.match(path) is not None
 
 
+def is_batch_submission(method: str, path: str) -> bool:
+    return method == "POST" and path == BATCHES_PATH
+
+
 def is_submission(method: str, path: str) -> bool:
     """A batch submission, an upload or a retry (a new upload of a failed file): these count
     against the per-key limit."""
     return (
         is_upload(method, path)
-        or (method == "POST" and path == BATCHES_PATH)
+        or is_batch_submission(method, path)
         or (method == "POST" and RETRY_PATH.match(path) is not None)
     )
 
@@ -141,12 +146,16 @@ class LimitsMiddleware:
             await self._search(scope, receive, send)
             return
         if upload:
+            # The multipart framing around the file is allowed for on top of the file's limit.
             limit = settings.file_upload_max_bytes + MULTIPART_OVERHEAD_BYTES
-        elif method == "POST" and path == BATCHES_PATH:
+            too_large = too_large_message("the file", "file_upload_max_bytes", settings.file_upload_max_bytes)
+        elif is_batch_submission(method, path):
             limit = settings.effective_batch_max_body_bytes
+            too_large = too_large_message("the batch body", "batch_max_body_bytes", limit)
         else:
             limit = settings.api_max_body_bytes
-        await self._within(limit, scope, receive, send)
+            too_large = too_large_message("the body", "api_max_body_bytes", settings.api_max_body_bytes)
+        await self._within(limit, too_large, scope, receive, send)
 
     async def _allowed(self, limiter: SlidingWindowLimiter, what: str, scope: Scope, send: Send) -> bool:
         """Whether the caller's key is within `limiter`; if not, it is answered 429."""
@@ -176,12 +185,12 @@ class LimitsMiddleware:
             )
             return
         try:
-            await self._within(self.settings.api_max_body_bytes, scope, receive, send)
+            too_large = too_large_message("the body", "api_max_body_bytes", self.settings.api_max_body_bytes)
+            await self._within(self.settings.api_max_body_bytes, too_large, scope, receive, send)
         finally:
             self._search_slots.release()
 
-    async def _within(self, limit: int, scope: Scope, receive: Receive, send: Send) -> None:
-        too_large = f"request body is larger than the limit of {limit} bytes for this route"
+    async def _within(self, limit: int, too_large: str, scope: Scope, receive: Receive, send: Send) -> None:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await send_json_error(send, 413, too_large)

@@ -52,8 +52,11 @@ class AuthMiddleware:
         path: str = scope["path"]
         principal: Principal | None = OPEN_PRINCIPAL
         if settings.effective_auth_mode == "keys":
-            principal = await self._principal(scope)
+            # Open routes (health, readiness, metrics, the pages) never look a key up: they
+            # must answer while the database is away, whatever headers a caller sends.
+            principal = None
             if is_protected(path, metrics_closed=settings.metrics_require_auth):
+                principal = await self._principal(scope)
                 if principal is None:
                     await send_json_error(
                         send,

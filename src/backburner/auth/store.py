@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.auth.principal import Principal
@@ -19,11 +19,13 @@ from backburner.ids import new_id
 class KeyInfo:
     id: str
     organization: str
+    organization_id: str
     name: str
     is_admin: bool
     created_at: datetime
     revoked_at: datetime | None
     is_deployment_admin: bool = False
+    organization_created: bool = False
 
 
 class UnknownKey(Exception):
@@ -46,12 +48,20 @@ async def create_key(
     is_admin = is_admin or is_deployment_admin
     token = new_token()
     async with engine.begin() as conn:
-        org_id = (
-            await conn.execute(select(organizations.c.id).where(organizations.c.name == organization))
-        ).scalar_one_or_none()
-        if org_id is None:
+        # An organization is named by its name or its id (`org-default`, as the docs call the
+        # organization that holds what was made before keys were turned on).
+        found = (
+            await conn.execute(
+                select(organizations.c.id, organizations.c.name).where(
+                    or_(organizations.c.id == organization, organizations.c.name == organization)
+                )
+            )
+        ).first()
+        if found is None:
             org_id = new_id("org")
             await conn.execute(organizations.insert().values(id=org_id, name=organization, created_at=now))
+        else:
+            org_id, organization = found.id, found.name
         await conn.execute(
             api_keys.insert().values(
                 id=token.key_id,
@@ -63,7 +73,17 @@ async def create_key(
                 created_at=now,
             )
         )
-    info = KeyInfo(token.key_id, organization, name, is_admin, now, None, is_deployment_admin)
+    info = KeyInfo(
+        id=token.key_id,
+        organization=organization,
+        organization_id=org_id,
+        name=name,
+        is_admin=is_admin,
+        created_at=now,
+        revoked_at=None,
+        is_deployment_admin=is_deployment_admin,
+        organization_created=found is None,
+    )
     return info, token.render()
 
 
@@ -79,6 +99,7 @@ async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
         KeyInfo(
             r["id"],
             r["organization"],
+            r["organization_id"],
             r["name"],
             r["is_admin"],
             r["created_at"],

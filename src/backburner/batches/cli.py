@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from backburner.batches.validation import (
     SubmissionError,
@@ -20,43 +18,22 @@ from backburner.batches.validation import (
     parse_jsonl_requests,
 )
 from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
-
-EXIT_BAD_INPUT = 2
-EXIT_SERVER_ERROR = 1
-TIMEOUT_S = 300.0
+from backburner.cli_http import (
+    EXIT_BAD_INPUT,
+    EXIT_SERVER_ERROR,
+    ServerError,
+    check,
+    client,
+    fail,
+    request,
+    unreachable,
+)
+from backburner.cli_output import print_table
 
 batches_app = typer.Typer(
     help="Submit LLM batches and read their status and results from a running server.", no_args_is_help=True
 )
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def _client(url: str, api_key: str | None) -> httpx.Client:
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT_S)
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _check(response: httpx.Response) -> Any:
-    if response.is_success:
-        return response.json()
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    _fail(f"the server answered {response.status_code}: {detail}", EXIT_SERVER_ERROR)
-
-
-def _request(url: str, api_key: str | None, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        with _client(url, api_key) as client:
-            return _check(client.request(method, path, **kwargs))
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach the server at {url}: {exc}", EXIT_SERVER_ERROR)
 
 
 def _print_json(value: Any) -> None:
@@ -93,15 +70,15 @@ def submit(
 
             check_requests(target, checked_model, again)
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT)
+        fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     except SubmissionError as exc:
-        _fail(f"{file}: {exc.message}; nothing was sent", EXIT_BAD_INPUT)
+        fail(f"{file}: {exc.message}; nothing was sent", EXIT_BAD_INPUT)
     headers = {"content-type": "application/jsonl"}
     if idempotency_key:
         headers["idempotency-key"] = idempotency_key
     with file.open("rb") as body:
         _print_json(
-            _request(
+            request(
                 url,
                 api_key,
                 "POST",
@@ -125,38 +102,37 @@ def list_batches(
     params: dict[str, Any] = {"limit": limit}
     if status:
         params["status"] = status
-    page = _request(url, api_key, "GET", "/v1/batches", params=params)
+    page = request(url, api_key, "GET", "/v1/batches", params=params)
     if as_json:
         _print_json(page)
         return
-    table = Table(title="LLM batches")
-    table.add_column("id", no_wrap=True)
-    for column in ("provider", "status", "requests", "succeeded", "errored", "missing"):
-        table.add_column(column)
-    for batch in page["data"]:
-        counts = batch["counts"]
-        table.add_row(
+    columns = ("id", "provider", "status", "requests", "succeeded", "errored", "missing", "created")
+    rows = [
+        (
             batch["id"],
             batch["provider"],
             batch["status"],
-            str(batch["request_count"]),
-            str(counts["succeeded"]),
-            str(counts["errored"]),
-            str(counts["missing"]),
+            batch["request_count"],
+            batch["counts"]["succeeded"],
+            batch["counts"]["errored"],
+            batch["counts"]["missing"],
+            batch["created_at"],
         )
-    Console().print(table)
+        for batch in page["data"]
+    ]
+    print_table("LLM batches", columns, rows)
 
 
 @batches_app.command("show")
 def show(batch_id: str, url: UrlOption = DEFAULT_SERVER_URL, api_key: ApiKeyOption = None) -> None:
     """Print one batch as JSON."""
-    _print_json(_request(url, api_key, "GET", f"/v1/batches/{batch_id}"))
+    _print_json(request(url, api_key, "GET", f"/v1/batches/{batch_id}"))
 
 
 @batches_app.command("cancel")
 def cancel(batch_id: str, url: UrlOption = DEFAULT_SERVER_URL, api_key: ApiKeyOption = None) -> None:
     """Ask the provider to cancel a running batch (its partial results are kept)."""
-    _print_json(_request(url, api_key, "POST", f"/v1/batches/{batch_id}/cancel"))
+    _print_json(request(url, api_key, "POST", f"/v1/batches/{batch_id}/cancel"))
 
 
 @batches_app.command("resubmit")
@@ -176,10 +152,10 @@ def resubmit(
 ) -> None:
     """Submit a new batch, linked to BATCH_ID, of the requests of its items that did not succeed."""
     if items not in ("expired", "errored", "unfinished"):
-        _fail(f"--items must be expired, errored or unfinished, not {items!r}", EXIT_BAD_INPUT)
+        fail(f"--items must be expired, errored or unfinished, not {items!r}", EXIT_BAD_INPUT)
     headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
     _print_json(
-        _request(
+        request(
             url, api_key, "POST", f"/v1/batches/{batch_id}/resubmit", params={"items": items}, headers=headers
         )
     )
@@ -197,12 +173,12 @@ def results(
     """Stream the item results as JSONL: {custom_id, status, result, error} per line."""
     try:
         with (
-            _client(url, api_key) as client,
-            client.stream("GET", f"/v1/batches/{batch_id}/results") as response,
+            client(url, api_key) as session,
+            session.stream("GET", f"/v1/batches/{batch_id}/results") as response,
         ):
             if not response.is_success:
                 response.read()
-                _check(response)
+                check(response)  # raises
             sink = output.open("wb") if output else sys.stdout.buffer
             try:
                 for chunk in response.iter_bytes():
@@ -213,4 +189,6 @@ def results(
                 else:
                     sink.flush()
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the server at {url}: {exc}", EXIT_SERVER_ERROR)
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
+    except ServerError as exc:
+        fail(str(exc), exc.exit_code)

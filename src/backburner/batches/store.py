@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -535,13 +535,20 @@ class BatchStore:
         )
         return await self._batches(query)
 
-    async def running_page(self, organization_id: str, *, limit: int, offset: int) -> list[Batch]:
-        """Batches and parts still running at their provider, oldest first, one page."""
+    async def running_page(
+        self,
+        organization_id: str,
+        *,
+        limit: int,
+        offset: int,
+        statuses: Collection[BatchStatus] = POLLED_STATUSES,
+    ) -> list[Batch]:
+        """Batches and parts in `statuses` (by default, running at their provider), oldest first."""
         query = (
             select(llm_batches)
             .where(
                 llm_batches.c.organization_id == organization_id,
-                llm_batches.c.status.in_([s.value for s in POLLED_STATUSES]),
+                llm_batches.c.status.in_([s.value for s in statuses]),
                 _is_unit(),
             )
             .order_by(llm_batches.c.created_at, llm_batches.c.id)

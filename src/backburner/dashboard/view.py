@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
-from backburner.batches.domain import POLLED_STATUSES
+from backburner.batches.domain import POLLED_STATUSES, BatchStatus
 from backburner.clock import Clock, iso_or_none
 from backburner.files.component import FileProcessing
 from backburner.monitoring.watchdog import Watchdog
@@ -25,6 +25,9 @@ from backburner.scheduler.status import scheduler_status
 from backburner.settings import Settings
 
 RUN_HISTORY_LENGTH = 20
+# The batch list shows every batch not yet finished: those still being submitted too, so that a
+# batch stuck in `submitting` is in the list and not only in the counts.
+UNFINISHED_STATUSES = frozenset({BatchStatus.SUBMITTING, *POLLED_STATUSES})
 RECENT_ERRORS = 10
 RECENT_STALLS = 10
 
@@ -54,7 +57,7 @@ async def dashboard_view(
 ) -> dict[str, Any]:
     """`deployment_wide`: the caller may see figures that cover every organization."""
     scheduler, batches, files = await asyncio.gather(
-        _scheduler_panels(sources.scheduler, sources.engine),
+        _scheduler_panels(sources.scheduler, sources.engine, sources.clock, sources.settings),
         _batch_panel(sources.batches, organization_id, batches_page, page_size, deployment_wide),
         _file_panel(sources.files, sources.settings, organization_id, files_page, page_size),
     )
@@ -68,10 +71,17 @@ async def dashboard_view(
     }
 
 
-async def _scheduler_panels(service: SchedulerService | None, engine: AsyncEngine) -> dict[str, Any]:
+async def _scheduler_panels(
+    service: SchedulerService | None, engine: AsyncEngine, clock: Clock, settings: Settings
+) -> dict[str, Any]:
     if service is None:
         return {"cluster": {"instances": [], "leader": None}, "jobs": []}
-    status = await scheduler_status(service, engine)
+    status = await scheduler_status(
+        service,
+        engine,
+        now=clock.now(),
+        heartbeat_interval_s=settings.instance_heartbeat_interval_seconds,
+    )
     job_ids = [job["id"] for job in status["jobs"]]
     async with engine.connect() as conn:
         history = await runs.recent_runs(conn, job_ids, RUN_HISTORY_LENGTH)
@@ -106,12 +116,16 @@ async def _batch_panel(
         return {"counts": {}, "running": [], "running_total": 0, "last_cycle": None, "page_size": page_size}
     store = component.store
     counts = await counts_by_provider(store, organization_id)
-    polled = {status.value for status in POLLED_STATUSES}
-    running = await store.running_page(organization_id, limit=page_size, offset=page * page_size)
+    unfinished = {status.value for status in UNFINISHED_STATUSES}
+    running = await store.running_page(
+        organization_id, limit=page_size, offset=page * page_size, statuses=UNFINISHED_STATUSES
+    )
     return {
         "counts": counts,
         "running": [running_view(b) for b in running],
-        "running_total": sum(n for by_status in counts.values() for s, n in by_status.items() if s in polled),
+        "running_total": sum(
+            n for by_status in counts.values() for s, n in by_status.items() if s in unfinished
+        ),
         "page_size": page_size,
         "last_cycle": cycle_view(await store.last_cycle()) if deployment_wide else None,
     }

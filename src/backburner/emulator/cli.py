@@ -1,7 +1,6 @@
 """``backburner emulator``: serve the provider emulator from the command line.
 
-Mount it with ``register(app)`` (adds the ``emulator`` command) or
-``app.add_typer(emulator_cli, name="emulator")``.
+Mount it with ``register(app)``, which adds the ``emulator`` command.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from backburner.cli_common import bind_or_exit
 from backburner.emulator.config import DEFAULT_HOST, DEFAULT_PORT, EmulatorConfig
 from backburner.emulator.server import run_emulator
 
@@ -58,11 +58,12 @@ def emulator(
     settings = load_config(config)
     if embedding_latency_ms is not None:
         settings = settings.model_copy(update={"embedding_latency_ms": embedding_latency_ms})
+    sock = bind_or_exit(host, port, how_to_change="choose another with --port")
     typer.echo(
         f"Provider emulator on http://{host}:{port} "
         f"(Anthropic base_url http://{host}:{port}, OpenAI base_url http://{host}:{port}/v1)"
     )
-    run_emulator(host, port, complete_after, config=settings)
+    run_emulator(host, port, complete_after, config=settings, sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:
@@ -70,5 +71,6 @@ def register(app: typer.Typer) -> None:
     app.command("emulator")(emulator)
 
 
-emulator_cli = typer.Typer(help="Serve the provider emulator.")
-emulator_cli.callback(invoke_without_command=True)(emulator)
+# One command: `python -m backburner.emulator` runs it with no sub-command to name.
+emulator_cli = typer.Typer(help="Serve the provider emulator.", add_completion=False)
+emulator_cli.command()(emulator)

@@ -46,6 +46,7 @@ def run_emulator(
     complete_after_s: float | None = None,
     *,
     config: EmulatorConfig | None = None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """Blocking entry point for the command line."""
-    asyncio.run(serve_emulator(host, port, complete_after_s, config=config))
+    asyncio.run(serve_emulator(host, port, complete_after_s, config=config, sockets=sockets))

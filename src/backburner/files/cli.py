@@ -6,18 +6,18 @@ import json
 import mimetypes
 import time
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
+from backburner.cli_http import EXIT_SERVER_ERROR, ServerError, check, client, fail, unreachable
+from backburner.cli_output import print_fields, print_table
 
 EXIT_FAILED = 1
-TIMEOUT_S = 300.0
 TERMINAL = ("completed", "error")
 MAX_RETRY_AFTER_S = 60.0
 SOURCES_PAGE_SIZE = 100
@@ -29,28 +29,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 SourceOption = Annotated[str, typer.Option("--source", help="Source name; created if it does not exist.")]
 
 
-class ServerError(Exception):
-    pass
-
-
-def _client(url: str, api_key: str | None) -> httpx.Client:
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=TIMEOUT_S)
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(EXIT_FAILED)
-
-
 def _json(response: httpx.Response) -> Any:
-    if response.is_success:
-        return response.json() if response.content else None
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    raise ServerError(f"the server answered {response.status_code}: {detail}")
+    return check(response)
 
 
 def _source_id(client: httpx.Client, name: str, *, create: bool) -> str:
@@ -91,15 +71,15 @@ def upload(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Upload files to a source; exit 1 if any upload is refused or (with --wait) any file fails."""
-    console = Console()
+    console = Console(soft_wrap=True)  # a line with an id is never broken
     failed = False
     uploaded: list[tuple[Path, dict[str, Any]]] = []
     try:
-        with _client(url, api_key) as client:
-            source_id = _source_id(client, source, create=True)
+        with client(url, api_key) as session:
+            source_id = _source_id(session, source, create=True)
             for path in paths:
                 try:
-                    file = _upload_one(client, source_id, path)
+                    file = _upload_one(session, source_id, path)
                 except ServerError as exc:
                     console.print(f"[red]refused[/red] {path}: {exc}")
                     failed = True
@@ -108,11 +88,11 @@ def upload(
                 console.print(f"uploaded {path} as {file['id']}{note}")
                 uploaded.append((path, file))
             if wait and uploaded:
-                failed = _follow(client, uploaded, console, poll_interval) or failed
+                failed = _follow(session, uploaded, console, poll_interval) or failed
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the server at {url}: {exc}")
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
     except ServerError as exc:
-        _fail(str(exc))
+        fail(str(exc), exc.exit_code)
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -174,38 +154,35 @@ def list_files(
     """List files with their status (timeouts are applied as they are listed)."""
     rows: list[tuple[str, dict[str, Any]]] = []
     try:
-        with _client(url, api_key) as client:
-            sources = _all_sources(client, source)
+        with client(url, api_key) as session:
+            sources = _all_sources(session, source)
             for entry in sources:
                 if source is not None and entry["name"] != source:
                     continue
-                rows.extend((entry["name"], file) for file in _all_files(client, entry["id"]))
+                rows.extend((entry["name"], file) for file in _all_files(session, entry["id"]))
             if source is not None and not any(entry["name"] == source for entry in sources):
                 raise ServerError(f"no source named {source!r}")
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the server at {url}: {exc}")
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
     except ServerError as exc:
-        _fail(str(exc))
+        fail(str(exc), exc.exit_code)
     if as_json:
         typer.echo(json.dumps([{"source": name, **file} for name, file in rows], indent=2))
         return
-    table = Table(title="Files")
-    for column in ("source", "id", "name", "status", "chunks", "size", "error"):
-        table.add_column(column)
-    for name, file in rows:
-        chunks = (
-            f"{file['chunks_embedded']}/{file['total_chunks'] if file['total_chunks'] is not None else '?'}"
-        )
-        table.add_row(
+    columns = ("source", "id", "name", "status", "chunks", "size", "error")
+    table_rows = [
+        (
             name,
             file["id"],
             file["file_name"],
             file["status"],
-            chunks,
-            str(file["size_bytes"]),
+            f"{file['chunks_embedded']}/{'?' if file['total_chunks'] is None else file['total_chunks']}",
+            file["size_bytes"],
             file.get("error_message") or "",
         )
-    Console().print(table)
+        for name, file in rows
+    ]
+    print_table("Files", columns, table_rows)
 
 
 def _all_sources(client: httpx.Client, name: str | None) -> list[dict[str, Any]]:
@@ -245,18 +222,16 @@ def status(
 ) -> None:
     """Show a file's status, error, progress and time per stage."""
     try:
-        with _client(url, api_key) as client:
-            file = _json(client.get(f"/v1/files/{file_id}"))
+        with client(url, api_key) as session:
+            file = _json(session.get(f"/v1/files/{file_id}"))
     except httpx.HTTPError as exc:
-        _fail(f"cannot reach the server at {url}: {exc}")
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
     except ServerError as exc:
-        _fail(str(exc))
+        fail(str(exc), exc.exit_code)
     if as_json:
         typer.echo(json.dumps(file, indent=2))
         return
-    table = Table(title=f"File {file_id}", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
+    fields: list[tuple[str, Any]] = [("id", file_id)]
     for key in (
         "file_name",
         "status",
@@ -266,7 +241,7 @@ def status(
         "attempts",
         "size_bytes",
     ):
-        table.add_row(key, "" if file.get(key) is None else str(file[key]))
+        fields.append((key, file.get(key)))
     for stage, seconds in file["stage_seconds"].items():
-        table.add_row(f"{stage} (s)", "" if seconds is None else f"{seconds:.3f}")
-    Console().print(table)
+        fields.append((f"{stage} (s)", None if seconds is None else f"{seconds:.3f}"))
+    print_fields(f"File {file_id}", fields)

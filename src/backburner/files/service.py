@@ -39,6 +39,7 @@ from backburner.files.textcodec import BinaryContent, decode_text
 from backburner.ids import new_id
 from backburner.logs import log_event
 from backburner.settings import Settings
+from backburner.sizes import too_large_message
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class UploadTooLarge(UploadRefused):
     status_code = 413
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(f"the file is larger than the upload limit of {max_bytes} bytes")
+        super().__init__(too_large_message("the file", "file_upload_max_bytes", max_bytes))
 
 
 class DuplicateFile(UploadRefused):

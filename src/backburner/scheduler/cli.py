@@ -5,35 +5,19 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
+from backburner.cli_http import request
+from backburner.cli_output import print_fields, print_table
 
 STATUS_PATH = "/api/admin/scheduler/status"
-TIMEOUT_S = 10.0
-EXIT_SERVER_ERROR = 1
 
 scheduler_app = typer.Typer(help="Inspect leader election and the scheduler.", no_args_is_help=True)
 
 
 def fetch_status(url: str, api_key: str | None) -> dict[str, Any]:
-    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = httpx.get(url.rstrip("/") + STATUS_PATH, headers=headers, timeout=TIMEOUT_S)
-    except httpx.HTTPError as exc:
-        typer.echo(f"error: cannot reach the server at {url}: {exc}", err=True)
-        raise typer.Exit(EXIT_SERVER_ERROR) from None
-    if not response.is_success:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        typer.echo(f"error: the server answered {response.status_code}: {detail}", err=True)
-        raise typer.Exit(EXIT_SERVER_ERROR)
-    body: dict[str, Any] = response.json()
+    body: dict[str, Any] = request(url, api_key, "GET", STATUS_PATH)
     return body
 
 
@@ -41,49 +25,57 @@ def _cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def render(status: dict[str, Any], console: Console) -> None:
+def _ago(instance: dict[str, Any]) -> str:
+    seconds = instance.get("last_seen_seconds_ago")
+    return "-" if seconds is None else f"{seconds:g} s ago"
+
+
+def render(status: dict[str, Any]) -> None:
     election = status["election"]
     leader = status.get("leader") or {}
-    overview = Table(title="Leader election", show_header=False)
-    overview.add_column("key")
-    overview.add_column("value")
-    overview.add_row("this instance", status["instance_id"])
-    overview.add_row("is leader", "yes" if status["is_leader"] else "no")
-    overview.add_row("election", f"{election['name']} ({election['backend']}, mode {election['mode']})")
-    overview.add_row("lease", f"{election['lease_seconds']:g} s")
-    overview.add_row("state", election["state"])
-    overview.add_row("leader", _cell(leader.get("instance_id")))
-    overview.add_row("epoch", _cell(leader.get("epoch")))
-    overview.add_row("since", _cell(leader.get("since")))
+    overview: list[tuple[str, Any]] = [
+        ("this instance", status["instance_id"]),
+        ("is leader", "yes" if status["is_leader"] else "no"),
+        ("election", f"{election['name']} ({election['backend']}, mode {election['mode']})"),
+        ("lease", f"{election['lease_seconds']:g} s"),
+        ("state", election["state"]),
+        ("leader", _cell(leader.get("instance_id"))),
+        ("epoch", _cell(leader.get("epoch"))),
+        ("since", _cell(leader.get("since"))),
+    ]
     if status.get("database_error"):
-        overview.add_row("database error", status["database_error"])
-    console.print(overview)
+        overview.append(("database error", status["database_error"]))
+    print_fields("Leader election", overview, heading=True)
 
-    jobs = Table(title="Jobs")
-    for column in ("id", "name", "trigger", "next run", "last outcome", "duration s", "error"):
-        jobs.add_column(column)
+    jobs = []
     for job in status["jobs"]:
         last = job.get("last_run") or {}
         duration = last.get("duration")
-        jobs.add_row(
-            job["id"],
-            job["name"],
-            job["trigger"],
-            _cell(job.get("next_run_time")),
-            _cell(last.get("outcome")),
-            "-" if duration is None else f"{duration:.3f}",
-            _cell(last.get("error")),
+        jobs.append(
+            (
+                job["id"],
+                job["name"],
+                job["trigger"],
+                _cell(job.get("next_run_time")),
+                _cell(last.get("outcome")),
+                "-" if duration is None else f"{duration:.3f}",
+                _cell(last.get("error")),
+            )
         )
-    console.print(jobs)
+    columns = ("id", "name", "trigger", "next run", "last outcome", "duration s", "error")
+    print_table("Jobs", columns, jobs, keep_whole=("id", "name"), heading=True)
 
-    instances = Table(title="Instances")
-    for column in ("instance", "role", "process", "last seen"):
-        instances.add_column(column)
-    for instance in status["instances"]:
-        instances.add_row(
-            instance["instance_id"], instance["role"], _cell(instance.get("process")), instance["last_seen"]
-        )
-    console.print(instances)
+    instances = [
+        (i["instance_id"], i["role"], _cell(i.get("process")), i["last_seen"], _ago(i))
+        for i in status["instances"]
+    ]
+    print_table(
+        "Instances",
+        ("instance", "role", "process", "last seen", "seen"),
+        instances,
+        keep_whole=("instance",),
+        heading=True,
+    )
 
 
 @scheduler_app.command("status")
@@ -97,4 +89,4 @@ def status(
     if as_json:
         typer.echo(json.dumps(body, indent=2))
         return
-    render(body, Console(width=160))
+    render(body)

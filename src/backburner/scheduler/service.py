@@ -96,7 +96,9 @@ class SchedulerService:
         for spec in self._jobs.specs():
             self._scheduler.add_job(
                 partial(self._fire, spec.id),
-                trigger=AlignedIntervalTrigger(TickGrid.of(spec.id, spec.interval_s, spec.jitter_s)),
+                trigger=AlignedIntervalTrigger(
+                    TickGrid.of(spec.id, spec.interval_s, spec.jitter_s), spec.jitter_s
+                ),
                 id=spec.id,
                 name=spec.name,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,8 +11,10 @@ from backburner.clock import iso_or_none
 from backburner.leader import store as leader_store
 from backburner.logs import describe_error
 from backburner.membership import store as membership_store
+from backburner.membership.roles import shown_role
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
+from backburner.scheduler.ticks import MICROS_PER_S, TickGrid
 
 
 def _last_run(record: runs.RunRecord | None) -> dict[str, Any] | None:
@@ -29,7 +32,9 @@ def _last_run(record: runs.RunRecord | None) -> dict[str, Any] | None:
     }
 
 
-async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> dict[str, Any]:
+async def scheduler_status(
+    service: SchedulerService, engine: AsyncEngine, *, now: datetime, heartbeat_interval_s: float
+) -> dict[str, Any]:
     specs = service.job_specs()
     elector = service.elector
     status: dict[str, Any] = {
@@ -65,11 +70,13 @@ async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> di
                 "since": iso_or_none(election.acquired_at),
                 "heartbeat_at": iso_or_none(election.heartbeat_at),
             }
+        leader_id = status["leader"]["instance_id"] if status["leader"] else None
         status["instances"] = [
             {
                 "instance_id": m.instance_id,
-                "role": m.role,
+                "role": shown_role(m.instance_id, leader_id, m.last_seen_at, now, heartbeat_interval_s),
                 "last_seen": iso_or_none(m.last_seen_at),
+                "last_seen_seconds_ago": round(max(0.0, (now - m.last_seen_at).total_seconds()), 1),
                 "host": m.host,
                 "pid": m.pid,
                 "process": m.process,
@@ -83,7 +90,9 @@ async def scheduler_status(service: SchedulerService, engine: AsyncEngine) -> di
             "name": spec.name,
             "trigger": service.trigger_of(spec.id),
             "interval_seconds": spec.interval_s,
-            "jitter_seconds": spec.jitter_s,
+            # What the ticks use: a jitter is at most half the interval.
+            "jitter_seconds": TickGrid.of(spec.id, spec.interval_s, spec.jitter_s).jitter_us / MICROS_PER_S,
+            "configured_jitter_seconds": spec.jitter_s,
             "next_run_time": iso_or_none(service.next_run_time(spec.id)),
             "paused": spec.id in paused,
             "last_run": _last_run(last.get(spec.id)),

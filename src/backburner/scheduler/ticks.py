@@ -59,8 +59,9 @@ class TickGrid:
 class AlignedIntervalTrigger(BaseTrigger):  # type: ignore[misc]
     """APScheduler trigger over a `TickGrid`."""
 
-    def __init__(self, grid: TickGrid) -> None:
+    def __init__(self, grid: TickGrid, configured_jitter_s: float | None = None) -> None:
         self.grid = grid
+        self.configured_jitter_s = configured_jitter_s
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime:
         return self.grid.next_after(previous_fire_time or now)
@@ -68,7 +69,15 @@ class AlignedIntervalTrigger(BaseTrigger):  # type: ignore[misc]
     def __str__(self) -> str:
         interval_s = self.grid.interval_us / MICROS_PER_S
         jitter_s = self.grid.jitter_us / MICROS_PER_S
-        return f"interval[{interval_s:g}s, jitter {jitter_s:g}s, aligned]"
+        configured = self.configured_jitter_s
+        if configured is not None and configured > jitter_s:  # capped: say so, with the setting's value
+            return (
+                f"interval[{interval_s:g}s, jitter up to {jitter_s:g}s (half the interval; "
+                f"{configured:g}s configured), aligned]"
+            )
+        if jitter_s == 0:
+            return f"interval[{interval_s:g}s, aligned]"
+        return f"interval[{interval_s:g}s, jitter up to {jitter_s:g}s, aligned]"
 
     def __repr__(self) -> str:
         return f"<AlignedIntervalTrigger {self}>"

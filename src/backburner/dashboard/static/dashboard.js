@@ -57,7 +57,6 @@
   };
   const fmtDuration = (s) => s < 90 ? `${s}s` : s < 5400 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
   const secs = (x) => x == null ? "–" : x < 1 ? `${Math.round(x * 1000)} ms` : `${x.toFixed(2)} s`;
-  const shortId = (id) => id && id.length > 18 ? `${id.slice(0, 16)}…` : (id || "–");
 
   function replaceRows(tbody, rows, emptyText, columns) {
     tbody.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: columns, class: "muted" }, emptyText))]));
@@ -135,13 +134,17 @@
       ? `Last poll cycle ${ago(cycle.started_at)}: ${cycle.polled} polled, ${cycle.completed} completed, ` +
         `${cycle.items_ingested} items, ${cycle.errors} errors in ${secs(cycle.duration_s)}.`
       : "No poll cycle yet.";
-    replaceRows(list("running-batches"), (b.running || []).map((batch) => el("tr", { "data-batch": batch.id },
-      el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showBatch(batch.id); } }, shortId(batch.id))),
-      el("td", {}, batch.provider), el("td", {}, batch.status || "running"),
-      el("td", {}, ago(batch.last_polled_at)), el("td", {}, ago(batch.next_poll_at)),
-      el("td", { title: batch.last_error || "" }, batch.consecutive_errors || 0),
-      el("td", {}, el("button", { type: "button", class: "danger", "data-action": "cancel-batch",
-        onclick: () => cancelBatch(batch) }, "Cancel")))), "No running batches.", 7);
+    // Every unfinished batch, those still being submitted too (they cannot be cancelled yet).
+    replaceRows(list("running-batches"), (b.running || []).map((batch) => {
+      const submitting = batch.status === "submitting";
+      return el("tr", { "data-batch": batch.id },
+        el("td", {}, el("a", { href: "#", onclick: (e) => { e.preventDefault(); showBatch(batch.id); } }, batch.id)),
+        el("td", {}, batch.provider), el("td", { class: submitting ? "pending" : "" }, batch.status || "running"),
+        el("td", {}, ago(batch.last_polled_at)), el("td", {}, submitting ? "after submission" : ago(batch.next_poll_at)),
+        el("td", { title: batch.last_error || "" }, batch.consecutive_errors || 0),
+        el("td", {}, submitting ? "" : el("button", { type: "button", class: "danger", "data-action": "cancel-batch",
+          onclick: () => cancelBatch(batch) }, "Cancel")));
+    }), "No unfinished batches.", 7);
     pager("batches", state.batchesPage, b.running_total || 0, b.page_size || 20, (p) => { state.batchesPage = p; refresh(); });
   }
 
@@ -182,6 +185,13 @@
       "No errors.", 4);
   }
 
+  // The function, then the file's last two path parts (the whole path on hover), wrapped in its cell.
+  function culprit(c) {
+    const parts = String(c.file || "").split("/");
+    const short = parts.length > 2 ? `…/${parts.slice(-2).join("/")}` : c.file;
+    return el("span", { title: `${c.file}:${c.line}` }, `${c.function} `, el("span", { class: "path" }, `${short}:${c.line}`));
+  }
+
   function renderLoop(w) {
     field("loop-state").textContent = w.healthy === false ? "degraded (recent hang)" : (w.enabled === false ? "watchdog off" : "healthy");
     field("loop-lag").textContent = secs(w.lag_s);
@@ -197,15 +207,23 @@
     replaceRows(list("stalls"), (w.recent_stalls || []).map((s) => el("tr", {},
       el("td", {}, s.started_at ? ago(s.started_at) : "–"), el("td", {}, secs(s.duration_s)),
       el("td", {}, s.cause || "–"),
-      el("td", {}, s.culprit ? `${s.culprit.function} (${s.culprit.file}:${s.culprit.line})` : "–"))), "No stalls.", 4);
+      el("td", {}, s.culprit ? culprit(s.culprit) : "–"))), "No stalls.", 4);
   }
 
+  // Each panel's renderer, under the key of its data in /api/admin/dashboard. To add a panel, add
+  // its <section class="panel"> to dashboard.html and its renderer here.
+  const PANELS = {
+    cluster: renderCluster,
+    jobs: renderJobs,
+    batches: renderBatches,
+    files: renderFiles,
+    loop: renderLoop,
+  };
+
   function render(data) {
-    renderCluster(data.cluster || {});
-    renderJobs(data.jobs || []);
-    renderBatches(data.batches || {});
-    renderFiles(data.files || {});
-    renderLoop(data.loop || {});
+    for (const [key, renderPanel] of Object.entries(PANELS)) {
+      if (data[key] !== undefined) renderPanel(data[key]);
+    }
   }
 
   function showFreshness() {
