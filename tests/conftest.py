@@ -13,6 +13,7 @@ from backburner.db.engine import create_engine
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings, load_settings
 from tests.support.databases import PostgresDatabases, SqliteDatabases
+from tests.support.s3server import S3Server
 
 MakeSettings = Callable[..., LoadedSettings]
 
@@ -49,6 +50,14 @@ def database_url(request: pytest.FixtureRequest) -> str:
     """A fresh, migrated database: every test using it runs on both backends."""
     url: str = request.getfixturevalue(f"{request.param}_url")
     return url
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 API server on loopback, started once and stopped after the last test."""
+    server = S3Server(tmp_path_factory.mktemp("s3") / "s3-server.log")
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -24,9 +24,11 @@ from backburner.cli_common import (
 )
 from backburner.cli_output import print_table
 from backburner.emulator.cli import emulator
+from backburner.files.blobs.cli import blobs_app
 from backburner.files.cli import files_app
 from backburner.logs import configure_logging, describe_error
 from backburner.scheduler.cli import scheduler_app
+from backburner.schedules.cli import schedules_app
 from backburner.settings_loader import LoadedSettings
 
 app = typer.Typer(
@@ -44,7 +46,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(batches_app, name="batches")
 app.command("emulator")(emulator)
 app.add_typer(files_app, name="files")
+app.add_typer(blobs_app, name="blobs")
 app.add_typer(scheduler_app, name="scheduler")
+app.add_typer(schedules_app, name="schedules")
 
 PORT_HINT = "choose another with --port or BACKBURNER_PORT (e.g. BACKBURNER_PORT=8284 make run)"
 HostOption = Annotated[str | None, typer.Option("--host", help="Listen address.", show_default=False)]

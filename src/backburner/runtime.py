@@ -37,6 +37,7 @@ from backburner.readiness import CheckResult, ReadinessCheck
 from backburner.scheduler.jobs import JobRegistry
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.wiring import build_scheduling
+from backburner.schedules.component import Schedules
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
 from backburner.tasks import cancel_and_wait
@@ -74,6 +75,7 @@ class Runtime:
         self.watchdog: Watchdog | None = None
         self.batches: BatchesComponent | None = None
         self.files: FileProcessing | None = None
+        self.schedules: Schedules | None = None
         self.membership: MembershipHeartbeat | None = None
         self.scheduler: SchedulerService | None = None
         self._checks: dict[str, ReadinessCheck] = {}
@@ -184,6 +186,10 @@ class Runtime:
                 instance_id=self.instance_id,
             )
         )
+        self.add_readiness_check("blob_store", self.files.blob_health.readiness)
+        self.schedules = await self._enter(
+            Schedules(settings=settings, engine=engine, clock=clock, registry=registry, jobs=self.jobs)
+        )
         scheduling = build_scheduling(
             settings=settings,
             engine=engine,
@@ -196,6 +202,8 @@ class Runtime:
         # Membership first, so that it stops after the scheduler has released the lock.
         self.membership = await self._enter(scheduling.membership)
         self.scheduler = await self._enter(scheduling.scheduler)
+        # Leaves before the scheduler releases the lock: deliveries of fires end and are recorded.
+        await self._enter(self.schedules.draining())
 
     async def _enter(self, component: AbstractAsyncContextManager[C]) -> C:
         return await self._stack.enter_async_context(component)

@@ -18,8 +18,11 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from backburner.schedules.allowlist import url_prefix_problem
+
 DEFAULT_TIMEOUT_MESSAGE = "File processing timed out after {} minutes. Please try again."
 
+HANDLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 SUPPORTED_DATABASE_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres")
 MB = 1024 * 1024
@@ -87,7 +90,11 @@ class Settings(BaseSettings):
     # --- server -------------------------------------------------------------------------------
     host: str = _field("127.0.0.1", "server", "Address the API listens on.")
     port: int = _field(8283, "server", "Port the API listens on.", ge=1, le=65535)
-    data_dir: Path = _field(Path(".backburner"), "server", "Directory for the SQLite database and blobs.")
+    data_dir: Path = _field(
+        Path(".backburner"),
+        "server",
+        "Directory for the SQLite database, `local` blobs and temporary copies.",
+    )
     shutdown_timeout_seconds: float = _field(
         10.0, "server", "Upper bound on a graceful shutdown before remaining work is abandoned.", gt=0
     )
@@ -331,6 +338,98 @@ class Settings(BaseSettings):
         None, "embeddings", "Redis URL for the embedding cache (process memory when unset).", secret=True
     )
 
+    # --- blob storage -------------------------------------------------------------------------
+    blob_store: Literal["local", "database", "s3"] | None = _field(
+        None,
+        "blobs",
+        "Where uploaded files' contents live: `local` (under `data_dir`, one host unless shared), "
+        "`database` (rows of 1 MB in the database) or `s3`. Unset: `database` on PostgreSQL, "
+        "`local` on SQLite.",
+    )
+    blob_sweep_interval_seconds: float = _field(
+        600.0,
+        "blobs",
+        "Interval of the leader's orphan sweeper, which removes blobs no file owns and uploads "
+        "left by crashes once they are an hour old.",
+        gt=0,
+    )
+    s3_bucket: str | None = _field(None, "blobs", "Bucket of the `s3` blob store.")
+    s3_prefix: str = _field(
+        "backburner",
+        "blobs",
+        "Key prefix of every object Backburner stores in the bucket (empty: the bucket's root).",
+        max_length=200,
+    )
+    s3_endpoint_url: AnyHttpUrl | None = _field(
+        None, "blobs", "S3 API endpoint of a server other than AWS (MinIO, Ceph, R2, GCS)."
+    )
+    s3_region: str = _field(
+        "us-east-1", "blobs", "Region of the bucket (signs requests).", pattern=r"^[A-Za-z0-9-]{1,64}$"
+    )
+    s3_access_key_id: str | None = _field(
+        None,
+        "blobs",
+        "Access key id for S3; unset: the standard AWS credential chain (environment, files, role).",
+        min_length=1,
+        max_length=256,
+    )
+    s3_secret_access_key: SecretStr | None = _field(None, "blobs", "Secret access key for S3.", secret=True)
+    # --- user schedules -----------------------------------------------------------------------
+    schedule_webhook_allowed_urls: tuple[str, ...] = _field(
+        (),
+        "schedules",
+        "URL prefixes that webhook schedules may target (a JSON list, or comma-separated in the "
+        "environment); empty: no webhook schedules.",
+        max_length=100,
+    )
+    schedule_handlers: dict[str, str] = _field(
+        {},
+        "schedules",
+        'Python callables that handler schedules may name: `{name: "module:function"}` (JSON, or '
+        "comma-separated `name=module:function` in the environment).",
+    )
+    schedule_max_attempts: int = _field(
+        5, "schedules", "Delivery attempts of one fire before its run is recorded as failed.", gt=0, le=100
+    )
+    schedule_retry_backoff_seconds: float = _field(
+        1.0,
+        "schedules",
+        "Wait before the second attempt of a fire; it doubles each attempt (at most 5 min).",
+        gt=0,
+        le=300,
+    )
+    schedule_delivery_concurrency: int = _field(
+        64, "schedules", "Deliveries of fires in flight at once on the leader.", gt=0, le=10_000
+    )
+    schedule_delivery_timeout_seconds: float = _field(
+        10.0,
+        "schedules",
+        "Timeout of one delivery attempt (a webhook request or a handler call).",
+        gt=0,
+        le=600,
+    )
+    schedule_poll_interval_seconds: float = _field(
+        1.0,
+        "schedules",
+        "Longest the leader waits before looking for due schedules again (it wakes at the next fire "
+        "time, and at once for schedules changed on its own instance).",
+        gt=0,
+        le=60,
+    )
+    schedule_dispatch_batch_size: int = _field(
+        500, "schedules", "Due schedules claimed per transaction by the leader.", gt=0, le=10_000
+    )
+    schedule_payload_max_bytes: int = _field(
+        64 * 1024,
+        "schedules",
+        "Largest `payload` of a schedule, as JSON, in bytes.",
+        gt=0,
+        le=16 * 1024 * 1024,
+    )
+    schedule_run_retention_days: float = _field(
+        7.0, "schedules", "Finished runs older than this are deleted by the leader.", gt=0
+    )
+
     # --- watchdog -----------------------------------------------------------------------------
     watchdog_enabled: bool = _field(True, "watchdog", "Watch the event loop for stalls and hangs.")
     watchdog_check_interval_seconds: float = _field(
@@ -450,12 +549,31 @@ class Settings(BaseSettings):
             raise ValueError("must be a PostgreSQL URL (the lock connection exists only on PostgreSQL)")
         return value
 
-    @field_validator("cors_allowed_origins", mode="before")
+    @field_validator("s3_bucket")
     @classmethod
-    def _origins_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # from the environment: comma-separated
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+    def _bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}", value):
+            raise ValueError(
+                "must be 3 to 255 letters, digits, '.', '_' or '-', beginning with a letter or digit"
+            )
         return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _prefix_is_a_key(cls, value: str) -> str:
+        from backburner.files.blobs.base import is_valid_key  # the blob keys' own rule
+
+        stripped = value.strip("/")
+        if stripped and not is_valid_key(stripped):
+            raise ValueError(
+                "must be `/`-separated segments of letters, digits, '.', '_' or '-', none starting with '.'"
+            )
+        return stripped
+
+    @field_validator("cors_allowed_origins", "schedule_webhook_allowed_urls", mode="before")
+    @classmethod
+    def _list_from_text(cls, value: Any) -> Any:
+        return parse_list_text(value) if isinstance(value, str) else value
 
     @field_validator("cors_allowed_origins")
     @classmethod
@@ -471,10 +589,32 @@ class Settings(BaseSettings):
     @field_validator("batch_completion_handler")
     @classmethod
     def _handler_reference(cls, value: str | None) -> str | None:
-        if value is not None:
-            module, _, function = value.partition(":")
-            if not module or not function or not all(p.isidentifier() for p in module.split(".")):
-                raise ValueError("must look like `package.module:function`")
+        if value is not None and not is_callable_reference(value):
+            raise ValueError("must look like `package.module:function`")
+        return value
+
+    @field_validator("schedule_webhook_allowed_urls")
+    @classmethod
+    def _url_prefixes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for prefix in value:
+            problem = url_prefix_problem(prefix)
+            if problem is not None:
+                raise ValueError(f"{prefix!r} {problem}")
+        return value
+
+    @field_validator("schedule_handlers", mode="before")
+    @classmethod
+    def _handlers_from_text(cls, value: Any) -> Any:
+        return parse_mapping_text(value) if isinstance(value, str) else value
+
+    @field_validator("schedule_handlers")
+    @classmethod
+    def _handler_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, reference in value.items():
+            if not HANDLER_NAME.fullmatch(name):
+                raise ValueError(f"handler name {name!r} must be 1 to 100 letters, digits, `_`, `-` or `.`")
+            if not is_callable_reference(reference):
+                raise ValueError(f"handler {name!r}: {reference!r} must look like `package.module:function`")
         return value
 
     @model_validator(mode="after")
@@ -493,6 +633,10 @@ class Settings(BaseSettings):
                 f"auth_mode 'none' leaves every API route open, so it is allowed only on a loopback host; "
                 f"host is {self.host!r} (set auth_mode to 'keys', or host to 127.0.0.1)"
             )
+        if self.blob_store == "s3" and self.s3_bucket is None:
+            raise ValueError("blob_store `s3` needs s3_bucket")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("s3_access_key_id and s3_secret_access_key go together: set both or neither")
         if self.file_max_concurrent_per_org is not None and self.file_max_concurrent_per_org > max(
             1, self.file_processing_workers
         ):
@@ -536,6 +680,14 @@ class Settings(BaseSettings):
         return self.anthropic_batch_max_requests if kind == "anthropic" else self.openai_batch_max_requests
 
     @property
+    def effective_blob_store(self) -> Literal["local", "database", "s3"]:
+        """`blob_store`, or what fits the database: instances on PostgreSQL may run on several
+        hosts, so their blobs go to the database unless another shared store is chosen."""
+        if self.blob_store is not None:
+            return self.blob_store
+        return "database" if self.is_postgres else "local"
+
+    @property
     def effective_file_processes(self) -> int:
         return self.file_processing_processes or max(1, self.file_processing_workers)
 
@@ -550,8 +702,54 @@ class Settings(BaseSettings):
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
 
+    @property
+    def scratch_dir(self) -> Path:
+        """This host's temporary copies of blobs, for the processes that parse files."""
+        return self.data_dir / "tmp"
+
     def timeout_message(self) -> str:
         return self.file_processing_timeout_error_message.format(self.file_processing_timeout_minutes)
+
+
+def is_callable_reference(value: str) -> bool:
+    """`package.module:function` (the function may be `Class.method`)."""
+    module, _, function = value.partition(":")
+    return (
+        bool(module and function)
+        and all(p.isidentifier() for p in module.split("."))
+        and all(p.isidentifier() for p in function.split("."))
+    )
+
+
+def _json_text(text: str, opener: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"starts with `{opener}` but is not a JSON {what} ({exc})") from None
+
+
+def parse_list_text(text: str) -> Any:
+    """A list setting given as text (the environment): a JSON list, or comma-separated items."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        return _json_text(stripped, "[", "list")
+    return [item.strip() for item in stripped.split(",") if item.strip()]
+
+
+def parse_mapping_text(text: str) -> Any:
+    """A mapping setting given as text: a JSON object, or comma-separated `name=value` items."""
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        return _json_text(stripped, "{", "object")
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in stripped.split(",")):
+        if not item:
+            continue
+        name, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"{item!r} must look like `name=package.module:function`")
+        mapping[name.strip()] = value.strip()
+    return mapping
 
 
 def is_loopback_host(host: str) -> bool:

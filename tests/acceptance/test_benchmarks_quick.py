@@ -30,6 +30,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "batch_poll": {"cycle_10k", "ingest_100k", "naive_ingest_100k"},
     "hostile": {"victim_p95_s", "bomb_error_s", "healthz_p99_ms", "idle_cpu_after_s"},
     "scale": {"files_per_min", "scaling_3_over_1"},
+    "schedules": {"fires", "fire_lag_ms", "missed", "duplicate_keys", "leader_cpu_percent"},
     "soak": {
         "faults",
         "files",
@@ -40,6 +41,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "completions_undelivered",
         "max_rss_mb",
     },
+    "blobs": {"local", "database", "s3"},
 }
 QUICK_TIMEOUT_S = 600
 

@@ -17,9 +17,9 @@ import psutil
 import pytest
 from sqlalchemy import func, select
 
-from backburner.clock import utcnow
+from backburner.clock import SystemClock, utcnow
 from backburner.db.engine import create_engine
-from backburner.files.blobs import LocalBlobStore
+from backburner.files.blobs import build_blob_store
 from backburner.files.states import FileStatus
 from backburner.files.store import FileStores
 from backburner.files.store.records import FileRecord, NewFile
@@ -43,7 +43,7 @@ class Seeder:
         ).settings
         self.engine = create_engine(settings)
         self.stores = FileStores.on(self.engine)
-        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.blobs = build_blob_store(settings, self.engine, SystemClock())
 
     async def source(self, name: str = "docs") -> str:
         return (await self.stores.sources.create(ORG, new_id("source"), name, None, utcnow())).id

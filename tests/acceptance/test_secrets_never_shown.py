@@ -30,6 +30,7 @@ from backburner.emulator.testing import running_emulator
 from tests.support.databases import _pg_admin
 from tests.support.embedding_endpoint import EmbeddingEndpoint
 from tests.support.processes import BackburnerProcess, free_port, wait_until
+from tests.support.s3server import S3Server
 
 pytestmark = pytest.mark.acceptance
 
@@ -100,14 +101,17 @@ def run_cli(captured: Captured, *args: str, env: dict[str, str], cwd: Path, reco
     return result.stdout
 
 
+# A whole deployment's life with a dozen processes; on a busy 2-core machine it takes about a minute.
+@pytest.mark.timeout(240)
 def test_a_full_run_shows_no_secret_anywhere(
-    database_role: tuple[str, str], redis_user: tuple[str, str], tmp_path: Path
+    database_role: tuple[str, str], redis_user: tuple[str, str], tmp_path: Path, s3_server: S3Server
 ) -> None:
     database_url, database_password = database_role
     redis_url, redis_password = redis_user
     provider_keys = {name: f"sk-{name}-{secrets.token_hex(16)}" for name in ("anthropic", "openai")}
     embedding_key = f"sk-embed-{secrets.token_hex(16)}"
     webhook_secret = f"whsec-{secrets.token_hex(16)}"
+    s3_secret = f"s3-{secrets.token_hex(16)}"
     captured = Captured()
     emulator_config = EmulatorConfig(complete_after_s=0.5, validating_s=0.0, finalizing_s=0.0)
     with running_emulator(emulator_config) as emulator, EmbeddingEndpoint() as embeddings:
@@ -130,8 +134,13 @@ def test_a_full_run_shows_no_secret_anywhere(
             "BACKBURNER_EMBEDDING_BASE_URL": embeddings.base_url,
             "BACKBURNER_EMBEDDING_API_KEY": embedding_key,
             "BACKBURNER_REDIS_URL": redis_url,
-            "BACKBURNER_FILE_PROCESSING_PROCESSES": "0",
+            "BACKBURNER_FILE_PROCESSING_PROCESSES": "1",
             "BACKBURNER_FILE_POLL_INTERVAL_SECONDS": "0.1",
+            **{
+                f"BACKBURNER_{name.upper()}": str(value)
+                for name, value in s3_server.settings(s3_server.new_bucket()).items()
+            },
+            "BACKBURNER_S3_SECRET_ACCESS_KEY": s3_secret,
         }
         admin_key = run_cli(
             captured, "keys", "create", "--org", "acme", "--admin", env=env, cwd=tmp_path, record=False
@@ -151,9 +160,14 @@ def test_a_full_run_shows_no_secret_anywhere(
             _exercise(server, captured, admin_key, user_key)
             for args in (["batches", "list"], ["files", "list"], ["scheduler", "status"]):
                 run_cli(captured, *args, env={**env, "BACKBURNER_URL": server.url}, cwd=tmp_path)
-            for args in (["config", "show"], ["config", "show", "--json"], ["keys", "list"]):
+            for args in (
+                ["config", "show"],
+                ["config", "show", "--json"],
+                ["keys", "list"],
+                ["blobs", "verify"],
+            ):
                 run_cli(captured, *args, env=env, cwd=tmp_path)
-            for command in ("batches list", "files list", "config show", "keys list"):
+            for command in ("batches list", "files list", "config show", "keys list", "blobs verify"):
                 assert any(f"cli {command} (stderr, exit 0)" in where for where in captured.texts), command
         finally:
             server.stop()
@@ -184,6 +198,7 @@ def test_a_full_run_shows_no_secret_anywhere(
         "openai key": provider_keys["openai"],
         "embedding key": embedding_key,
         "webhook secret": webhook_secret,
+        "S3 secret access key": s3_secret,
         "admin API key secret": admin_key.split("_", 2)[2],
         "user API key secret": user_key.split("_", 2)[2],
     }

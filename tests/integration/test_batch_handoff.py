@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from backburner.batches.handoff import SIGNATURE_HEADER, HandlerNotFound, resolve_handler
+from backburner.batches.handoff import HandlerNotFound, resolve_handler
 from tests.support import batch_env as _support
 from tests.support.batch_env import FakeClock, runtime_env
+from tests.support.receiver import Receiver, running_receiver, signature_valid, statuses
 
 shared_emulator = _support.shared_emulator  # fixtures of the batch tests
 emulator = _support.emulator
@@ -21,39 +18,10 @@ emulator = _support.emulator
 SECRET = "webhook-secret"
 
 
-class Receiver:
-    """A webhook endpoint answering with the statuses it is given, recording every request."""
-
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.received: list[tuple[dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["content-length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/batches"
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver([500])
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-    thread.join(5)
+    with running_receiver(statuses(500)) as receiver:
+        yield receiver
 
 
 async def test_webhook_is_signed_retried_and_recorded(make_settings, database_url, emulator, receiver):
@@ -64,7 +32,7 @@ async def test_webhook_is_signed_retried_and_recorded(make_settings, database_ur
         emulator,
         clock,
         batch_completion_handler=None,
-        batch_completion_webhook_url=receiver.url,
+        batch_completion_webhook_url=receiver.prefix + "batches",
         batch_completion_webhook_secret=SECRET,
     ) as env:
         created = await env.submit("openai", ["w-1", "w-error-2"])
@@ -80,14 +48,10 @@ async def test_webhook_is_signed_retried_and_recorded(make_settings, database_ur
         assert (delivery.status, delivery.attempts) == ("delivered", 2)
 
     assert len(receiver.received) == 2
-    for headers, body in receiver.received:
-        timestamp, signature = (
-            part.split("=", 1)[1] for part in headers[SIGNATURE_HEADER.lower()].split(",")
-        )
-        expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-        assert hmac.compare_digest(signature, expected)
-        assert headers["idempotency-key"] == f"{created['id']}:completed"
-        payload = json.loads(body)
+    for request in receiver.received:
+        assert request.path == "/hooks/batches" and signature_valid(SECRET, request)
+        assert request.headers["idempotency-key"] == f"{created['id']}:completed"
+        payload = json.loads(request.body)
         assert (payload["batch_id"], payload["status"]) == (created["id"], "completed")
         assert payload["counts"]["succeeded"] == 1 and payload["counts"]["errored"] == 1
 

@@ -1,151 +1,81 @@
-"""Blob stores: one behaviour suite run against the local-directory and the in-memory store."""
+"""Pieces of the blob stores that need no database: keys, stream metering and re-cutting, the
+local store's layout, the read retries, and which store the settings choose. The behaviour
+suite over every store is `tests/integration/test_blob_stores.py`."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
-import tracemalloc
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from backburner.files.blobs import (
-    BlobNotFound,
-    BlobStore,
+    BlobChecksumMismatch,
     BlobTooLarge,
-    InMemoryBlobStore,
     InvalidBlobKey,
     LocalBlobStore,
+    ReadRetry,
+    file_blob_key,
     iter_bytes,
-    local_path,
+    validate_key,
 )
+from backburner.files.blobs.access import remove_stale_copies
+from backburner.files.blobs.base import StreamMeter, rebuffer
+from backburner.files.blobs.sweeper import sweep_cutoff
+from backburner.settings_loader import SettingsError, load_settings
 
-DEADLINE_S = 10
-
-
-@pytest.fixture(params=["local", "memory"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
-    if request.param == "local":
-        return LocalBlobStore(tmp_path / "blobs")
-    return InMemoryBlobStore()
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def chunks_of(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
+def test_file_keys_are_valid_keys_under_the_files_prefix() -> None:
+    assert validate_key(file_blob_key("file-abc_1")) == "files/file-abc_1"
+    for bad in ["", "../x", "a//b", ".hidden", "a/.tmp/b", "x" * 1025, "sp ace"]:
+        with pytest.raises(InvalidBlobKey):
+            validate_key(bad)
 
 
-def temp_files(store: BlobStore) -> list[Path]:
-    if isinstance(store, LocalBlobStore):
-        return [p for p in store.root.rglob("*") if p.is_file() and ".tmp" in p.parts]
-    return []
+async def test_rebuffer_cuts_any_stream_into_exact_pieces() -> None:
+    async def stream(sizes: list[int]) -> AsyncIterator[bytes]:
+        for number, size in enumerate(sizes):
+            yield bytes([number % 256]) * size
+
+    for sizes in ([], [0], [3], [10], [25], [1, 2, 3, 4, 5, 6], [100, 1, 7]):
+        pieces = [bytes(p) async for p in rebuffer(stream(sizes), 10)]
+        expected = b"".join(bytes([n % 256]) * s for n, s in enumerate(sizes))
+        assert b"".join(pieces) == expected
+        assert all(len(p) == 10 for p in pieces[:-1]) and all(pieces), (sizes, [len(p) for p in pieces])
 
 
-async def test_write_stream_reports_size_and_sha256(store: BlobStore) -> None:
-    data = os.urandom(10_000)
-    info = await store.write_stream("org-1/file-1/content", chunks_of(data))
-    assert info.size == len(data)
-    assert info.sha256 == hashlib.sha256(data).hexdigest()
-    assert await store.exists("org-1/file-1/content")
-    assert await store.read_bytes("org-1/file-1/content") == data
-    streamed = b"".join([chunk async for chunk in store.open("org-1/file-1/content", chunk_bytes=999)])
-    assert streamed == data
-    assert temp_files(store) == []
+async def test_the_meter_stops_at_the_limit_and_checks_the_hash() -> None:
+    meter = StreamMeter("k", 10, None)
+    meter.add(b"x" * 10)
+    with pytest.raises(BlobTooLarge):
+        meter.add(b"y")
+    checked = StreamMeter("k", None, hashlib.sha256(b"right").hexdigest())
+    checked.add(b"wrong")
+    with pytest.raises(BlobChecksumMismatch) as caught:
+        checked.finish()
+    assert caught.value.actual == hashlib.sha256(b"wrong").hexdigest()
+    fine = StreamMeter("k", None, hashlib.sha256(b"right").hexdigest())
+    fine.add(b"right")
+    assert fine.finish().size == 5
 
 
-async def test_empty_blob(store: BlobStore) -> None:
-    info = await store.write_bytes("empty", b"")
-    assert (info.size, info.sha256) == (0, hashlib.sha256(b"").hexdigest())
-    assert await store.read_bytes("empty") == b""
+async def test_iter_bytes() -> None:
+    assert [c async for c in iter_bytes(b"abcdefg", 3)] == [b"abc", b"def", b"g"]
 
 
-async def test_a_write_replaces_the_previous_blob(store: BlobStore) -> None:
-    await store.write_bytes("k", b"first version")
-    await store.write_bytes("k", b"second")
-    assert await store.read_bytes("k") == b"second"
+def test_read_retries_double_their_wait() -> None:
+    assert ReadRetry(attempts=5, first_delay_s=0.25).delays() == [0.25, 0.5, 1.0, 2.0]
+    assert ReadRetry(attempts=1).delays() == []
 
 
-async def test_too_large_raises_and_leaves_nothing(store: BlobStore) -> None:
-    with pytest.raises(BlobTooLarge) as caught:
-        await store.write_stream("big", chunks_of(b"x" * 101, size=10), max_bytes=100)
-    assert caught.value.max_bytes == 100
-    assert not await store.exists("big")
-    assert temp_files(store) == []
-    info = await store.write_stream("exact", chunks_of(b"x" * 100, size=10), max_bytes=100)
-    assert info.size == 100
-
-
-async def test_a_failing_stream_keeps_the_previous_blob(store: BlobStore) -> None:
-    await store.write_bytes("k", b"kept")
-
-    async def broken() -> AsyncIterator[bytes]:
-        yield b"partial"
-        raise ConnectionResetError("client went away")
-
-    with pytest.raises(ConnectionResetError):
-        await store.write_stream("k", broken())
-    assert await store.read_bytes("k") == b"kept"
-    assert temp_files(store) == []
-
-
-async def test_a_cancelled_write_leaves_nothing(store: BlobStore) -> None:
-    sent_some = asyncio.Event()
-
-    async def stalled() -> AsyncIterator[bytes]:
-        yield b"x" * (2 * 1024 * 1024)  # past the write buffer: some bytes reach the disk
-        sent_some.set()
-        await asyncio.Event().wait()
-        yield b""
-
-    task = asyncio.create_task(store.write_stream("stalled", stalled()))
-    await asyncio.wait_for(sent_some.wait(), DEADLINE_S)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, DEADLINE_S)
-    assert not await store.exists("stalled")
-    assert temp_files(store) == []
-
-
-async def test_missing_blobs(store: BlobStore) -> None:
-    assert not await store.exists("nope")
-    assert await store.delete("nope") is False
-    with pytest.raises(BlobNotFound):
-        await store.read_bytes("nope")
-    with pytest.raises(BlobNotFound):
-        async for _ in store.open("nope"):
-            pass
-
-
-async def test_delete(store: BlobStore) -> None:
-    await store.write_bytes("a/b", b"data")
-    assert await store.delete("a/b") is True
-    assert not await store.exists("a/b")
-
-
-@pytest.mark.parametrize(
-    "key",
-    ["", "../escape", "a/../../b", "/absolute", "a//b", ".hidden", "a/.tmp/x", "back\\slash", "sp ace", "a/"],
-)
-async def test_keys_cannot_escape_the_store(store: BlobStore, key: str) -> None:
-    with pytest.raises(InvalidBlobKey):
-        await store.write_bytes(key, b"x")
-    with pytest.raises(InvalidBlobKey):
-        await store.exists(key)
-    with pytest.raises(InvalidBlobKey):
-        store.path_for(key)
-
-
-async def test_local_path_gives_a_readable_file(store: BlobStore) -> None:
-    await store.write_bytes("doc", b"content")
-    async with local_path(store, "doc") as path:
-        assert path.read_bytes() == b"content"
-    if isinstance(store, InMemoryBlobStore):
-        assert not path.exists()  # the temporary copy is gone
-    with pytest.raises(BlobNotFound):
-        async with local_path(store, "missing"):
-            pass
+def test_the_sweep_cutoff_is_an_hour_back() -> None:
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    assert sweep_cutoff(now) == datetime(2030, 1, 1, 11, 0, tzinfo=UTC)
 
 
 async def test_local_store_files_live_under_the_root(tmp_path: Path) -> None:
@@ -155,26 +85,7 @@ async def test_local_store_files_live_under_the_root(tmp_path: Path) -> None:
     assert store.path_for("org/file/blob.bin") == (tmp_path / "root" / "org" / "file" / "blob.bin").resolve()
 
 
-async def test_local_store_streams_without_holding_the_file(tmp_path: Path) -> None:
-    store = LocalBlobStore(tmp_path / "root", fsync=False)
-    piece = os.urandom(64 * 1024)
-    total = 24 * 1024 * 1024
-
-    async def stream() -> AsyncIterator[bytes]:
-        for _ in range(total // len(piece)):
-            yield piece
-
-    tracemalloc.start()
-    try:
-        info = await store.write_stream("large", stream(), max_bytes=total)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert info.size == total
-    assert peak < 8 * 1024 * 1024, f"peak {peak} bytes while streaming {total}"
-
-
-async def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
+async def test_local_stale_temp_files_and_copies_are_removed_by_age(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path / "root")
     temp_dir = tmp_path / "root" / ".tmp"
     temp_dir.mkdir(parents=True)
@@ -183,15 +94,51 @@ async def test_stale_temp_files_are_removed(tmp_path: Path) -> None:
     fresh.write_bytes(b"y")
     now = fresh.stat().st_mtime
     os.utime(old, (now - 7200, now - 7200))
-    assert await store.remove_stale_temp_files(older_than_s=3600, now=now) == 1
+    cutoff = datetime.fromtimestamp(now - 3600, UTC)
+    assert await store.remove_stale_uploads(cutoff) == 1
     assert not old.exists() and fresh.exists()
-    assert await LocalBlobStore(tmp_path / "elsewhere").remove_stale_temp_files(3600) == 0
+    assert await LocalBlobStore(tmp_path / "elsewhere").remove_stale_uploads(cutoff) == 0
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "backburner-blob-old").write_bytes(b"x")
+    (scratch / "someone-elses").write_bytes(b"x")
+    for path in scratch.iterdir():
+        os.utime(path, (now - 7200, now - 7200))
+    assert await remove_stale_copies(scratch, cutoff) == 1
+    assert [p.name for p in scratch.iterdir()] == ["someone-elses"]
 
 
-async def test_iter_bytes() -> None:
-    assert [c async for c in iter_bytes(b"abcdefg", 3)] == [b"abc", b"def", b"g"]
+def test_the_store_follows_the_database_unless_chosen() -> None:
+    assert load_settings(flags={}, environ={}).settings.effective_blob_store == "local"
+    on_postgres = load_settings(flags={"database_url": PG_URL}, environ={}).settings
+    assert on_postgres.effective_blob_store == "database"
+    chosen = load_settings(flags={"database_url": PG_URL, "blob_store": "local"}, environ={}).settings
+    assert chosen.effective_blob_store == "local"
 
 
-def test_both_stores_satisfy_the_protocol(tmp_path: Path) -> None:
-    assert isinstance(LocalBlobStore(tmp_path), BlobStore)
-    assert isinstance(InMemoryBlobStore(), BlobStore)
+@pytest.mark.parametrize(
+    ("values", "words"),
+    [
+        ({"blob_store": "s3"}, "blob_store `s3` needs s3_bucket"),
+        ({"blob_store": "ftp"}, "blob_store"),
+        ({"s3_bucket": "bucket", "s3_access_key_id": "id"}, "set both or neither"),
+        ({"s3_prefix": "a/../b"}, "s3_prefix"),
+        ({"s3_bucket": "no spaces"}, "s3_bucket = 'no spaces'"),
+        ({"s3_bucket": "ab"}, "3 to 255 letters"),
+        ({"blob_sweep_interval_seconds": 0}, "blob_sweep_interval_seconds"),
+    ],
+)
+def test_bad_blob_settings_are_refused_with_the_reason(values: dict[str, object], words: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(flags=values, environ={})
+    assert words in str(caught.value)
+
+
+def test_the_s3_secret_is_masked() -> None:
+    loaded = load_settings(
+        flags={"blob_store": "s3", "s3_bucket": "bucket", "s3_access_key_id": "id"},
+        environ={"BACKBURNER_S3_SECRET_ACCESS_KEY": "very-secret-value"},
+    )
+    assert "very-secret-value" not in str(loaded.describe())
+    assert "very-secret-value" not in repr(loaded.settings)

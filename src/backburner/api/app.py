@@ -19,6 +19,7 @@ from backburner.api.openapi import install_openapi
 from backburner.auth.middleware import AuthMiddleware
 from backburner.dashboard import router as dashboard
 from backburner.runtime import Runtime, run_as_process
+from backburner.schedules import api as schedules
 from backburner.settings_loader import LoadedSettings
 
 
@@ -55,6 +56,7 @@ def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None
     app.include_router(batches.router)
     app.include_router(batches.admin_router)
     app.include_router(files.router)
+    app.include_router(schedules.router)
     app.include_router(admin_scheduler.router)
     app.include_router(admin_watchdog.router)
     app.include_router(dashboard.router)

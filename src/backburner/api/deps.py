@@ -20,6 +20,7 @@ from backburner.monitoring.watchdog import Watchdog
 from backburner.readiness import Readiness
 from backburner.runtime import Runtime
 from backburner.scheduler.service import SchedulerService
+from backburner.schedules.component import Schedules
 from backburner.settings import Settings
 
 
@@ -78,6 +79,13 @@ def get_scheduler(request: Request) -> SchedulerService:
     return service
 
 
+def get_schedules(request: Request) -> Schedules:
+    component = _runtime(request).schedules
+    if component is None:
+        raise HTTPException(503, "schedules have not started yet; retry shortly")
+    return component
+
+
 def get_watchdog(request: Request) -> Watchdog:
     watchdog = _runtime(request).watchdog
     if watchdog is None:
@@ -102,6 +110,7 @@ def get_dashboard_sources(request: Request) -> DashboardSources:
         batches=runtime.batches,
         files=runtime.files,
         watchdog=runtime.watchdog,
+        schedules=runtime.schedules,
     )
 
 

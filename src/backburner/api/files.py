@@ -16,7 +16,7 @@ from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.db.keyset import InvalidCursor
 from backburner.files.blobs import BlobNotFound
 from backburner.files.embedding.embedders import EmbeddingError
-from backburner.files.service import FileService, SearchHit, UploadRefused
+from backburner.files.service import FileService, SearchHit, StorageUnavailable, UploadRefused
 from backburner.files.states import FileStatus, IllegalTransition
 from backburner.files.store.records import (
     DuplicateSource,
@@ -35,6 +35,8 @@ SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 FileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 DEFAULT_PAGE_SIZE = 100
 MAX_SEARCH_K = 100
+# The blob store is checked every 5 s: a fixed bucket or key counts by then.
+STORAGE_RETRY_AFTER_S = 5
 
 
 Files = Annotated[FileService, Depends(get_file_service)]
@@ -149,6 +151,12 @@ def _not_found(exc: LookupError) -> HTTPException:
     return HTTPException(404, str(exc))
 
 
+def _refused(exc: UploadRefused) -> HTTPException:
+    """A refused upload's answer; a blob store that does not work says when to try again."""
+    headers = {"retry-after": str(STORAGE_RETRY_AFTER_S)} if isinstance(exc, StorageUnavailable) else None
+    return HTTPException(exc.status_code, str(exc), headers=headers)
+
+
 # --- sources ----------------------------------------------------------------------------------
 
 
@@ -226,6 +234,7 @@ _UPLOAD_BODY = {
         409: {"description": "Duplicate content with `duplicate_handling=error`"},
         413: {"description": "Larger than `file_upload_max_bytes`"},
         415: {"description": "Unsupported type, or binary content named as text"},
+        503: {"description": "The blob store does not work now (`/readyz` says why); nothing was stored"},
     },
 )
 async def upload_file(
@@ -254,7 +263,7 @@ async def upload_file(
     except MultipartError as exc:
         raise HTTPException(400, str(exc)) from None
     except UploadRefused as exc:
-        raise HTTPException(exc.status_code, str(exc)) from None
+        raise _refused(exc) from None
     if result.duplicate:
         response.status_code = 200
     return {**file_out(result.file), "duplicate": result.duplicate}
@@ -336,6 +345,7 @@ async def cancel_file(file_id: FileId, files: Files, organization_id: Organizati
         409: {"description": "The file is not in ERROR, or its content is gone"},
         413: {"description": "The content is larger than `file_upload_max_bytes` now allows"},
         415: {"description": "The content's type is no longer accepted"},
+        503: {"description": "The blob store does not work now (`/readyz` says why)"},
     },
 )
 async def retry_file(file_id: FileId, files: Files, organization_id: OrganizationId) -> Any:
@@ -348,7 +358,7 @@ async def retry_file(file_id: FileId, files: Files, organization_id: Organizatio
     except BlobNotFound:
         raise HTTPException(409, f"the content of file {file_id} is no longer stored") from None
     except UploadRefused as exc:
-        raise HTTPException(exc.status_code, str(exc)) from None
+        raise _refused(exc) from None
 
 
 # --- search -----------------------------------------------------------------------------------

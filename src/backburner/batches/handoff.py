@@ -14,13 +14,8 @@ webhook (JSON POST signed with HMAC-SHA256: header `Backburner-Signature: t=<uni
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import importlib
-import inspect
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,12 +28,21 @@ from backburner.batches.store import BatchStore, Delivery, mark_delivered, mark_
 from backburner.clock import Clock
 from backburner.leader.base import Leadership
 from backburner.logs import log_event
+from backburner.outbound import SIGNATURE_HEADER, HandlerNotFound, call_handler, resolve_handler, sign
 from backburner.scheduler.jobs import JobContext
 from backburner.settings import Settings
 
 log = logging.getLogger("backburner.batches.handoff")
 
-SIGNATURE_HEADER = "Backburner-Signature"
+__all__ = [
+    "SIGNATURE_HEADER",
+    "BatchCompletion",
+    "CompletionHandoff",
+    "HandlerNotFound",
+    "resolve_handler",
+    "sign",
+]
+
 DELIVERIES_PER_RUN = 100
 HANDLER_CHANNEL = "handler"
 WEBHOOK_CHANNEL = "webhook"
@@ -84,38 +88,6 @@ class BatchCompletion:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-Handler = Callable[[BatchCompletion], Any]
-
-
-class HandlerNotFound(ValueError):
-    pass
-
-
-def resolve_handler(reference: str) -> Handler:
-    """Import `package.module:function`; a wrong reference stops start-up with a clear message."""
-    module_name, _, attribute = reference.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise HandlerNotFound(
-            f"batch_completion_handler {reference!r}: cannot import {module_name}: {exc}"
-        ) from exc
-    target: Any = module
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-    if not callable(target):
-        raise HandlerNotFound(
-            f"batch_completion_handler {reference!r}: {attribute} is not a callable in {module_name}"
-        )
-    handler: Handler = target
-    return handler
-
-
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
 
 
 class CompletionHandoff:
@@ -219,14 +191,7 @@ class CompletionHandoff:
 
     async def _call_handler(self, completion: BatchCompletion) -> None:
         assert self._handler is not None
-        handler = self._handler
-        if inspect.iscoroutinefunction(handler):
-            await asyncio.wait_for(handler(completion), self._timeout_s)
-            return
-        # A blocking handler runs in the thread pool so that it never stalls the loop.
-        result = await asyncio.wait_for(asyncio.to_thread(handler, completion), self._timeout_s)
-        if inspect.isawaitable(result):
-            await asyncio.wait_for(result, self._timeout_s)
+        await call_handler(self._handler, completion, self._timeout_s)
 
     async def _post_webhook(self, completion: BatchCompletion) -> None:
         assert self._webhook_url is not None

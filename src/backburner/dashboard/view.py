@@ -22,6 +22,8 @@ from backburner.monitoring.watchdog import Watchdog
 from backburner.scheduler import runs
 from backburner.scheduler.service import SchedulerService
 from backburner.scheduler.status import scheduler_status
+from backburner.schedules.component import Schedules
+from backburner.schedules.dashboard import schedules_panel
 from backburner.settings import Settings
 
 RUN_HISTORY_LENGTH = 20
@@ -44,6 +46,7 @@ class DashboardSources:
     batches: BatchesComponent | None
     files: FileProcessing | None
     watchdog: Watchdog | None
+    schedules: Schedules | None = None
 
 
 async def dashboard_view(
@@ -68,6 +71,7 @@ async def dashboard_view(
         "batches": batches,
         "files": files,
         "loop": _loop_panel(sources.watchdog),
+        "schedules": await schedules_panel(sources.schedules, organization_id),
     }
 
 

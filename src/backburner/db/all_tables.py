@@ -3,5 +3,7 @@
 import backburner.auth.tables
 import backburner.batches.tables
 import backburner.db.tables
+import backburner.files.blobs.tables
 import backburner.files.tables
-import backburner.leader.tables  # noqa: F401
+import backburner.leader.tables
+import backburner.schedules.tables  # noqa: F401

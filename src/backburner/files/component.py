@@ -1,7 +1,8 @@
-"""File processing as one runtime component: its workers, its sweeper job and the service.
+"""File processing as one runtime component: its workers, its sweeper jobs, the blob store and
+the service.
 
-Entering it registers the leader-only sweeper job on the job registry (so it must be entered
-before the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels
+Entering it registers the leader-only file and blob sweeper jobs on the job registry (so it must
+be entered before the scheduler) and starts `file_processing_workers` named worker tasks; leaving it cancels
 them, and each gives its file back so that another instance takes it over at once.
 
 A file stopped anywhere (cancelled, deleted or timed out through another instance, or taken by
@@ -14,13 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.clock import Clock
-from backburner.files.blobs import LocalBlobStore
+from backburner.files.blobs import build_blob_store
+from backburner.files.blobs.access import remove_stale_copies
+from backburner.files.blobs.factory import warn_about_sharing
+from backburner.files.blobs.health import BlobStoreHealth
+from backburner.files.blobs.references import BlobReferences
+from backburner.files.blobs.sweeper import BlobSweeper, BlobSweepMetrics, sweep_cutoff
 from backburner.files.embedding.strategy import Embedding, build_embedding
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.worker import FileWorker, StopReason, WorkerConfig
@@ -60,11 +67,21 @@ class FileProcessing:
         jobs: JobRegistry,
         instance_id: str,
     ) -> None:
+        self.settings = settings
+        self.clock = clock
         self.jobs = jobs
         self.config = WorkerConfig.from_settings(settings)
         self.metrics = FileMetrics(registry)
         self.stores = FileStores.on(engine)
-        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.blobs = build_blob_store(settings, engine, clock)
+        self.blob_health = BlobStoreHealth(self.blobs)
+        self.blob_sweeper = BlobSweeper(
+            self.blobs,
+            BlobReferences(engine),
+            clock,
+            settings.blob_sweep_interval_seconds,
+            BlobSweepMetrics(registry),
+        )
         self.pool = ProcessPool(
             settings.effective_file_processes,
             memory_limit_bytes=settings.file_process_memory_limit_mb * 1024 * 1024,
@@ -100,11 +117,18 @@ class FileProcessing:
             metrics=self.metrics,
             on_new_file=self.wake,
             on_stop_file=lambda file_id: self.stop_file(file_id, "deleted"),
+            storage_problem=lambda: self.blob_health.problem,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> FileProcessing:
         self.jobs.add(self.sweeper.job_spec())
+        self.jobs.add(self.blob_sweeper.job_spec())
+        warn_about_sharing(self.settings)
+        self._stack.push_async_callback(self.blobs.aclose)
+        await self._stack.enter_async_context(self.blob_health)
+        await remove_stale_copies(self.settings.scratch_dir, sweep_cutoff(self.clock.now()))
         if self.workers:
             # The instance is ready once its workers can process files: until then its files
             # stay free for the workers of other instances.
@@ -126,6 +150,7 @@ class FileProcessing:
         self._tasks.clear()
         self.pool.close()
         await self.embedding.aclose()
+        await self._stack.aclose()
         log_event(log, logging.INFO, "files.stopped")
 
     def wake(self) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from backburner.clock import Clock
-from backburner.files.blobs import BlobStore, BlobTooLarge
+from backburner.files.blobs import BlobStore, BlobStoreUnavailable, BlobTooLarge, file_blob_key
 from backburner.files.embedding.strategy import Embedding
 from backburner.files.embedding.vectors import cosine, vector_from_bytes
 from backburner.files.metrics import FileMetrics
@@ -89,6 +89,13 @@ class UploadTooLarge(UploadRefused):
         super().__init__(too_large_message("the file", "file_upload_max_bytes", max_bytes))
 
 
+class StorageUnavailable(UploadRefused):
+    status_code = 503
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"uploads are refused until the blob store works again: {problem}")
+
+
 class DuplicateFile(UploadRefused):
     status_code = 409
 
@@ -125,6 +132,7 @@ class FileService:
         metrics: FileMetrics,
         on_new_file: Callable[[], None] = lambda: None,
         on_stop_file: Callable[[str], None] = lambda file_id: None,
+        storage_problem: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.stores = stores
@@ -134,6 +142,7 @@ class FileService:
         self.metrics = metrics
         self._on_new_file = on_new_file
         self._on_stop_file = on_stop_file
+        self._storage_problem = storage_problem
 
     # --- sources --------------------------------------------------------------------------------
 
@@ -173,6 +182,8 @@ class FileService:
         is, by `on_duplicate`: returned instead (`skip`), refused (`error`) or stored anew (`allow`).
         """
         await self.stores.sources.get(organization_id, source_id)
+        if (problem := self._storage_problem()) is not None:
+            raise StorageUnavailable(problem)
         name = sanitize_filename(file_name)
         media_type = _media_type(content_type)
         parser = parser_for(name, media_type)
@@ -188,12 +199,14 @@ class FileService:
             except BinaryContent as exc:
                 raise BinaryUpload(name, str(exc)) from None
         file_id = new_id("file")
-        key = f"files/{file_id}"
+        key = file_blob_key(file_id)
         max_bytes = self.settings.file_upload_max_bytes
         try:
             info = await self.blobs.write_stream(key, _prepend(prefix, stream), max_bytes=max_bytes)
         except BlobTooLarge:
             raise UploadTooLarge(max_bytes) from None
+        except BlobStoreUnavailable as exc:
+            raise StorageUnavailable(str(exc)) from None
         try:
             existing = await self.stores.catalog.find_duplicate(organization_id, source_id, info.sha256)
             if existing is not None and on_duplicate != "allow":

@@ -210,6 +210,24 @@
       el("td", {}, s.culprit ? culprit(s.culprit) : "–"))), "No stalls.", 4);
   }
 
+  const RUN_OUTCOME_CLASS = { succeeded: "ok", failed: "error", skipped: "muted" };
+
+  function renderSchedules(panel) {
+    countChips(list("schedule-counts"), panel.counts || {}, "data-count");
+    replaceRows(list("schedules-soonest"), (panel.soonest || []).map((s) => el("tr", { "data-schedule": s.id },
+      el("td", { title: s.id }, s.name, s.paused ? el("span", { class: "muted" }, " (paused)") : ""),
+      el("td", {}, s.kind === "cron" ? s.timing : s.kind === "interval" ? `every ${s.timing}` : "once"),
+      el("td", {}, s.triggered ? "triggered" : ago(s.due_at)),
+      el("td", {}, el("button", { type: "button", "data-action": "trigger-schedule",
+        onclick: () => triggerSchedule(s) }, "Fire now")))), "No schedules due.", 4);
+    replaceRows(list("schedule-runs"), (panel.recent_runs || []).map((r) => el("tr", { "data-schedule": r.schedule_id },
+      el("td", { title: r.schedule_id }, r.schedule_name),
+      el("td", {}, ago(r.fire_time)),
+      el("td", { class: RUN_OUTCOME_CLASS[r.outcome] || "", title: r.error || "" },
+        `${r.outcome}${r.http_status ? ` (${r.http_status})` : ""}`),
+      el("td", {}, r.attempts), el("td", {}, r.epoch))), "No runs yet.", 5);
+  }
+
   // Each panel's renderer, under the key of its data in /api/admin/dashboard. To add a panel, add
   // its <section class="panel"> to dashboard.html and its renderer here.
   const PANELS = {
@@ -218,6 +236,7 @@
     batches: renderBatches,
     files: renderFiles,
     loop: renderLoop,
+    schedules: renderSchedules,
   };
 
   function render(data) {
@@ -287,6 +306,8 @@
     () => post(`/v1/batches/${encodeURIComponent(b.id)}/cancel`));
   const retryFile = (f) => confirmThen(`Process ${f.name} again as a new file?`,
     () => post(`/v1/files/${encodeURIComponent(f.id)}/retry`));
+  const triggerSchedule = (s) => confirmThen(`Fire schedule ${s.name} now?`,
+    () => post(`/v1/schedules/${encodeURIComponent(s.id)}/trigger`));
   const jobAction = (job, verb) => confirmThen(`${verb === "pause" ? "Pause" : "Resume"} job ${job.name || job.id}?`,
     () => post(`/api/admin/scheduler/jobs/${encodeURIComponent(job.id)}/${verb}`));
 

@@ -29,6 +29,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from backburner.clock import Clock
@@ -79,6 +80,8 @@ class WorkerConfig:
     org_cap: int
     budget: FileBudget
     embed_batches_in_flight: int = 3
+    # Where a blob from a store without local files is copied for the pool processes to read.
+    scratch_dir: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -94,6 +97,7 @@ class WorkerConfig:
             chunk_overlap_chars=settings.chunk_overlap_chars,
             batch_size=settings.embedding_batch_size,
             poll_interval_s=settings.file_poll_interval_seconds,
+            scratch_dir=settings.scratch_dir,
         )
 
     @property
@@ -259,7 +263,7 @@ class FileWorker:
                 file.id, FileStatus.PARSING, self._progress(active), owner=lease.owner
             )
         try:
-            async with local_path(self.blobs, file.blob_key) as path:
+            async with local_path(self.blobs, file.blob_key, config.scratch_dir) as path:
                 budget = config.budget
                 document: ChunkedDocument = await self.pool.run(
                     parse_and_chunk,
@@ -273,8 +277,8 @@ class FileWorker:
                         wall_s=budget.parse_s(file.size_bytes), cpu_s=budget.parse_s(file.size_bytes)
                     ),
                 )
-        except BlobNotFound:
-            raise ParseError("the uploaded content is missing from storage") from None
+        except BlobNotFound as exc:
+            raise ParseError(f"the uploaded content is missing from storage: {exc}") from None
         except TaskFailed as exc:
             message = over_budget(exc, config.budget, file.size_bytes)
             if message is None:
