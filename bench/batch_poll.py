@@ -14,6 +14,14 @@ Prints one JSON object:
   ``rss_growth_mb`` (peak RSS during the ingest minus RSS just before it).
 - ``naive_ingest_100k``: the same kind of batch on the same emulator in the same run, fetched
   the naive way (every result collected in a list, then one write): same fields.
+- ``split_250k``: 250,000 OpenAI requests submitted as one JSON body through the API (read into
+  a spooled file, checked in a thread, stored, split into 5 parts of 50,000 and sent), then the
+  5 ended parts ingested by poll cycles: ``parts``, ``submit_s`` (the POST, end to end),
+  ``items_per_s`` (items stored per second from the first poll cycle to the batch's completion)
+  and ``rss_growth_mb`` (peak RSS of the serving process during the submission and the
+  ingestion, minus its RSS just before the POST). The body is a file the client streams.
+
+``--quick`` runs every case small (seconds, not minutes), to check that the bench works.
 
 Each measurement runs in a fresh child process, so memory one leaves behind is not counted by
 the next; the emulator runs in a process of its own (`backburner emulator`), so its memory is
@@ -53,7 +61,10 @@ GOALS = {
     "ingest_100k.items_per_s_min": 10_000,
     "ingest_100k.rss_growth_mb_max": 100,
     "ingest_100k.rss_growth_vs_naive_max": 1 / 3,
+    "split_250k.items_per_s_min": 10_000,
+    "split_250k.rss_growth_mb_max": 100,
 }
+SPLIT_PARTS = 5
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_BASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/"
 ORG = "org-default"
@@ -70,12 +81,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="batch_poll_concurrency of the cycle")
     parser.add_argument("--chunk-size", type=int, default=1000, help="batch_results_chunk_size")
     parser.add_argument("--repeat", type=int, default=3, help="poll cycles measured (the median is reported)")
-    parser.add_argument("--part", choices=["cycle", "ingest", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--split-items", type=int, default=250_000, help="requests of the split submission")
+    parser.add_argument("--quick", action="store_true", help="every case small: a check that runs in seconds")
+    parser.add_argument("--part", choices=["cycle", "ingest", "naive", "split"], help=argparse.SUPPRESS)
+    parser.add_argument("--body", help=argparse.SUPPRESS)
     parser.add_argument("--list-min-batches", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--database", help=argparse.SUPPRESS)
     parser.add_argument("--emulator", help=argparse.SUPPRESS)
     parser.add_argument("--batch-id", help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.quick and args.part is None:
+        args.batches, args.items, args.repeat, args.split_items = 200, 5_000, 1, 5_000
+    return args
 
 
 def rss_mb() -> float:
@@ -249,6 +266,8 @@ def run_child(
         str(args.batches),
         "--repeat",
         str(args.repeat),
+        "--split-items",
+        str(args.split_items),
         *extra,
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -284,6 +303,11 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         await end_batch(emulator, naive_provider_id)
         ingest = run_child(args, "ingest", database, emulator, streamed)
         naive_result = run_child(args, "naive", database, emulator, naive)
+        body = write_split_body(args.split_items)
+        try:
+            split = run_child(args, "split", database, emulator, extra=("--body", str(body)))
+        finally:
+            body.unlink()
     finally:
         await engine.dispose()
         await drop_database(database)
@@ -296,6 +320,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
         "cycle_10k": cycle,
         "ingest_100k": ingest,
         "naive_ingest_100k": naive_result,
+        "split_250k": split,
         "comparison": {
             "rss_growth_ratio_vs_naive": round(ratio, 3) if ratio is not None else None,
             "items_per_s_ratio_vs_naive": round(ingest["items_per_s"] / naive_result["items_per_s"], 2),
@@ -307,6 +332,9 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "ingest_100k.rss_growth_mb": ingest["rss_growth_mb"] <= GOALS["ingest_100k.rss_growth_mb_max"],
             "ingest_100k.rss_growth_vs_naive": ratio is not None
             and ratio <= GOALS["ingest_100k.rss_growth_vs_naive_max"],
+            "split_250k.items_per_s": split["items_per_s"] >= GOALS["split_250k.items_per_s_min"],
+            "split_250k.rss_growth_mb": split["rss_growth_mb"] <= GOALS["split_250k.rss_growth_mb_max"],
+            "split_250k.parts": split["parts"] == SPLIT_PARTS,
         },
         "cycle_10k_retrieve_each": each,
         "cycle_runs_wall_s": {"listing": cycle_runs, "retrieve_each": each_runs},
@@ -315,6 +343,8 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             "batches": args.batches,
             "cycle_repeats": args.repeat,
             "items": args.items,
+            "split_items": args.split_items,
+            "quick": args.quick,
             "concurrency": args.concurrency,
             "chunk_size": args.chunk_size,
             "database": "postgresql",
@@ -327,11 +357,33 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
 # -- measurements (each in a child process) ---------------------------------------------------------
 
 
+def write_split_body(items: int) -> Path:
+    """The split case's submission: one JSON body of `items` OpenAI requests, in a file."""
+    path = Path(f"/tmp/backburner-bench-split-{os.getpid()}.json")
+    with path.open("wb") as sink:
+        sink.write(b'{"provider":"openai","model":"gpt-bench","requests":[')
+        for n in range(items):
+            request = {
+                "custom_id": f"r{n:07d}",
+                "params": {"max_tokens": 16, "messages": [{"role": "user", "content": f"say {n}"}]},
+            }
+            sink.write((b"," if n else b"") + json.dumps(request, separators=(",", ":")).encode())
+        sink.write(b"]}")
+    return path
+
+
 def child_settings(args: argparse.Namespace) -> Any:
+    return child_loaded(args).settings
+
+
+def child_loaded(args: argparse.Namespace) -> Any:
     from backburner.settings_loader import load_settings
 
+    part_requests = max(1, -(-args.split_items // SPLIT_PARTS))  # 50,000 (OpenAI's limit) at full size
     return load_settings(
         flags={
+            "openai_batch_max_requests": part_requests,
+            "auth_mode": "none",
             "database_url": PG_BASE_URL + args.database,
             "anthropic_api_key": "bench",
             "anthropic_base_url": args.emulator,
@@ -342,7 +394,7 @@ def child_settings(args: argparse.Namespace) -> Any:
             "data_dir": "/tmp/backburner-bench",
         },
         environ={},
-    ).settings
+    )
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -359,6 +411,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     from backburner.db.engine import create_engine
     from backburner.leader.static import StaticLeadership
 
+    if args.part == "split":
+        return await measure_split(args)
     settings = child_settings(args)
     engine = create_engine(settings)
     providers = ProviderSet(settings)
@@ -427,6 +481,60 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await providers.aclose()
         await engine.dispose()
+
+
+async def measure_split(args: argparse.Namespace) -> dict[str, Any]:
+    """Submit the body file through the API (in process), end its parts, ingest them all."""
+    from backburner.api.app import create_app
+    from backburner.emulator.admin_client import EmulatorAdmin
+    from backburner.leader.static import StaticLeadership
+
+    app = create_app(child_loaded(args))
+    async with app.router.lifespan_context(app):
+        runtime = app.state.runtime
+        await runtime.wait_ready(60)
+        component = runtime.batches
+        leadership = await StaticLeadership.claim(runtime.engine, ELECTION, f"bench-{os.getpid()}")
+
+        async def body_chunks() -> Any:
+            source = await asyncio.to_thread(Path(args.body).open, "rb")
+            try:
+                while chunk := await asyncio.to_thread(source.read, 1024 * 1024):
+                    yield chunk
+            finally:
+                source.close()
+
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client,
+            EmulatorAdmin(args.emulator) as admin,
+        ):
+            baseline = rss_mb()
+            started = time.perf_counter()
+            response = await client.post(
+                "/v1/batches", content=body_chunks(), headers={"content-type": "application/json"}
+            )
+            submit_s = time.perf_counter() - started
+            assert response.status_code == 201, response.text[:2000]
+            created = response.json()
+            for part in created["parts"]:
+                await admin.end_batch(part["provider_batch_id"])
+            started = time.perf_counter()
+            for _ in range(50):  # a cycle ends every part it can; a few suffice
+                if (await component.store.get(ORG, created["id"])).status is BatchStatus.COMPLETED:
+                    break
+                report = await component.poller.run_cycle(leadership)
+                assert report.failed == 0, report
+            ingest_s = time.perf_counter() - started
+            counts = await component.store.item_status_counts(created["id"])
+        assert counts == {"succeeded": args.split_items}, counts
+        return {
+            "parts": created["part_count"],
+            "submit_s": round(submit_s, 3),
+            "items_per_s": round(args.split_items / ingest_s),
+            "rss_growth_mb": round(peak_rss_mb() - baseline, 1),
+            "ingest_s": round(ingest_s, 3),
+        }
 
 
 async def naive_ingest(leadership: Any, provider: Any, snapshot: Any, batch_id: str, clock: Any) -> int:

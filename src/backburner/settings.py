@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -25,6 +25,36 @@ DEFAULT_TIMEOUT_MESSAGE = "File processing timed out after {} minutes. Please tr
 HANDLER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 SUPPORTED_DATABASE_DRIVERS = ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres")
+MB = 1024 * 1024
+DEFAULT_PROVIDER_NAMES = ("anthropic", "openai")
+PROVIDER_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,19}")
+
+
+class NamedProvider(BaseModel):
+    """One entry of `providers:`: a batch API of kind `anthropic` or `openai` at its own address.
+
+    The limits default to the kind's (`anthropic_batch_max_*` or `openai_batch_max_*`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["anthropic", "openai"]
+    base_url: AnyHttpUrl
+    api_key: SecretStr
+    max_requests: int | None = Field(None, gt=0)
+    max_bytes: int | None = Field(None, gt=0)
+    enqueued_token_limits: dict[str, int] = Field(default_factory=dict)
+
+
+class ModelPrice(BaseModel):
+    """List prices of one model in US dollars per million tokens (before the batch discount)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float = Field(0.0, ge=0)
+    cache_write: float = Field(0.0, ge=0)
 
 
 def _section(name: str, *, secret: bool = False) -> dict[str, Any]:
@@ -152,6 +182,33 @@ class Settings(BaseSettings):
         AnyHttpUrl("https://api.openai.com/v1"), "providers", "OpenAI API base URL."
     )
     provider_timeout_seconds: float = _field(60.0, "providers", "Timeout of one provider request.", gt=0)
+    providers: dict[str, NamedProvider] = _field(
+        {},
+        "providers",
+        "More batch APIs by name, each with `kind` (`anthropic` or `openai`), `base_url` and "
+        "`api_key` (any OpenAI-compatible batch API); a submission names its provider.",
+    )
+    anthropic_batch_max_requests: int = _field(
+        100_000, "providers", "Most requests in one Anthropic batch; larger submissions are split.", gt=0
+    )
+    anthropic_batch_max_bytes: int = _field(
+        256 * MB, "providers", "Most bytes in one Anthropic batch; larger submissions are split.", gt=0
+    )
+    openai_batch_max_requests: int = _field(
+        50_000, "providers", "Most requests in one OpenAI batch; larger submissions are split.", gt=0
+    )
+    openai_batch_max_bytes: int = _field(
+        200 * MB,
+        "providers",
+        "Most bytes in one OpenAI batch input file; larger submissions are split.",
+        gt=0,
+    )
+    openai_enqueued_token_limits: dict[str, int] = _field(
+        {},
+        "providers",
+        "Enqueued-token budget per model, `{model: tokens}`: a submission that does not fit waits "
+        "in `queued` until earlier batches end.",
+    )
     batch_poll_concurrency: int = _field(
         16, "batches", "Provider requests in flight at once during a poll cycle.", gt=0, le=1000
     )
@@ -178,6 +235,24 @@ class Settings(BaseSettings):
     )
     batch_completion_max_attempts: int = _field(
         20, "batches", "Delivery attempts of a completion before it is marked failed.", gt=0
+    )
+    batch_prices: dict[str, ModelPrice] = _field(
+        {},
+        "batches",
+        "List prices per model in US dollars per million tokens, "
+        "`{model: {input, output, cache_read, cache_write}}`, for estimated costs.",
+    )
+    batch_price_discount: float = _field(
+        0.5, "batches", "Fraction of the list price that batches pay (providers charge half).", ge=0, le=1
+    )
+    batch_delete_provider_files: bool = _field(
+        True, "batches", "Delete a batch's files (and Anthropic results) at the provider once stored."
+    )
+    batch_retention_days: int | None = _field(
+        None, "batches", "Stored results of batches ended this many days ago are removed (none: keep).", gt=0
+    )
+    batch_max_concurrent_submissions: int = _field(
+        2, "batches", "Batch submission bodies read and checked at once per instance; others wait.", gt=0
     )
 
     # --- file processing ----------------------------------------------------------------------
@@ -387,8 +462,12 @@ class Settings(BaseSettings):
     api_max_body_bytes: int = _field(
         1024 * 1024, "auth", "Largest request body of a JSON route, in bytes.", gt=0
     )
-    batch_max_body_bytes: int = _field(
-        300 * 1024 * 1024, "auth", "Largest body of a batch submission, in bytes.", gt=0
+    batch_max_body_bytes: int | None = _field(
+        None,
+        "auth",
+        "Largest body of a batch submission, in bytes; unset: the largest provider batch "
+        "(`anthropic_batch_max_bytes`, `openai_batch_max_bytes`, named providers).",
+        gt=0,
     )
     submissions_per_minute: int = _field(
         600, "auth", "Batch submissions, uploads and retries one key may make per minute.", gt=0
@@ -414,6 +493,37 @@ class Settings(BaseSettings):
             raise ValueError(f"not a valid template ({exc})") from None
         if fields != [""]:
             raise ValueError("must be a template with exactly one `{}` (for the minutes)")
+        return value
+
+    @field_validator("providers", "openai_enqueued_token_limits", "batch_prices", mode="before")
+    @classmethod
+    def _json_mapping(cls, value: Any) -> Any:
+        # From the environment a mapping comes as JSON text.
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"must be a JSON object ({exc})") from None
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, value: dict[str, NamedProvider]) -> dict[str, NamedProvider]:
+        for name in value:
+            if name in DEFAULT_PROVIDER_NAMES:
+                raise ValueError(f"{name!r} is a default provider; set {name}_api_key and {name}_base_url")
+            if not PROVIDER_NAME_PATTERN.fullmatch(name):
+                raise ValueError(
+                    f"provider name {name!r} must be 1 to 20 of a-z, 0-9, _ and -, from a letter"
+                )
+        return value
+
+    @field_validator("openai_enqueued_token_limits")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for model, tokens in value.items():
+            if tokens <= 0:
+                raise ValueError(f"the limit of {model!r} must be a positive number of tokens")
         return value
 
     @field_validator("database_url", "leader_database_url")
@@ -554,6 +664,20 @@ class Settings(BaseSettings):
     @property
     def is_postgres(self) -> bool:
         return self.effective_database_url.startswith("postgresql")
+
+    @property
+    def effective_batch_max_body_bytes(self) -> int:
+        """The largest batch body: the largest batch any configured provider takes, by default."""
+        if self.batch_max_body_bytes is not None:
+            return self.batch_max_body_bytes
+        named = [p.max_bytes or self.kind_max_bytes(p.kind) for p in self.providers.values()]
+        return max([self.anthropic_batch_max_bytes, self.openai_batch_max_bytes, *named])
+
+    def kind_max_bytes(self, kind: str) -> int:
+        return self.anthropic_batch_max_bytes if kind == "anthropic" else self.openai_batch_max_bytes
+
+    def kind_max_requests(self, kind: str) -> int:
+        return self.anthropic_batch_max_requests if kind == "anthropic" else self.openai_batch_max_requests
 
     @property
     def effective_blob_store(self) -> Literal["local", "database", "s3"]:

@@ -30,6 +30,8 @@ CLIENT_ENV = {"BACKBURNER_URL", "BACKBURNER_API_KEY"}
 LOADER_ENV = {PROFILE_ENV, CONFIG_ENV, *CLIENT_ENV}
 # Letta's documentation puts its flat names under this key; every setting is accepted there too.
 LETTA_SECTION = "background_processing"
+# In this section a mapping under a name that is no setting defines a named batch provider.
+NAMED_PROVIDERS = "providers"
 MASK = "********"
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -159,8 +161,18 @@ def _read_yaml(path: Path, source: str, layers: _Layers) -> None:
     for key, value in document.items():
         key = str(key)
         if key in SECTIONS and isinstance(value, dict):
+            named: dict[str, Any] = {}
             for name, inner in value.items():
-                _put_from_file(str(name), inner, key, where, layers)
+                if (
+                    key == NAMED_PROVIDERS
+                    and str(name) not in Settings.model_fields
+                    and isinstance(inner, dict)
+                ):
+                    named[str(name)] = inner  # `providers: {groq: {kind: openai, ...}}`
+                else:
+                    _put_from_file(str(name), inner, key, where, layers)
+            if named:
+                layers.put(NAMED_PROVIDERS, {**layers.values.get(NAMED_PROVIDERS, {}), **named}, where)
         elif key in Settings.model_fields:
             layers.put(key, value, where)
         else:

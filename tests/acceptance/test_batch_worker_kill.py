@@ -2,7 +2,8 @@
 
 The batch is submitted, ended at the emulator, and a real worker process (leader of its own
 election on PostgreSQL) starts streaming the results. It is killed mid-stream; a new worker
-takes over and finishes: every item is stored exactly once, and the batch is handed over.
+takes over and finishes: every item is stored exactly once, the batch is handed over, and its
+usage totals are exactly those of its items.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client import CollectorRegistry
 
-from backburner.batches.domain import BatchRequest
-from backburner.batches.providers.registry import ProviderSet
-from backburner.batches.service import BatchService
-from backburner.batches.store import BatchStore
-from backburner.batches.validation import Submission
+from backburner.batches.component import BatchesComponent
+from backburner.batches.validation import validate_submission
 from backburner.clock import SystemClock
 from backburner.db.engine import create_engine as create_async_engine
 from backburner.emulator.admin_client import EmulatorAdmin
 from backburner.emulator.testing import running_emulator
+from backburner.scheduler.jobs import JobRegistry
 from backburner.settings_loader import load_settings
 from tests.support.batch_env import emulator_config
 from tests.support.processes import BackburnerProcess, wait_until
@@ -62,17 +62,29 @@ async def _submit(database_url: str, emulator_url: str) -> tuple[str, str]:
         environ={},
     ).settings
     engine = create_async_engine(settings)
-    providers = ProviderSet(settings)
+    component = BatchesComponent(
+        settings=settings,
+        engine=engine,
+        clock=SystemClock(),
+        registry=CollectorRegistry(),
+        jobs=JobRegistry(),
+    )
     try:
-        service = BatchService(BatchStore(engine), providers, SystemClock())
-        requests = [BatchRequest(f"req-{n:05d}", {"max_tokens": 8, "messages": []}) for n in range(ITEMS)]
-        outcome = await service.submit("org-default", Submission("anthropic", "claude-test", requests, 0))
-        assert outcome.batch.provider_batch_id is not None
-        async with EmulatorAdmin(emulator_url) as admin:
-            await admin.end_batch(outcome.batch.provider_batch_id)
-        return outcome.batch.id, outcome.batch.provider_batch_id
+        async with component:
+            requests = [
+                {"custom_id": f"req-{n:05d}", "params": {"max_tokens": 8, "messages": []}}
+                for n in range(ITEMS)
+            ]
+            submission = validate_submission(
+                {"provider": "anthropic", "model": "claude-test", "requests": requests},
+                component.service.target,
+            )
+            outcome = await component.service.submit("org-default", submission)
+            assert outcome.batch.provider_batch_id is not None
+            async with EmulatorAdmin(emulator_url) as admin:
+                await admin.end_batch(outcome.batch.provider_batch_id)
+            return outcome.batch.id, outcome.batch.provider_batch_id
     finally:
-        await providers.aclose()
         await engine.dispose()
 
 
@@ -130,6 +142,14 @@ def test_a_killed_worker_resumes_ingestion_without_loss_or_duplicates(
         assert [h["batch_id"] for h in handed] == [batch_id]
         assert handed[0]["counts"]["succeeded"] == counts.get("succeeded")
         assert "batch.ingested" in second.log()
+        # Usage is derived from the stored items: the emulator reports 10 + len(custom id) input
+        # and 12 output tokens for each, whatever happened to the first worker.
+        [usage] = _query(
+            count_url,
+            "SELECT model, items, input_tokens, output_tokens FROM llm_batch_usage WHERE batch_id = $1",
+            batch_id,
+        )
+        assert usage == ("claude-test", ITEMS, ITEMS * (10 + len("req-00000")), ITEMS * 12)
 
 
 def _stored(sync_url: str, batch_id: str) -> int:

@@ -43,10 +43,10 @@ BAD_JSON_BODIES = {
         422,
         "requests[0].params must be an object, not a list",
     ),
-    "too many requests": (
-        _body(provider="openai", requests=[{"custom_id": f"r{i}", "params": {}} for i in range(50_001)]),
+    "one request larger than a whole batch": (
+        _body(provider="openai", requests=[{"custom_id": "big", "params": {"text": "x" * 5000}}]),
         413,
-        "too many requests for openai: 50001, at most 50000",
+        "requests[0] alone is",
     ),
     "bad anthropic custom id": (
         _body(requests=requests_for(["has space"])),
@@ -62,7 +62,7 @@ async def test_bad_input_is_refused_naming_the_problem_and_nothing_is_sent(
     database_url,
     emulator,
 ):
-    async with batch_env(make_settings, database_url, emulator) as env:
+    async with batch_env(make_settings, database_url, emulator, openai_batch_max_bytes=4096) as env:
         for name, (body, status, message) in BAD_JSON_BODIES.items():
             response = await env.client.post("/v1/batches", json=body)
             assert response.status_code == status, (name, response.text)
@@ -156,9 +156,10 @@ async def test_provider_refusal_and_cancel_conflicts(make_settings, database_url
 
 
 async def test_admin_batch_jobs(make_settings, database_url, emulator):
-    async with batch_env(make_settings, database_url, emulator) as env:
+    prices = {"test-model": {"input": 3.0, "output": 15.0}}
+    async with batch_env(make_settings, database_url, emulator, batch_prices=prices) as env:
         empty = (await env.client.get("/api/admin/batch-jobs")).json()
-        assert empty == {"counts": {}, "running": [], "last_cycle": None}
+        assert empty == {"counts": {}, "running": [], "queued": [], "last_cycle": None, "spend": []}
 
         running = await env.submit("openai", ["a-1"])
         ended = await env.submit("anthropic", ["b-1", "b-2"])
@@ -172,6 +173,8 @@ async def test_admin_batch_jobs(make_settings, database_url, emulator):
         assert set(entry) == {
             "id",
             "provider",
+            "status",
+            "parent_batch_id",
             "provider_batch_id",
             "last_polled_at",
             "next_poll_at",
@@ -181,14 +184,36 @@ async def test_admin_batch_jobs(make_settings, database_url, emulator):
         assert (entry["id"], entry["consecutive_errors"]) == (running["id"], 1)
         assert "500" in entry["last_error"]
         cycle = view["last_cycle"]
-        assert set(cycle) == {"started_at", "duration_s", "polled", "completed", "items_ingested", "errors"}
+        assert set(cycle) == {
+            "started_at",
+            "duration_s",
+            "polled",
+            "completed",
+            "failed",
+            "items_ingested",
+            "errors",
+        }
         assert (cycle["polled"], cycle["completed"], cycle["items_ingested"], cycle["errors"]) == (2, 1, 2, 1)
+        # Usage of b-1 and b-2 as the emulator reports it: 10 + len(custom id) in, 12 out each.
+        [spend] = view["spend"]
+        assert (spend["provider"], spend["model"], spend["input_tokens"], spend["output_tokens"]) == (
+            "anthropic",
+            "test-model",
+            26,
+            24,
+        )
+        assert spend["estimated_cost_usd"] == pytest.approx((26 * 3.0 + 24 * 15.0) / 1e6 * 0.5)
+        shown = (await env.client.get(f"/v1/batches/{ended['id']}")).json()
+        assert (shown["usage"]["input_tokens"], shown["usage"]["output_tokens"]) == (26, 24)
+        assert shown["usage"]["estimated_cost_usd"] == spend["estimated_cost_usd"]
 
         metrics = (await env.client.get("/metrics")).text
         assert 'backburner_batch_items_ingested_total{provider="anthropic"} 2.0' in metrics
         assert 'backburner_batch_provider_errors_total{provider="openai",status_code="500"} 1.0' in metrics
         assert 'backburner_batches{provider="anthropic",status="completed"} 1.0' in metrics
         assert "backburner_batch_poll_cycle_duration_seconds_count 1.0" in metrics
+        assert 'backburner_batch_tokens{kind="input",model="test-model",provider="anthropic"} 26.0' in metrics
+        assert 'backburner_batch_estimated_cost_usd{model="test-model",provider="anthropic"}' in metrics
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai"])

@@ -94,6 +94,17 @@ def test_submit_list_show_cancel_results(server: str, tmp_path: Path, emulator) 
         "q-error-3": "errored",
     }
 
+    code, out, err = _run("resubmit", created["id"], "--items", "errored", "--url", server)
+    assert code == 0, err
+    again = json.loads(out)
+    assert (again["resubmitted_from"], again["request_count"], again["status"]) == (
+        created["id"],
+        1,
+        "running",
+    )
+    code, _, err = _run("resubmit", created["id"], "--items", "all", "--url", server)
+    assert code == 2 and "--items must be expired, errored or unfinished" in err
+
     code, _, err = _run("cancel", created["id"], "--url", server)
     assert code == 1 and "409" in err and "already ended" in err
     code, _, err = _run("show", "batch-missing", "--url", server)

@@ -10,6 +10,7 @@ from anthropic import AsyncAnthropic
 from openai import AsyncOpenAI
 
 from backburner.batches.domain import BatchRequest, ItemStatus
+from backburner.batches.encoding import encode_requests
 from backburner.batches.providers.anthropic import AnthropicProvider
 from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.openai import OpenAIProvider
@@ -28,6 +29,10 @@ REQUESTS = [
 ]
 
 
+def body(provider, model: str, requests: list[BatchRequest]) -> bytes:
+    return encode_requests(provider.kind, model, requests)[0]
+
+
 @pytest.fixture
 async def anthropic_provider(emulator):
     provider = AnthropicProvider(api_key="k", base_url=emulator.anthropic_base_url, timeout_s=10)
@@ -43,7 +48,9 @@ async def openai_provider(emulator):
 
 
 async def test_anthropic_create_retrieve_cancel_results(anthropic_provider, admin):
-    created = await anthropic_provider.create(batch_id="ours-1", model="claude-test", requests=REQUESTS)
+    created = await anthropic_provider.create(
+        batch_id="ours-1", body=body(anthropic_provider, "claude-test", REQUESTS)
+    )
     assert (created.status, created.counts.processing) == ("in_progress", 4)
     assert (await anthropic_provider.retrieve(created.provider_batch_id)).status == "in_progress"
 
@@ -59,7 +66,9 @@ async def test_anthropic_create_retrieve_cancel_results(anthropic_provider, admi
 
 
 async def test_anthropic_results_of_every_kind(anthropic_provider, admin):
-    created = await anthropic_provider.create(batch_id="ours-2", model="claude-test", requests=REQUESTS)
+    created = await anthropic_provider.create(
+        batch_id="ours-2", body=body(anthropic_provider, "claude-test", REQUESTS)
+    )
     await admin.end_batch(created.provider_batch_id)
     ended = await anthropic_provider.retrieve(created.provider_batch_id)
     by_id = {r.custom_id: r async for r in anthropic_provider.results(ended)}
@@ -69,7 +78,9 @@ async def test_anthropic_results_of_every_kind(anthropic_provider, admin):
 
 
 async def test_openai_create_retrieve_cancel_results(openai_provider, admin):
-    created = await openai_provider.create(batch_id="ours-3", model="gpt-test", requests=REQUESTS)
+    created = await openai_provider.create(
+        batch_id="ours-3", body=body(openai_provider, "gpt-test", REQUESTS)
+    )
     assert created.status in ("validating", "in_progress")
     assert dict(created.metadata) == {"backburner_batch_id": "ours-3"}
     await admin.end_batch(created.provider_batch_id)
@@ -84,29 +95,55 @@ async def test_openai_create_retrieve_cancel_results(openai_provider, admin):
         == "HTTP 400: Emulated error for this request."
     )
 
-    other = await openai_provider.create(batch_id="ours-4", model="gpt-test", requests=REQUESTS)
+    other = await openai_provider.create(batch_id="ours-4", body=body(openai_provider, "gpt-test", REQUESTS))
     cancelling = await openai_provider.cancel(other.provider_batch_id)
     assert (cancelling.status, cancelling.cancel_initiated) == ("cancelling", True)
 
 
 async def test_openai_finds_a_submission_by_metadata_across_pages(openai_provider, admin):
     start = datetime.now(UTC) - timedelta(minutes=1)
-    ours = await openai_provider.create(batch_id="ours-5", model="gpt-test", requests=REQUESTS[:1])
+    ours = await openai_provider.create(
+        batch_id="ours-5", body=body(openai_provider, "gpt-test", REQUESTS[:1])
+    )
     await admin.seed("openai", batches=150)  # newer batches push ours to the second page
-    found = await openai_provider.find_submission("ours-5", start)
-    assert found is not None and found.provider_batch_id == ours.provider_batch_id
-    assert await openai_provider.find_submission("never-submitted", start) is None
+    [found] = await openai_provider.find_submission("ours-5", start, 1)
+    assert found.provider_batch_id == ours.provider_batch_id
+    assert await openai_provider.find_submission("never-submitted", start, 1) == []
+
+
+async def test_anthropic_finds_a_submission_by_its_requests(anthropic_provider, admin):
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    ours = await anthropic_provider.create(batch_id="x", body=body(anthropic_provider, "m", REQUESTS[:3]))
+    await anthropic_provider.create(batch_id="y", body=body(anthropic_provider, "m", REQUESTS[:2]))
+    found = await anthropic_provider.find_submission("x", start, 3)
+    assert [b.provider_batch_id for b in found] == [ours.provider_batch_id]
+    assert await anthropic_provider.find_submission("x", datetime.now(UTC) + timedelta(hours=1), 3) == []
+
+
+async def test_refused_connection_is_known_to_have_sent_nothing(anthropic_provider):
+    unreachable = AnthropicProvider(api_key="k", base_url=f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await unreachable.create(batch_id="z", body=body(unreachable, "m", REQUESTS[:1]))
+        assert (caught.value.sent, caught.value.definitive) == (False, False)
+        assert caught.value.base_url is not None and caught.value.base_url.startswith("http://127.0.0.1:")
+    finally:
+        await unreachable.aclose()
 
 
 async def test_sdk_listing_paginates_for_both_providers(emulator, anthropic_provider, openai_provider):
     anthropic_ids = [
         (
-            await anthropic_provider.create(batch_id=f"a{i}", model="m", requests=REQUESTS[:1])
+            await anthropic_provider.create(
+                batch_id=f"a{i}", body=body(anthropic_provider, "m", REQUESTS[:1])
+            )
         ).provider_batch_id
         for i in range(5)
     ]
     openai_ids = [
-        (await openai_provider.create(batch_id=f"o{i}", model="m", requests=REQUESTS[:1])).provider_batch_id
+        (
+            await openai_provider.create(batch_id=f"o{i}", body=body(openai_provider, "m", REQUESTS[:1]))
+        ).provider_batch_id
         for i in range(5)
     ]
     async with AsyncAnthropic(api_key="k", base_url=emulator.anthropic_base_url, max_retries=0) as client:

@@ -19,27 +19,24 @@ from backburner.batches.store import (
     PollUpdate,
     adopt_provider_batch,
     apply_poll_updates,
+    claim_unit,
     finish_batch,
     upsert_items,
 )
+from backburner.batches.tables import llm_batches
 from backburner.db.tables import organizations
+from tests.support.batch_records import create_record, mark_running
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
 REQUESTS = [BatchRequest(f"i-{n}", {"max_tokens": 1}) for n in range(4)]
 
 
 async def _running(store: BatchStore, batch_id: str, created_at: datetime, org: str = "org-default") -> None:
-    await store.create_submission(
-        batch_id=batch_id,
-        organization_id=org,
-        provider="anthropic",
-        model="m",
-        idempotency_key=batch_id,
-        requests=REQUESTS,
-        now=created_at,
+    batch = await create_record(
+        store, batch_id=batch_id, organization_id=org, requests=REQUESTS, now=created_at
     )
-    snapshot = ProviderBatch("anthropic", f"p-{batch_id}", "in_progress", ProviderCounts(processing=4))
-    assert await store.mark_submitted(org, batch_id, snapshot, created_at)
+    assert batch is not None
+    assert await mark_running(store, batch, f"p-{batch_id}", created_at)
 
 
 async def test_due_batches_least_recently_polled_first_within_lookback_and_limit(engine):
@@ -121,28 +118,33 @@ async def test_every_read_is_scoped_by_organization(engine):
 
 async def test_a_submitting_record_is_adopted_only_once(engine):
     store = BatchStore(engine)
-    await store.create_submission(
-        batch_id="s-1",
-        organization_id="org-default",
-        provider="openai",
-        model="m",
-        idempotency_key="k",
-        requests=REQUESTS,
-        now=NOW,
+    first = await create_record(
+        store, batch_id="s-1", provider="openai", idempotency_key="k", requests=REQUESTS, now=NOW
     )
-    duplicate = await store.create_submission(
-        batch_id="s-2",
-        organization_id="org-default",
-        provider="openai",
-        model="m",
-        idempotency_key="k",
-        requests=REQUESTS,
-        now=NOW,
+    duplicate = await create_record(
+        store, batch_id="s-2", provider="openai", idempotency_key="k", requests=REQUESTS, now=NOW
     )
-    assert duplicate is None  # same key: nothing written
+    assert first is not None and duplicate is None  # same key: nothing written
     snapshot = ProviderBatch("openai", "batch_x", "in_progress", ProviderCounts(processing=4))
     async with engine.begin() as conn:
+        assert await claim_unit(conn, first, NOW, token_limit=None)
         assert await adopt_provider_batch(conn, "org-default", "s-1", snapshot, NOW)
     async with engine.begin() as conn:
         assert not await adopt_provider_batch(conn, "org-default", "s-1", snapshot, NOW)
-    assert not await store.mark_submit_failed("org-default", "s-1", "late", NOW)
+    assert not await store.fail_submission("org-default", "s-1", "late", NOW)
+
+
+async def test_batches_whose_results_will_soon_be_removed_are_polled_first(engine):
+    store = BatchStore(engine)
+    for name in ("fresh", "old"):
+        await _running(store, name, NOW - timedelta(hours=1))
+    async with engine.begin() as conn:
+        await apply_poll_updates(conn, [PollUpdate("fresh", NOW - timedelta(hours=1), NOW, 0, None, None, 0)])
+        await conn.execute(  # its provider removes its results tomorrow
+            llm_batches.update()
+            .where(llm_batches.c.id == "old")
+            .values(results_expire_at=NOW + timedelta(days=1))
+        )
+        await apply_poll_updates(conn, [PollUpdate("old", NOW - timedelta(minutes=1), NOW, 0, None, None, 0)])
+    due = await store.due_batches(now=NOW, since=NOW - timedelta(weeks=2), limit=None)
+    assert [b.id for b in due] == ["old", "fresh"]  # polled more recently, but urgent

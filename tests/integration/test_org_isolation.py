@@ -190,9 +190,13 @@ async def test_listings_searches_and_names_are_per_organization(
 
         page = (await globex.client.get("/v1/batches")).json()
         assert [b["id"] for b in page["data"]] == [globex_batch["id"]]
-        # A cursor naming another organization's batch reveals nothing either.
-        after = (await globex.client.get("/v1/batches", params={"before": acme_batch["id"]})).json()
-        assert [b["id"] for b in after["data"]] == [globex_batch["id"]]
+        # A cursor naming another organization's batch is unknown here, like one that never existed.
+        foreign = await globex.client.get("/v1/batches", params={"before": acme_batch["id"]})
+        unknown = await globex.client.get("/v1/batches", params={"before": "batch-never-made"})
+        assert foreign.status_code == unknown.status_code == 400
+        assert foreign.json()["detail"].replace(acme_batch["id"], "X") == unknown.json()["detail"].replace(
+            "batch-never-made", "X"
+        )
         assert [s["id"] for s in (await globex.client.get("/v1/sources")).json()] == [globex_source]
         named = await globex.client.get("/v1/sources", params={"name": "handbook"})
         assert [s["id"] for s in named.json()] == [globex_source]

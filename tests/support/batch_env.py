@@ -101,7 +101,8 @@ class BatchEnv:
     async def submit(self, provider: str, custom_ids: list[str], **kwargs: Any) -> dict[str, Any]:
         if self.client is None:  # no API in this environment: the service directly
             submission = validate_submission(
-                {"provider": provider, "model": "test-model", "requests": requests_for(custom_ids)}
+                {"provider": provider, "model": "test-model", "requests": requests_for(custom_ids)},
+                self.component.service.target,
             )
             outcome = await self.component.service.submit("org-default", submission)
             return batch_view(outcome.batch)

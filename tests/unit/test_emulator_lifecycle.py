@@ -97,3 +97,12 @@ def test_rejected_input_is_failed_from_the_start() -> None:
     assert batch.openai is not None
     batch.openai.validation_errors = [{"code": "empty_file"}]
     assert openai_status(batch, CREATED, PHASES) == "failed"
+
+
+def test_work_that_outlasts_the_24_hour_window_expires_with_what_was_done() -> None:
+    record = make_batch(items=10)
+    record.natural_end_at = CREATED + 40 * 3600  # 24 of 40 hours: 60 % done when the window ends
+    line = timeline(record, cancel_after_s=10)
+    assert (line.ending, line.processed, line.end_at) == (Ending.EXPIRED, 6, CREATED + 24 * 3600)
+    assert anthropic_status(record, CREATED + 24 * 3600 - 1, 10) == "in_progress"
+    assert anthropic_status(record, CREATED + 24 * 3600, 10) == "ended"

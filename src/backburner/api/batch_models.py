@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from backburner.batches.domain import BatchStatus, Provider
+from backburner.batches.domain import BatchStatus
 
 # Batch ids are `batch-...`; anything else cannot exist, and a NUL would reach the database.
 BATCH_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -20,9 +20,45 @@ class BatchCounts(BaseModel):
     missing: int
 
 
+class PartOut(BaseModel):
+    index: int | None
+    status: BatchStatus
+    request_count: int
+    provider_batch_id: str | None
+    provider_status: str | None
+    counts: BatchCounts
+    failure_reason: str | None
+    last_error: str | None
+    submitted_at: str | None
+    ended_at: str | None
+    estimated_tokens: int
+
+
+class ModelUsage(BaseModel):
+    provider: str
+    model: str
+    items: int = Field(description="Items with a result that reported usage.")
+    input_tokens: int = Field(description="Input tokens, cached input excluded.")
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    estimated_cost_usd: float | None = Field(
+        description="From `batch_prices`; null for a model without a price."
+    )
+
+
+class UsageOut(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    estimated_cost_usd: float | None
+    by_model: list[ModelUsage]
+
+
 class BatchOut(BaseModel):
     id: str
-    provider: Provider
+    provider: str
     model: str
     status: BatchStatus
     provider_batch_id: str | None
@@ -38,6 +74,12 @@ class BatchOut(BaseModel):
     next_poll_at: str | None
     consecutive_errors: int
     last_error: str | None
+    resubmitted_from: str | None = Field(description="The batch this one resubmits.")
+    results_removed_at: str | None
+    estimated_tokens: int = Field(description="Estimated input tokens (about 4 bytes of JSON each).")
+    part_count: int = Field(description="Provider batches it is sent as (more than 1 when it was split).")
+    parts: list[PartOut] = Field(description="Its parts, when it was split; empty otherwise.")
+    usage: UsageOut | None = Field(description="Token totals from the stored items (not in listings).")
 
 
 class BatchPage(BaseModel):
@@ -55,7 +97,9 @@ class BatchProblem(BaseModel):
 
 class RunningBatch(BaseModel):
     id: str
-    provider: Provider
+    provider: str
+    status: BatchStatus
+    parent_batch_id: str | None = Field(description="The split batch this is a part of.")
     provider_batch_id: str | None
     last_polled_at: str | None
     next_poll_at: str | None
@@ -70,12 +114,15 @@ class PollCycle(BaseModel):
     completed: int
     items_ingested: int
     errors: int
+    failed: int = Field(description="Batches (or parts) the cycle ended as failed.")
 
 
 class BatchJobs(BaseModel):
     counts: dict[str, dict[str, int]] = Field(description="Batches by provider, then by status.")
     running: list[RunningBatch]
+    queued: list[RunningBatch] = Field(description="Batches and parts waiting to be sent.")
     last_cycle: PollCycle | None
+    spend: list[ModelUsage] = Field(description="Token totals and estimated cost by provider and model.")
 
 
 RESULTS_CONTENT: dict[str, Any] = {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import math
-from typing import Any
+import re
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from backburner.api.batch_models import (
@@ -21,19 +22,30 @@ from backburner.api.deps import get_batches, get_organization_id, get_principal
 from backburner.api.paging import page_limit
 from backburner.auth.principal import Principal
 from backburner.batches.component import BatchesComponent
+from backburner.batches.cost import usage_view
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES, Batch, BatchStatus
+from backburner.batches.intake import JSONL_TYPES, SpooledBody, check_json_body, check_jsonl_body
 from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.registry import ProviderNotConfigured
-from backburner.batches.service import BatchConflict, BatchNotFound, SubmitFailed, SubmitUncertain
-from backburner.batches.validation import SubmissionError, parse_jsonl_requests, validate_submission
+from backburner.batches.service import (
+    BatchConflict,
+    BatchNotFound,
+    ProviderUnreachable,
+    ResultsRemoved,
+    SubmitFailed,
+    SubmitOutcome,
+    SubmitUncertain,
+)
+from backburner.batches.store import UnknownCursor
+from backburner.batches.validation import Submission, SubmissionError
 from backburner.clock import iso_or_none
 
 router = APIRouter(tags=["batches"])
 admin_router = APIRouter(tags=["admin"])
 
-JSONL_TYPES = frozenset({"application/jsonl", "application/x-ndjson", "application/x-jsonlines"})
 DEFAULT_PAGE_SIZE = 50
+UNREACHABLE_RETRY_AFTER_S = 30
 ADMIN_RUNNING_LIMIT = 1000
 # Provider answers that mean the caller's input was refused (not our credentials or the provider).
 REFUSED_INPUT_STATUSES = frozenset({400, 404, 413, 422})
@@ -49,7 +61,10 @@ _SUBMIT_BODY: dict[str, Any] = {
                     "required": ["provider", "model", "requests"],
                     "additionalProperties": False,
                     "properties": {
-                        "provider": {"enum": ["anthropic", "openai"]},
+                        "provider": {
+                            "type": "string",
+                            "description": "`anthropic`, `openai` or a name from `providers:`",
+                        },
                         "model": {"type": "string", "minLength": 1, "maxLength": 200},
                         "requests": {
                             "type": "array",
@@ -95,7 +110,10 @@ class _Problem(Exception):
         )
 
 
-def batch_view(batch: Batch) -> dict[str, Any]:
+def batch_view(
+    batch: Batch, parts: list[Batch] | None = None, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A batch as the API shows it; `parts` when it was split, `usage` when it was read."""
     return {
         "id": batch.id,
         "provider": batch.provider,
@@ -120,7 +138,45 @@ def batch_view(batch: Batch) -> dict[str, Any]:
         "next_poll_at": iso_or_none(batch.next_poll_at),
         "consecutive_errors": batch.consecutive_errors,
         "last_error": batch.last_error,
+        "resubmitted_from": batch.resubmitted_from,
+        "results_removed_at": iso_or_none(batch.results_removed_at),
+        "estimated_tokens": sum(p.estimated_tokens for p in parts) if parts else batch.estimated_tokens,
+        "part_count": batch.part_count,
+        "parts": [part_view(p) for p in parts] if parts else [],
+        "usage": usage,
     }
+
+
+def part_view(part: Batch) -> dict[str, Any]:
+    return {
+        "index": part.part_index,
+        "status": part.status.value,
+        "request_count": part.request_count,
+        "provider_batch_id": part.provider_batch_id,
+        "provider_status": part.provider_status,
+        "counts": {
+            "succeeded": part.succeeded_count,
+            "errored": part.errored_count,
+            "canceled": part.canceled_count,
+            "expired": part.expired_count,
+            "missing": part.missing_count,
+        },
+        "failure_reason": part.failure_reason,
+        "last_error": part.last_error,
+        "submitted_at": iso_or_none(part.submitted_at),
+        "ended_at": iso_or_none(part.ended_at),
+        "estimated_tokens": part.estimated_tokens,
+    }
+
+
+async def full_view(batches: BatchesComponent, batch: Batch) -> dict[str, Any]:
+    """A batch with its parts and its usage totals (from its stored items)."""
+    settings = batches.settings
+    parts = await batches.store.parts(batch.id) if batch.part_count > 1 else None
+    usage = usage_view(
+        await batches.store.usage(batch.id), settings.batch_prices, settings.batch_price_discount
+    )
+    return batch_view(batch, parts, usage)
 
 
 def _provider_problem(exc: ProviderError, refused_status: int = 422, **extra: Any) -> _Problem:
@@ -161,47 +217,114 @@ async def submit_batch(
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
+    async with batches.submission_slots:  # bounds the bodies read and checked at once
+        body = SpooledBody()
+        try:
+            await body.fill(request.stream())
+            try:
+                submission = await _check(request, body, provider, model, batches)
+            except SubmissionError as exc:
+                return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+            return await _answer(
+                batches, lambda: batches.service.submit(organization_id, submission, idempotency_key)
+            )
+        finally:
+            body.close()
+
+
+async def _check(
+    request: Request, body: SpooledBody, provider: str | None, model: str | None, batches: BatchesComponent
+) -> Submission:
+    """Decode and check the body in a worker thread: the event loop never parses it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in JSONL_TYPES:
+        return await asyncio.to_thread(check_jsonl_body, body, provider, model, batches.service.target)
+    return await asyncio.to_thread(check_json_body, body, batches.service.target)
+
+
+async def _answer(batches: BatchesComponent, send: Any) -> JSONResponse:
+    """Run a submission (or resubmission) and answer with the batch or what went wrong."""
     try:
-        submission = validate_submission(await _payload(request, provider, model))
-    except SubmissionError as exc:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
-    try:
-        outcome = await batches.service.submit(organization_id, submission, idempotency_key)
+        outcome: SubmitOutcome = await send()
     except ProviderNotConfigured as exc:
         return _Problem(503, str(exc)).response()
+    except ProviderUnreachable as exc:
+        return _Problem(503, str(exc), {"retry-after": str(UNREACHABLE_RETRY_AFTER_S)}).response()
     except SubmitFailed as exc:
         return _provider_problem(exc.error, batch=batch_view(exc.batch)).response()
     except SubmitUncertain as exc:
-        detail = f"no answer from the provider ({exc.error}); the batch will be reconciled by the poller"
+        detail = (
+            f"no answer from the provider ({exc.error}); the batch is looked up at the provider within a "
+            "minute and then followed as usual"
+        )
         return _Problem(504, detail, batch=batch_view(exc.batch)).response()
-    return JSONResponse(batch_view(outcome.batch), status_code=201 if outcome.created else 200)
+    except SubmissionError as exc:
+        return _Problem(exc.status_code, exc.message).response()
+    view = await full_view(batches, outcome.batch)
+    return JSONResponse(view, status_code=201 if outcome.created else 200)
 
 
-async def _payload(request: Request, provider: str | None, model: str | None) -> Any:
-    body = await request.body()
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type in JSONL_TYPES:
-        return {"provider": provider, "model": model, "requests": parse_jsonl_requests(body.splitlines())}
+CURSOR_PATTERN = re.compile(BATCH_ID_PATTERN)
+
+
+@router.post(
+    "/v1/batches/{batch_id}/resubmit",
+    status_code=201,
+    response_model=BatchOut,
+    summary="A new batch, linked to this one, of its requests whose items ended expired, errored, "
+    "or anything but succeeded (`unfinished`)",
+    responses={
+        200: {"model": BatchOut, "description": "An earlier resubmission with the same Idempotency-Key"},
+        409: {"description": "The batch has not ended, or has no such items"},
+        410: {"description": "The batch's stored requests were removed (`batch_retention_days`)"},
+        502: {"model": BatchProblem, "description": "The provider refused us (credentials, permissions)"},
+        503: {"description": "The provider is unavailable, unreachable or not configured"},
+        504: {"model": BatchProblem, "description": "No answer from the provider; it will be reconciled"},
+    },
+)
+async def resubmit_batch(
+    batch_id: str = BatchId,
+    items: Literal["expired", "errored", "unfinished"] = Query(
+        "unfinished", description="Which items' requests to send again."
+    ),
+    idempotency_key: str | None = Header(None, max_length=200),
+    organization_id: str = Depends(get_organization_id),
+    batches: BatchesComponent = Depends(get_batches),
+) -> JSONResponse:
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
-        raise SubmissionError(f"the body is not valid JSON: {exc}") from None
+        return await _answer(
+            batches, lambda: batches.service.resubmit(organization_id, batch_id, items, idempotency_key)
+        )
+    except BatchNotFound as exc:
+        return _Problem(404, str(exc)).response()
+    except BatchConflict as exc:
+        return _Problem(409, str(exc)).response()
+    except ResultsRemoved as exc:
+        return _Problem(410, str(exc)).response()
 
 
-@router.get("/v1/batches", response_model=BatchPage, summary="Batches of the organization, newest first")
+@router.get(
+    "/v1/batches",
+    response_model=BatchPage,
+    summary="Batches of the organization, newest first",
+    responses={400: {"description": "`before` is malformed or names no batch of the organization"}},
+)
 async def list_batches(
     request: Request,
     limit: int = page_limit(DEFAULT_PAGE_SIZE, "Batches"),
-    before: str | None = Query(
-        None, pattern=BATCH_ID_PATTERN, description="`next_before` of the previous page."
-    ),
+    before: str | None = Query(None, max_length=200, description="`next_before` of the previous page."),
     status: BatchStatus | None = Query(None),
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
-    found = await batches.service.list(
-        organization_id, limit=limit + 1, before_id=before, status=status.value if status else None
-    )
+    if before is not None and not CURSOR_PATTERN.fullmatch(before):
+        raise HTTPException(400, f"before {before!r} is not a batch id; pass the `next_before` of a page")
+    try:
+        found = await batches.service.list(
+            organization_id, limit=limit + 1, before_id=before, status=status.value if status else None
+        )
+    except UnknownCursor:
+        raise HTTPException(400, f"before {before!r} names no batch of this organization") from None
     page = found[:limit]
     return JSONResponse(
         {
@@ -219,7 +342,7 @@ async def show_batch(
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
     try:
-        return JSONResponse(batch_view(await batches.service.get(organization_id, batch_id)))
+        return JSONResponse(await full_view(batches, await batches.service.get(organization_id, batch_id)))
     except BatchNotFound as exc:
         return _Problem(404, str(exc)).response()
 
@@ -228,7 +351,10 @@ async def show_batch(
     "/v1/batches/{batch_id}/results",
     summary="Item results as JSONL: {custom_id, status, result, error} per line, streamed",
     response_class=StreamingResponse,
-    responses={200: {"content": RESULTS_CONTENT, "description": "The results, streamed"}},
+    responses={
+        200: {"content": RESULTS_CONTENT, "description": "The results, streamed"},
+        410: {"description": "The results were removed after `batch_retention_days`"},
+    },
 )
 async def batch_results(
     batch_id: str = BatchId,
@@ -239,6 +365,10 @@ async def batch_results(
         batch = await batches.service.get(organization_id, batch_id)
     except BatchNotFound as exc:
         return _Problem(404, str(exc)).response()
+    if batch.results_removed_at is not None:
+        return _Problem(
+            410, f"the results of batch {batch_id} were removed after batch_retention_days"
+        ).response()
     return StreamingResponse(
         batches.service.results_jsonl(organization_id, batch_id),
         media_type="application/jsonl",
@@ -262,7 +392,7 @@ async def cancel_batch(
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
     try:
-        return JSONResponse(batch_view(await batches.service.cancel(organization_id, batch_id)))
+        return JSONResponse(await full_view(batches, await batches.service.cancel(organization_id, batch_id)))
     except BatchNotFound as exc:
         return _Problem(404, str(exc)).response()
     except BatchConflict as exc:
@@ -285,9 +415,19 @@ async def batch_jobs(
         for b in await store.active_batches(organization_id, ADMIN_RUNNING_LIMIT)
         if b.status in POLLED_STATUSES
     ]
+    settings = batches.settings
+    spend = usage_view(
+        await store.spend(organization_id), settings.batch_prices, settings.batch_price_discount
+    )
     return {
         "counts": await counts_by_provider(store, organization_id),
         "running": [running_view(b) for b in running],
+        "queued": [
+            running_view(b)
+            for b in await store.active_batches(organization_id, ADMIN_RUNNING_LIMIT)
+            if b.status is BatchStatus.QUEUED
+        ],
         # A poll cycle covers every organization: its figures are the deployment admin's only.
         "last_cycle": cycle_view(await store.last_cycle()) if principal.is_deployment_admin else None,
+        "spend": spend["by_model"],
     }

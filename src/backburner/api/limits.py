@@ -150,10 +150,8 @@ class LimitsMiddleware:
             limit = settings.file_upload_max_bytes + MULTIPART_OVERHEAD_BYTES
             too_large = too_large_message("the file", "file_upload_max_bytes", settings.file_upload_max_bytes)
         elif is_batch_submission(method, path):
-            limit = settings.batch_max_body_bytes
-            too_large = too_large_message(
-                "the batch body", "batch_max_body_bytes", settings.batch_max_body_bytes
-            )
+            limit = settings.effective_batch_max_body_bytes
+            too_large = too_large_message("the batch body", "batch_max_body_bytes", limit)
         else:
             limit = settings.api_max_body_bytes
             too_large = too_large_message("the body", "api_max_body_bytes", settings.api_max_body_bytes)

@@ -10,7 +10,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from backburner.batches.validation import SubmissionError, parse_jsonl_requests, validate_submission
+from backburner.batches.validation import (
+    SubmissionError,
+    any_target,
+    check_header,
+    check_requests,
+    parse_jsonl_requests,
+)
 from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
 from backburner.cli_http import (
     EXIT_BAD_INPUT,
@@ -37,7 +43,12 @@ def _print_json(value: Any) -> None:
 @batches_app.command("submit")
 def submit(
     file: Annotated[Path, typer.Argument(help="JSONL file: one {custom_id, params} object per line.")],
-    provider: Annotated[str, typer.Option("--provider", help="`anthropic` or `openai`.")],
+    provider: Annotated[
+        str,
+        typer.Option(
+            "--provider", help="`anthropic`, `openai` or a provider named in the server's settings."
+        ),
+    ],
     model: Annotated[str, typer.Option("--model", help="Model for requests whose params name none.")],
     idempotency_key: Annotated[
         str | None,
@@ -46,18 +57,37 @@ def submit(
     url: UrlOption = DEFAULT_SERVER_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Check FILE.jsonl locally (nothing is sent if it is invalid), then submit it."""
+    """Check FILE.jsonl locally (nothing is sent if it is invalid), then submit it.
+
+    A file larger than one provider batch is split into parts by the server."""
     try:
         with file.open("rb") as handle:
-            requests = parse_jsonl_requests(handle)
-        validate_submission({"provider": provider, "model": model, "requests": requests})
+            target, checked_model = check_header({"provider": provider, "model": model}, any_target)
+
+            def again() -> Any:
+                handle.seek(0)
+                return parse_jsonl_requests(handle)
+
+            check_requests(target, checked_model, again)
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_BAD_INPUT)
     except SubmissionError as exc:
         fail(f"{file}: {exc.message}; nothing was sent", EXIT_BAD_INPUT)
-    headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
-    body = {"provider": provider, "model": model, "requests": requests}
-    _print_json(request(url, api_key, "POST", "/v1/batches", json=body, headers=headers))
+    headers = {"content-type": "application/jsonl"}
+    if idempotency_key:
+        headers["idempotency-key"] = idempotency_key
+    with file.open("rb") as body:
+        _print_json(
+            request(
+                url,
+                api_key,
+                "POST",
+                "/v1/batches",
+                params={"provider": provider, "model": model},
+                content=body,
+                headers=headers,
+            )
+        )
 
 
 @batches_app.command("list")
@@ -103,6 +133,32 @@ def show(batch_id: str, url: UrlOption = DEFAULT_SERVER_URL, api_key: ApiKeyOpti
 def cancel(batch_id: str, url: UrlOption = DEFAULT_SERVER_URL, api_key: ApiKeyOption = None) -> None:
     """Ask the provider to cancel a running batch (its partial results are kept)."""
     _print_json(request(url, api_key, "POST", f"/v1/batches/{batch_id}/cancel"))
+
+
+@batches_app.command("resubmit")
+def resubmit(
+    batch_id: str,
+    items: Annotated[
+        str,
+        typer.Option(
+            "--items", help="`expired`, `errored` or `unfinished` (every item that did not succeed)."
+        ),
+    ] = "unfinished",
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Repeat-safe key: a repeat returns the batch.")
+    ] = None,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Submit a new batch, linked to BATCH_ID, of the requests of its items that did not succeed."""
+    if items not in ("expired", "errored", "unfinished"):
+        fail(f"--items must be expired, errored or unfinished, not {items!r}", EXIT_BAD_INPUT)
+    headers = {"idempotency-key": idempotency_key} if idempotency_key else {}
+    _print_json(
+        request(
+            url, api_key, "POST", f"/v1/batches/{batch_id}/resubmit", params={"items": items}, headers=headers
+        )
+    )
 
 
 @batches_app.command("results")

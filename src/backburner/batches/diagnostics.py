@@ -21,6 +21,7 @@ def running_view(batch: Batch) -> dict[str, Any]:
         "id": batch.id,
         "provider": batch.provider,
         "status": batch.status.value,
+        "parent_batch_id": batch.parent_batch_id,
         "provider_batch_id": batch.provider_batch_id,
         "last_polled_at": iso_or_none(batch.last_polled_at),
         "next_poll_at": iso_or_none(batch.next_poll_at),
@@ -39,4 +40,5 @@ def cycle_view(cycle: CycleRecord | None) -> dict[str, Any] | None:
         "completed": cycle.completed,
         "items_ingested": cycle.items_ingested,
         "errors": cycle.errors,
+        "failed": cycle.failed,
     }

@@ -7,13 +7,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal, get_args
 
-Provider = Literal["anthropic", "openai"]
-PROVIDERS: tuple[Provider, ...] = get_args(Provider)
+ProviderKind = Literal["anthropic", "openai"]
+KINDS: tuple[ProviderKind, ...] = get_args(ProviderKind)
+# A provider's name: one of the kinds (the two defaults) or a name from the `providers:` settings.
+Provider = str
+PROVIDERS: tuple[ProviderKind, ...] = KINDS
 
 
 class BatchStatus(StrEnum):
     """Our status of a batch. Only the poller moves a batch out of RUNNING or INGESTING."""
 
+    QUEUED = "queued"  # waiting to be sent: an enqueued-token budget, or a retry after a refusal
     SUBMITTING = "submitting"  # our record exists, the provider has not confirmed it yet
     RUNNING = "running"  # the provider is processing it (Anthropic `canceling` included)
     INGESTING = "ingesting"  # the provider ended it; item results are being stored
@@ -27,6 +31,11 @@ TERMINAL_STATUSES: frozenset[BatchStatus] = frozenset(
     {BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.EXPIRED, BatchStatus.FAILED}
 )
 POLLED_STATUSES: frozenset[BatchStatus] = frozenset({BatchStatus.RUNNING, BatchStatus.INGESTING})
+OPEN_STATUSES: frozenset[BatchStatus] = frozenset(
+    {BatchStatus.QUEUED, BatchStatus.SUBMITTING, BatchStatus.RUNNING, BatchStatus.INGESTING}
+)
+# A part holds its share of an enqueued-token budget while the provider has it queued or running.
+RESERVING_STATUSES: frozenset[BatchStatus] = frozenset({BatchStatus.SUBMITTING, BatchStatus.RUNNING})
 
 
 class ItemStatus(StrEnum):
@@ -67,6 +76,14 @@ class ProviderBatch:
     error_file_id: str | None = None  # OpenAI only
     errors: tuple[str, ...] = ()  # OpenAI `failed`: why it failed
     metadata: tuple[tuple[str, str], ...] = ()  # OpenAI metadata, used to reconcile submissions
+    kind: ProviderKind = "anthropic"
+    input_file_id: str | None = None  # OpenAI only
+    error_codes: tuple[str, ...] = ()  # OpenAI `failed`: the codes of its errors
+
+    @property
+    def token_limit_exceeded(self) -> bool:
+        """OpenAI refused to queue the batch for the enqueued-token limit: it can be sent again."""
+        return "token_limit_exceeded" in self.error_codes
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +94,17 @@ class ItemResult:
     status: ItemStatus
     result_json: str
     error: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens of one result: input excludes the cached input, which the cache fields count."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +146,29 @@ class Batch:
     canceled_count: int = 0
     expired_count: int = 0
     missing_count: int = 0
+    parent_batch_id: str | None = None  # set on the parts of a split batch
+    part_index: int | None = None
+    part_count: int = 1  # parts of a logical batch; a batch that fits is its own single part
+    resubmitted_from: str | None = None
+    estimated_tokens: int = 0
+    input_file_id: str | None = None
+    provider_files_deleted_at: datetime | None = None
+    results_expire_at: datetime | None = None
+    results_removed_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_part(self) -> bool:
+        return self.parent_batch_id is not None
+
+    @property
+    def items_batch_id(self) -> str:
+        """The logical batch whose items this row sends and ingests."""
+        return self.parent_batch_id or self.id
+
+    @property
+    def items_part(self) -> int:
+        return self.part_index or 0

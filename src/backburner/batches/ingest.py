@@ -2,15 +2,16 @@
 
 Memory holds one chunk at a time. Every chunk is an upsert by (batch, custom id), so a stream
 cut at any point is simply read again from the start next cycle: rows already stored are
-rewritten with the same values, nothing is lost and nothing is stored twice. The batch becomes
-terminal only in the transaction after the last chunk, where custom ids that never appeared are
-marked `missing`.
+rewritten with the same values, nothing is lost and nothing is stored twice. A batch (or a part
+of a split batch) becomes terminal only in the transaction after the last chunk, where custom
+ids that never appeared are marked `missing` (`expired` when the batch expired).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from backburner.batches.dispatch import Transaction
 from backburner.batches.domain import Batch, BatchStatus, ItemResult, ProviderBatch
 from backburner.batches.providers.base import BatchProvider
 from backburner.batches.store import begin_ingesting, finish_batch, upsert_items
@@ -62,7 +63,9 @@ class Ingestor:
 
     async def _write(self, leadership: Leadership, batch: Batch, chunk: list[ItemResult]) -> int:
         async with leadership.fenced() as conn:
-            written = await upsert_items(conn, batch.organization_id, batch.id, chunk, self._clock.now())
+            written = await upsert_items(
+                conn, batch.organization_id, batch.items_batch_id, chunk, self._clock.now()
+            )
         self._on_chunk(batch.provider, written)
         return written
 
@@ -70,8 +73,19 @@ class Ingestor:
         self, leadership: Leadership, batch_id: str, status: BatchStatus, reason: str | None = None
     ) -> bool:
         """Make a batch terminal and queue its completion deliveries, atomically."""
+        return await self.finish_in(leadership.fenced, batch_id, status, reason)
+
+    async def finish_in(
+        self,
+        transaction: Transaction,
+        batch_id: str,
+        status: BatchStatus,
+        reason: str | None = None,
+        unsent: bool = False,
+    ) -> bool:
+        """`finish` in any transaction (the API cancels a batch never sent in its own)."""
         channels = tuple(self._channels())
-        async with leadership.fenced() as conn:
+        async with transaction() as conn:
             return await finish_batch(
                 conn,
                 batch_id,
@@ -80,4 +94,5 @@ class Ingestor:
                 reason=reason,
                 channels=channels,
                 delivery_ids=[self._new_delivery_id() for _ in channels],
+                unsent=unsent,
             )

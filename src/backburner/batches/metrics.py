@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from backburner.batches.domain import PROVIDERS, BatchStatus
+from backburner.batches.cost import estimated_cost_usd
+from backburner.batches.domain import BatchStatus
+from backburner.batches.store import UsageRow
+from backburner.settings import ModelPrice
+
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 
 
 class BatchMetrics:
@@ -34,8 +41,32 @@ class BatchMetrics:
             registry=registry,
         )
 
-    def set_batch_counts(self, counts: list[tuple[str, str, int]]) -> None:
+        self.tokens = Gauge(
+            "backburner_batch_tokens",
+            "Tokens of stored batch results, by provider, model and kind (input, output, cache_read, "
+            "cache_write), as of the latest poll cycle.",
+            ["provider", "model", "kind"],
+            registry=registry,
+        )
+        self.cost = Gauge(
+            "backburner_batch_estimated_cost_usd",
+            "Estimated spend on batches by provider and model (priced models only), as of the latest "
+            "poll cycle.",
+            ["provider", "model"],
+            registry=registry,
+        )
+
+    def set_batch_counts(self, counts: list[tuple[str, str, int]], providers: Iterable[str] = ()) -> None:
         seen = {(provider, status): n for provider, status, n in counts}
-        for provider in PROVIDERS:
+        names = dict.fromkeys([*providers, *(p for p, _, _ in counts)])
+        for provider in names:
             for status in BatchStatus:
                 self.batches.labels(provider, status.value).set(seen.get((provider, status.value), 0))
+
+    def set_spend(self, rows: list[UsageRow], prices: Mapping[str, ModelPrice], discount: float) -> None:
+        for row in rows:
+            for kind in TOKEN_KINDS:
+                self.tokens.labels(row.provider, row.model, kind).set(getattr(row, f"{kind}_tokens"))
+            cost = estimated_cost_usd(row, prices, discount)
+            if cost is not None:
+                self.cost.labels(row.provider, row.model).set(cost)

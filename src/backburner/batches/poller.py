@@ -10,6 +10,10 @@ term ended stops at its next write with `NotLeader`.
 Statuses come from one `retrieve` per batch; when many batches of one provider are due, one
 listing of the provider's recent batches (1,000 per request at Anthropic, 100 at OpenAI) gives
 most of them first, and only the batches it did not show are retrieved one by one.
+
+After polling, the cycle sends what waits in `queued` (parts of split batches, batches waiting
+for an enqueued-token budget, retries) and deletes the provider's files of ended batches. A
+failure to record one batch's outcome is logged and never stops the cycle.
 """
 
 from __future__ import annotations
@@ -17,15 +21,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from backburner.batches.dispatch import Dispatcher, Sent
 from backburner.batches.domain import Batch, BatchStatus, Provider, ProviderBatch
 from backburner.batches.handoff import CompletionHandoff
 from backburner.batches.ingest import Ingestor
 from backburner.batches.metrics import BatchMetrics
-from backburner.batches.providers.base import ProviderError
+from backburner.batches.providers.base import BatchProvider, ProviderError
 from backburner.batches.providers.registry import ProviderNotConfigured, ProviderSet
 from backburner.batches.reconcile import SubmissionReconciler
 from backburner.batches.statuses import (
@@ -37,8 +43,17 @@ from backburner.batches.statuses import (
     map_status,
     next_poll_at,
     output_wait_exhausted,
+    transient_not_found,
 )
-from backburner.batches.store import BatchStore, CycleRecord, PollUpdate, apply_poll_updates, record_cycle
+from backburner.batches.store import (
+    BatchStore,
+    CycleRecord,
+    PollUpdate,
+    apply_poll_updates,
+    mark_provider_files_deleted,
+    record_cycle,
+    requeue_unit,
+)
 from backburner.clock import Clock
 from backburner.leader.base import Leadership, NotLeader
 from backburner.logs import log_event
@@ -50,6 +65,10 @@ UPDATES_PER_WRITE = 500
 LIST_MIN_BATCHES = 50  # due batches of one provider from which a listing is cheaper than retrieves
 LIST_SKEW = timedelta(minutes=5)  # the provider's creation time may be a little before ours
 LIST_BUDGET_FACTOR = 3  # list at most 3 batches per due one (other batches share the account)
+DISPATCH_PER_CYCLE = 100
+CLEANUP_PER_CYCLE = 100
+# What a tenant reads when recording a batch's outcome failed on our side; the detail is logged.
+INTERNAL_ERROR = "an internal error interrupted polling this batch; it is retried (see batch.poll_crashed)"
 
 
 @dataclass
@@ -60,8 +79,11 @@ class CycleReport:
     completed: int = 0
     items_ingested: int = 0
     errors: int = 0
+    failed: int = 0
     reconciled: int = 0
     listed: int = 0
+    dispatched: int = 0
+    files_deleted: int = 0
     throttled: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,7 +101,13 @@ class BatchPoller:
         concurrency: int,
         batch_size: int | None,
         list_min_batches: int = LIST_MIN_BATCHES,
+        dispatcher: Dispatcher | None = None,
+        delete_provider_files: bool = True,
+        on_cycle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self.dispatcher = dispatcher
+        self.delete_provider_files = delete_provider_files
+        self.on_cycle = on_cycle
         self.store = store
         self.providers = providers
         self.policy = policy
@@ -102,11 +130,16 @@ class BatchPoller:
         started = time.perf_counter()
         cycle = _Cycle(self, leadership, now)
         report = cycle.report
-        report.reconciled = await self.reconciler.run(leadership, now, cycle.finish)
+        report.reconciled = await cycle.guarded(
+            "reconcile", self.reconciler.run(leadership, now, cycle.finish)
+        )
         due = await self.store.due_batches(
             now=now, since=lookback_start(now, self.policy), limit=self.batch_size
         )
         await _unwrap_not_leader(cycle.poll_all(due))
+        report.dispatched = await cycle.guarded("dispatch", cycle.dispatch_queued())
+        if self.delete_provider_files:
+            report.files_deleted = await cycle.guarded("cleanup", cycle.delete_provider_files())
         report.duration_s = time.perf_counter() - started
         report.throttled = {p: max(t - time.monotonic(), 0.0) for p, t in cycle.throttled_until.items()}
         async with leadership.fenced() as conn:
@@ -121,10 +154,13 @@ class BatchPoller:
                     report.errors,
                     leadership.term.epoch,
                     leadership.term.instance_id,
+                    report.failed,
                 ),
             )
         self.metrics.cycle_duration.observe(report.duration_s)
-        self.metrics.set_batch_counts(await self.store.counts_by_provider_status())
+        self.metrics.set_batch_counts(await self.store.counts_by_provider_status(), self.providers.names)
+        if self.on_cycle is not None:
+            await self.on_cycle()
         self.last_report = report
         log_event(
             log,
@@ -133,11 +169,13 @@ class BatchPoller:
             polled=report.polled,
             listed=report.listed,
             completed=report.completed,
+            failed=report.failed,
             items_ingested=report.items_ingested,
             errors=report.errors,
+            dispatched=report.dispatched,
             duration_s=round(report.duration_s, 3),
         )
-        if report.completed:
+        if report.completed or report.failed:
             await self.handoff.deliver_due(leadership)
         return report
 
@@ -157,6 +195,66 @@ class _Cycle:
         self._pending: list[PollUpdate] = []
 
     # --- the cycle ----------------------------------------------------------------------------
+
+    async def guarded(self, step: str, work: Awaitable[int]) -> int:
+        """Run one step of the cycle; a failure is logged and the cycle goes on."""
+        try:
+            return await work
+        except (NotLeader, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("batch.cycle_step_failed", extra={"event": "batch.cycle_step_failed", "step": step})
+            self.report.errors += 1
+            return 0
+
+    async def dispatch_queued(self) -> int:
+        """Send queued batches and parts, oldest first; one that cannot go now keeps its place."""
+        dispatcher = self.poller.dispatcher
+        if dispatcher is None:
+            return 0
+        sent = 0
+        for unit in await self.poller.store.queued_units(now=self.now, limit=DISPATCH_PER_CYCLE):
+            if self._throttled(unit.provider):
+                continue
+            try:
+                result = await dispatcher.send(unit, self.leadership.fenced)
+                if result.outcome is Sent.SENT:
+                    sent += 1
+                elif result.outcome in (Sent.REFUSED, Sent.UNSENT):
+                    assert result.error is not None
+                    self._throttle(unit.provider, result.error)
+                    await dispatcher.record_failure(unit, result, self.leadership.fenced)
+            except (NotLeader, asyncio.CancelledError):
+                raise
+            except ProviderNotConfigured as exc:
+                log_event(log, logging.WARNING, "batch.dispatch_failed", batch_id=unit.id, error=str(exc))
+            except Exception:
+                log.exception(
+                    "batch.dispatch_failed", extra={"event": "batch.dispatch_failed", "batch_id": unit.id}
+                )
+                self.report.errors += 1
+        return sent
+
+    async def delete_provider_files(self) -> int:
+        """Delete the provider's files (OpenAI) or batch and results (Anthropic) of ended units,
+        whose items are all stored; what fails is tried again next cycle."""
+        deleted = 0
+        for unit in await self.poller.store.undeleted_provider_files(limit=CLEANUP_PER_CYCLE):
+            assert unit.provider_batch_id is not None
+            files = [f for f in (unit.input_file_id, unit.output_file_id, unit.error_file_id) if f]
+            try:
+                await self.poller.providers.get(unit.provider).delete_resources(unit.provider_batch_id, files)
+            except (ProviderError, ProviderNotConfigured) as exc:
+                log_event(log, logging.WARNING, "batch.files_delete_failed", batch_id=unit.id, error=str(exc))
+                continue
+            async with self.leadership.fenced() as conn:
+                await mark_provider_files_deleted(conn, unit.id, self.clock_now())
+            deleted += 1
+            log_event(log, logging.INFO, "batch.files_deleted", batch_id=unit.id, files=len(files))
+        return deleted
+
+    def clock_now(self) -> datetime:
+        return self.poller.clock.now()
 
     async def poll_all(self, due: list[Batch]) -> None:
         by_provider: dict[Provider, list[Batch]] = {}
@@ -219,14 +317,26 @@ class _Cycle:
                 raise
             except ProviderError as exc:
                 self._throttle(batch.provider, exc)
-                await self._record_error(batch, exc, exc.status_code, exc.retry_after_s)
+                await self._record_error_safely(batch, str(exc), exc.status_code, exc.retry_after_s)
             except ProviderNotConfigured as exc:
-                await self._record_error(batch, exc, None, None)
-            except Exception as exc:  # a bug or a database error: never let one batch stop the cycle
+                await self._record_error_safely(batch, str(exc), None, None)
+            except Exception:  # a bug or a database error: never let one batch stop the cycle
                 log.exception(
                     "batch.poll_crashed", extra={"event": "batch.poll_crashed", "batch_id": batch.id}
                 )
-                await self._record_error(batch, exc, None, None)
+                await self._record_error_safely(batch, INTERNAL_ERROR, None, None)
+
+    async def _record_error_safely(
+        self, batch: Batch, message: str, status_code: int | None, retry_after_s: float | None
+    ) -> None:
+        """Record a batch's failed poll; if even that fails, log it: the other batches go on."""
+        try:
+            await self._record_error(batch, message, status_code, retry_after_s)
+        except (NotLeader, asyncio.CancelledError):
+            raise
+        except Exception:
+            self.report.errors += 1
+            log.exception("batch.record_failed", extra={"event": "batch.record_failed", "batch_id": batch.id})
 
     async def _poll(self, batch: Batch, snapshot: ProviderBatch | None) -> None:
         provider = self.poller.providers.get(batch.provider)
@@ -251,6 +361,8 @@ class _Cycle:
         elif decision.action is Action.FAIL:
             assert decision.target is not None and decision.reason is not None
             await self.finish(batch, decision.target, decision.reason)
+        elif decision.action is Action.REQUEUE:
+            await self._requeue(batch, provider)
         else:
             assert decision.target is not None
             log_event(
@@ -266,7 +378,10 @@ class _Cycle:
             )
             self.report.items_ingested += stored
             if finished:
-                self.report.completed += 1
+                if decision.target is BatchStatus.FAILED:
+                    self.report.failed += 1
+                else:
+                    self.report.completed += 1
                 log_event(
                     log,
                     logging.INFO,
@@ -276,9 +391,35 @@ class _Cycle:
                     items=stored,
                 )
 
+    async def _requeue(self, batch: Batch, provider: BatchProvider) -> None:
+        """Refused for the enqueued-token limit: its input file goes, and it waits to be sent again."""
+        assert batch.provider_batch_id is not None
+        if batch.input_file_id is not None:
+            try:
+                await provider.delete_resources(batch.provider_batch_id, [batch.input_file_id])
+            except ProviderError as exc:
+                log_event(
+                    log, logging.WARNING, "batch.files_delete_failed", batch_id=batch.id, error=str(exc)
+                )
+        async with self.leadership.fenced() as conn:
+            requeued = await requeue_unit(
+                conn,
+                batch.id,
+                self.now,
+                reason=f"{batch.provider} refused it for its enqueued-token limit; sent again later",
+                consecutive_errors=0,
+                next_attempt_at=None,
+                from_status=BatchStatus.RUNNING,
+            )
+        if requeued:
+            log_event(log, logging.INFO, "batch.requeued", batch_id=batch.id, reason="token_limit_exceeded")
+
     async def finish(self, batch: Batch, status: BatchStatus, reason: str) -> None:
         if await self.poller.ingestor.finish(self.leadership, batch.id, status, reason):
-            self.report.completed += 1
+            if status is BatchStatus.FAILED:
+                self.report.failed += 1
+            else:
+                self.report.completed += 1
             log_event(
                 log,
                 logging.WARNING if status is BatchStatus.FAILED else logging.INFO,
@@ -289,11 +430,11 @@ class _Cycle:
             )
 
     async def _record_error(
-        self, batch: Batch, exc: BaseException, status_code: int | None, retry_after_s: float | None
+        self, batch: Batch, message: str, status_code: int | None, retry_after_s: float | None
     ) -> None:
         self.report.errors += 1
-        errors = batch.consecutive_errors + (1 if counts_as_error(status_code) else 0)
-        message = str(exc) or type(exc).__name__
+        transient = transient_not_found(status_code, batch.submitted_at, self.now)
+        errors = batch.consecutive_errors + (1 if counts_as_error(status_code, transient) else 0)
         log_event(
             log,
             logging.WARNING,
@@ -344,9 +485,26 @@ class _Cycle:
 
     async def _flush(self) -> None:
         updates, self._pending = self._pending, []
-        if updates:
+        if not updates:
+            return
+        try:
             async with self.leadership.fenced() as conn:
                 await apply_poll_updates(conn, updates)
+        except (NotLeader, asyncio.CancelledError):
+            raise
+        except Exception:  # one batch's row may refuse the grouped write: write them one by one
+            for update in updates:
+                try:
+                    async with self.leadership.fenced() as conn:
+                        await apply_poll_updates(conn, [update])
+                except (NotLeader, asyncio.CancelledError):
+                    raise
+                except Exception:
+                    self.report.errors += 1
+                    log.exception(
+                        "batch.record_failed",
+                        extra={"event": "batch.record_failed", "batch_id": update.batch_id},
+                    )
 
 
 async def _unwrap_not_leader(work: object) -> None:

@@ -1,24 +1,31 @@
-"""Submit, cancel, read: what the API and the CLI do with batches.
+"""Submit, cancel, resubmit, read: what the API and the CLI do with batches.
 
-A submission writes our record (`submitting`, with its idempotency key and every request) before
-the provider is called, and completes it after. If the provider answers no, the record is failed
-with the reason; if no answer comes (timeout, dropped connection, a crash), the record stays
-`submitting` and the poller reconciles it (see `reconcile`).
+A submission is checked (off the event loop), then written (`queued`, with its parts, every
+request and an idempotency key) before any provider is called, and sent part by part. When
+nothing was accepted the submission fails whole: a refused connection leaves nothing behind, a
+refusal fails the record, and in both cases its idempotency key is free again. A part refused
+after the first was accepted waits in `queued` and is sent again by the leader. No answer
+(a timeout) leaves the part `submitting`; it is looked up at the provider within a minute.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
-from backburner.batches.domain import TERMINAL_STATUSES, Batch, BatchStatus
+from backburner.batches.dispatch import Dispatcher, Finisher, SendResult, Sent, refusal_reason
+from backburner.batches.domain import OPEN_STATUSES, TERMINAL_STATUSES, Batch, BatchStatus, ItemStatus
+from backburner.batches.intake import row_chunks
 from backburner.batches.metrics import BatchMetrics
 from backburner.batches.providers.base import ProviderError
-from backburner.batches.providers.registry import ProviderSet
+from backburner.batches.providers.registry import ProviderNotConfigured, ProviderSet
+from backburner.batches.reconcile import settle_submission
 from backburner.batches.store import BatchStore, ItemRow
-from backburner.batches.validation import Submission
+from backburner.batches.validation import Submission, SubmissionError, Target, plan_sizes
 from backburner.clock import Clock
 from backburner.ids import new_id
 from backburner.logs import log_event
@@ -26,6 +33,15 @@ from backburner.logs import log_event
 log = logging.getLogger("backburner.batches.service")
 
 RESULTS_PAGE_SIZE = 1000
+ROWS_PER_WRITE = 2000
+# After a timeout, the provider is asked about the submission after these delays (seconds).
+SETTLE_DELAYS_S = (5.0, 15.0, 30.0)
+ResubmitItems = Literal["expired", "errored", "unfinished"]
+RESUBMIT_STATUSES: dict[str, tuple[str, ...]] = {
+    "expired": (ItemStatus.EXPIRED.value,),
+    "errored": (ItemStatus.ERRORED.value,),
+    "unfinished": tuple(s.value for s in ItemStatus if s is not ItemStatus.SUCCEEDED),
+}
 
 
 class BatchNotFound(LookupError):
@@ -34,6 +50,10 @@ class BatchNotFound(LookupError):
 
 class BatchConflict(Exception):
     """The request does not fit the batch's status (cancel a finished batch, for instance)."""
+
+
+class ResultsRemoved(Exception):
+    """The batch's stored results were removed after `batch_retention_days`."""
 
 
 class SubmitFailed(Exception):
@@ -46,11 +66,23 @@ class SubmitFailed(Exception):
 
 
 class SubmitUncertain(Exception):
-    """No answer from the provider: the record stays `submitting` until the poller reconciles it."""
+    """No answer from the provider: the record stays `submitting` until it is looked up."""
 
     def __init__(self, batch: Batch, error: ProviderError) -> None:
         super().__init__(f"{error}")
         self.batch = batch
+        self.error = error
+
+
+class ProviderUnreachable(Exception):
+    """The provider refused the connection before anything was sent; nothing was kept."""
+
+    def __init__(self, error: ProviderError) -> None:
+        super().__init__(
+            f"{error.provider} at {error.base_url or 'its base URL'} refused the connection; "
+            "nothing was sent and no batch was kept, so the same request (and idempotency key) "
+            "may be sent again"
+        )
         self.error = error
 
 
@@ -62,16 +94,39 @@ class SubmitOutcome:
 
 class BatchService:
     def __init__(
-        self, store: BatchStore, providers: ProviderSet, clock: Clock, metrics: BatchMetrics | None = None
+        self,
+        store: BatchStore,
+        providers: ProviderSet,
+        clock: Clock,
+        dispatcher: Dispatcher,
+        finisher: Finisher,
+        metrics: BatchMetrics | None = None,
     ) -> None:
         self._store = store
         self._providers = providers
         self._clock = clock
+        self._dispatcher = dispatcher
+        self._finisher = finisher
         self._metrics = metrics
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def _count_error(self, exc: ProviderError) -> None:
         if self._metrics is not None:
             self._metrics.provider_errors.labels(exc.provider, exc.label).inc()
+
+    def target(self, provider: str, model: str) -> Target:
+        """The limits a submission to `provider` is split by (`SubmissionError` if it is unknown)."""
+        try:
+            config = self._providers.config(provider)
+        except ProviderNotConfigured as exc:
+            raise SubmissionError(str(exc)) from None
+        return Target(
+            config.name,
+            config.kind,
+            config.max_requests,
+            config.max_bytes,
+            config.enqueued_token_limits.get(model),
+        )
 
     async def submit(
         self, organization_id: str, submission: Submission, idempotency_key: str | None = None
@@ -80,74 +135,153 @@ class BatchService:
             earlier = await self._store.get_by_idempotency_key(organization_id, idempotency_key)
             if earlier is not None:
                 return SubmitOutcome(earlier, created=False)
-        provider = self._providers.get(submission.provider)  # unconfigured: refused before any write
-        batch_id = new_id("batch")
+        self._providers.get(submission.provider)  # unconfigured: refused before any write
+        take = row_chunks(submission.rows(), ROWS_PER_WRITE)
         batch = await self._store.create_submission(
-            batch_id=batch_id,
+            batch_id=new_id("batch"),
             organization_id=organization_id,
-            provider=submission.provider,
-            model=submission.model,
+            submission=submission,
             idempotency_key=idempotency_key or new_id("idem"),
-            requests=submission.requests,
             now=self._clock.now(),
+            next_rows=lambda: asyncio.to_thread(take),
         )
         if batch is None:  # the same key was submitted concurrently: answer with that batch
-            assert idempotency_key is not None
+            return await self._earlier(organization_id, idempotency_key)
+        return SubmitOutcome(await self._send_new(batch), created=True)
+
+    async def resubmit(
+        self,
+        organization_id: str,
+        batch_id: str,
+        which: ResubmitItems,
+        idempotency_key: str | None = None,
+    ) -> SubmitOutcome:
+        """A new batch, linked to `batch_id`, of the requests of its items that did not succeed."""
+        source = await self._require(organization_id, batch_id)
+        if source.status not in TERMINAL_STATUSES:
+            raise BatchConflict(
+                f"batch {batch_id} has not ended ({source.status.value}); resubmit it once it has"
+            )
+        if source.results_removed_at is not None:
+            raise ResultsRemoved(f"the requests of batch {batch_id} were removed after batch_retention_days")
+        if idempotency_key is not None:
             earlier = await self._store.get_by_idempotency_key(organization_id, idempotency_key)
-            assert earlier is not None
-            return SubmitOutcome(earlier, created=False)
-        log_event(
-            log,
-            logging.INFO,
-            "batch.submitting",
-            batch_id=batch_id,
-            provider=submission.provider,
-            requests=len(submission.requests),
-            size_bytes=submission.size_bytes,
+            if earlier is not None:
+                return SubmitOutcome(earlier, created=False)
+        self._providers.get(source.provider)
+        target = self.target(source.provider, source.model)
+        batch = await self._store.create_resubmission(
+            batch_id=new_id("batch"),
+            organization_id=organization_id,
+            source=source,
+            item_statuses=RESUBMIT_STATUSES[which],
+            idempotency_key=idempotency_key or new_id("idem"),
+            plan=lambda sizes: plan_sizes(target, source.model, sizes),
+            now=self._clock.now(),
         )
-        try:
-            snapshot = await provider.create(
-                batch_id=batch_id, model=submission.model, requests=submission.requests
+        if batch is None:
+            if idempotency_key is not None:
+                earlier = await self._store.get_by_idempotency_key(organization_id, idempotency_key)
+                if earlier is not None:
+                    return SubmitOutcome(earlier, created=False)
+            raise BatchConflict(f"batch {batch_id} has no {which} items to resubmit")
+        log_event(log, logging.INFO, "batch.resubmitted", batch_id=batch.id, source=batch_id, items=which)
+        return SubmitOutcome(await self._send_new(batch), created=True)
+
+    async def _earlier(self, organization_id: str, idempotency_key: str | None) -> SubmitOutcome:
+        assert idempotency_key is not None
+        earlier = await self._store.get_by_idempotency_key(organization_id, idempotency_key)
+        assert earlier is not None
+        return SubmitOutcome(earlier, created=False)
+
+    async def _send_new(self, batch: Batch) -> Batch:
+        """Send a new batch's parts in order; the first decides what a failure means."""
+        transaction = self._store.engine.begin
+        for position, unit in enumerate(await self._store.units(batch)):
+            result = await self._dispatcher.send(unit, transaction)
+            if result.outcome is Sent.SENT:
+                continue
+            if result.outcome is Sent.WAITING:
+                break  # the rest wait behind it, for the leader to send
+            if position == 0:
+                await self._nothing_accepted(batch, unit, result)
+            elif result.outcome is Sent.UNCERTAIN:
+                self._settle_soon(unit)
+            else:
+                await self._dispatcher.record_failure(unit, result, transaction)
+                break
+        return await self._require(batch.organization_id, batch.id)
+
+    async def _nothing_accepted(self, batch: Batch, unit: Batch, result: SendResult) -> None:
+        exc = result.error
+        assert exc is not None
+        org = batch.organization_id
+        if result.outcome is Sent.UNSENT:
+            await self._store.delete_submission(org, batch.id)
+            log_event(
+                log, logging.WARNING, "batch.provider_unreachable", provider=exc.provider, error=str(exc)
             )
-        except ProviderError as exc:
-            self._count_error(exc)
-            if not exc.definitive:
-                log_event(log, logging.WARNING, "batch.submit_uncertain", batch_id=batch_id, error=str(exc))
-                raise SubmitUncertain(batch, exc) from exc
-            await self._store.mark_submit_failed(
-                organization_id, batch_id, f"the provider refused the batch: {exc}", self._clock.now()
+            raise ProviderUnreachable(exc)
+        if result.outcome is Sent.UNCERTAIN:
+            self._settle_soon(unit)
+            raise SubmitUncertain(await self._require(org, batch.id), exc)
+        await self._store.fail_submission(org, batch.id, refusal_reason(exc), self._clock.now())
+        log_event(log, logging.WARNING, "batch.submit_refused", batch_id=batch.id, error=str(exc))
+        raise SubmitFailed(await self._require(org, batch.id), exc)
+
+    def _settle_soon(self, unit: Batch) -> None:
+        task = asyncio.create_task(self._settle(unit), name=f"batches.settle.{unit.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "batch.settle_failed",
+                exc_info=task.exception(),
+                extra={"event": "batch.settle_failed", "task": task.get_name()},
             )
-            log_event(log, logging.WARNING, "batch.submit_refused", batch_id=batch_id, error=str(exc))
-            raise SubmitFailed(await self._require(organization_id, batch_id), exc) from exc
-        if not await self._store.mark_submitted(organization_id, batch_id, snapshot, self._clock.now()):
-            # Reconciliation gave up on this record while the provider was still answering.
-            await self._cancel_quietly(submission.provider, snapshot.provider_batch_id)
-            error = ProviderError(submission.provider, "the submission took longer than its grace period")
-            raise SubmitFailed(await self._require(organization_id, batch_id), error)
-        log_event(
-            log,
-            logging.INFO,
-            "batch.submitted",
-            batch_id=batch_id,
-            provider_batch_id=snapshot.provider_batch_id,
-        )
-        return SubmitOutcome(await self._require(organization_id, batch_id), created=True)
+
+    async def _settle(self, unit: Batch) -> None:
+        """Look a timed-out submission up at the provider, a few times within a minute."""
+        for delay_s in SETTLE_DELAYS_S:
+            await asyncio.sleep(delay_s)
+            try:
+                if await settle_submission(
+                    self._store, self._providers, unit, self._clock.now(), self._store.engine.begin
+                ):
+                    return
+            except (ProviderError, ProviderNotConfigured) as exc:
+                log_event(log, logging.WARNING, "batch.reconcile_failed", batch_id=unit.id, error=str(exc))
 
     async def cancel(self, organization_id: str, batch_id: str) -> Batch:
-        """Ask the provider to cancel; the poller records the end (with partial results)."""
+        """Ask the provider to cancel; the poller records the end (with partial results). Parts not
+        sent yet are cancelled at once."""
         batch = await self._require(organization_id, batch_id)
-        if batch.status in TERMINAL_STATUSES or batch.status is BatchStatus.INGESTING:
+        units = [u for u in await self._store.units(batch) if u.status in OPEN_STATUSES]
+        if (
+            batch.status in TERMINAL_STATUSES
+            or not units
+            or (batch.part_count == 1 and batch.status is BatchStatus.INGESTING)
+        ):
             raise BatchConflict(f"batch {batch_id} has already ended ({batch.status.value})")
-        if batch.status is BatchStatus.SUBMITTING or batch.provider_batch_id is None:
+        if all(u.status is BatchStatus.SUBMITTING for u in units):
             raise BatchConflict(f"batch {batch_id} is still being submitted; cancel it once it is running")
-        try:
-            snapshot = await self._providers.get(batch.provider).cancel(batch.provider_batch_id)
-        except ProviderError as exc:
-            self._count_error(exc)
-            raise
-        await self._store.mark_cancel_requested(organization_id, batch_id, snapshot.status, self._clock.now())
+        provider_status: str | None = None
+        for unit in units:
+            if unit.status is BatchStatus.QUEUED:
+                await self._finisher(self._store.engine.begin, unit.id, BatchStatus.CANCELLED, None, True)
+            elif unit.status is BatchStatus.RUNNING and unit.provider_batch_id is not None:
+                try:
+                    snapshot = await self._providers.get(unit.provider).cancel(unit.provider_batch_id)
+                except ProviderError as exc:
+                    self._count_error(exc)
+                    raise
+                provider_status = snapshot.status
+        await self._store.mark_cancel_requested(organization_id, batch_id, provider_status, self._clock.now())
         log_event(
-            log, logging.INFO, "batch.cancel_requested", batch_id=batch_id, provider_status=snapshot.status
+            log, logging.INFO, "batch.cancel_requested", batch_id=batch_id, provider_status=provider_status
         )
         return await self._require(organization_id, batch_id)
 
@@ -180,17 +314,11 @@ class BatchService:
             raise BatchNotFound(f"no batch {batch_id!r}")
         return batch
 
-    async def _cancel_quietly(self, provider: str, provider_batch_id: str) -> None:
-        try:
-            await self._providers.get(provider).cancel(provider_batch_id)
-        except (ProviderError, LookupError) as exc:
-            log_event(
-                log,
-                logging.WARNING,
-                "batch.orphan_cancel_failed",
-                provider_batch_id=provider_batch_id,
-                error=str(exc),
-            )
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _result_line(row: ItemRow) -> bytes:

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from backburner.batches.domain import BatchStatus, ProviderBatch, ProviderCounts
+from backburner.batches.domain import (
+    TERMINAL_STATUSES,
+    BatchStatus,
+    ProviderBatch,
+    ProviderCounts,
+    ProviderKind,
+)
 
 
 class Action(StrEnum):
@@ -17,6 +23,7 @@ class Action(StrEnum):
     INGEST = "ingest"  # ended: stream every item result, then become `target`
     AWAIT_OUTPUT = "await_output"  # ended, but the provider has not published its results file yet
     FAIL = "fail"  # ended without results worth ingesting: fail with `reason`
+    REQUEUE = "requeue"  # refused for the enqueued-token limit: send it again when there is room
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +37,10 @@ WAIT = StatusDecision(Action.WAIT)
 
 
 def map_status(snapshot: ProviderBatch) -> StatusDecision:
-    if snapshot.provider == "anthropic":
+    if snapshot.kind == "anthropic":
         return map_anthropic(snapshot.status, snapshot.counts)
+    if snapshot.status == "failed" and snapshot.token_limit_exceeded:
+        return StatusDecision(Action.REQUEUE)
     return map_openai(
         snapshot.status, snapshot.counts, snapshot.output_file_id, snapshot.error_file_id, snapshot.errors
     )
@@ -99,6 +108,48 @@ class PollPolicy:
     lookback_weeks: int
 
 
+# How long after its creation a provider keeps a batch's results (Anthropic: 29 days; OpenAI's
+# batch output files: 30 days); a batch whose window ends within `RETENTION_URGENT` is polled first.
+RESULTS_RETENTION: dict[ProviderKind, timedelta] = {
+    "anthropic": timedelta(days=29),
+    "openai": timedelta(days=30),
+}
+RETENTION_URGENT = timedelta(days=2)
+# A batch the provider says it does not know this soon after its creation is retried, not counted
+# as an error (Anthropic has answered 404 for a batch it had just created).
+NEW_BATCH_NOT_FOUND_GRACE = timedelta(minutes=1)
+
+
+def results_expire_at(kind: ProviderKind, created_at: datetime) -> datetime:
+    return created_at + RESULTS_RETENTION[kind]
+
+
+def transient_not_found(status_code: int | None, submitted_at: datetime | None, now: datetime) -> bool:
+    return status_code == 404 and submitted_at is not None and now - submitted_at < NEW_BATCH_NOT_FOUND_GRACE
+
+
+def logical_status(part_statuses: list[BatchStatus]) -> BatchStatus:
+    """The status of a split batch from its parts': terminal once every part is.
+
+    Any failed part fails the whole (the other parts' results are kept); otherwise any cancelled
+    part makes it cancelled, any expired one expired. Before that it shows its busiest part.
+    """
+    if all(s in TERMINAL_STATUSES for s in part_statuses):
+        for status in (BatchStatus.FAILED, BatchStatus.CANCELLED, BatchStatus.EXPIRED):
+            if status in part_statuses:
+                return status
+        return BatchStatus.COMPLETED
+    for status in (BatchStatus.INGESTING, BatchStatus.RUNNING, BatchStatus.SUBMITTING):
+        if status in part_statuses:
+            return status
+    return BatchStatus.QUEUED
+
+
+def fits_budget(reserved_tokens: int, tokens: int, limit: int | None) -> bool:
+    """A part may be sent when its tokens fit beside those already enqueued (no limit: always)."""
+    return limit is None or reserved_tokens + tokens <= limit
+
+
 def backoff_s(consecutive_errors: int, policy: PollPolicy) -> float:
     """0 after the first error (retry next cycle), then base * 1, 3, 7, 15 ... capped."""
     if consecutive_errors <= 1:
@@ -116,9 +167,10 @@ def next_poll_at(
     return now + timedelta(seconds=delay_s)
 
 
-def counts_as_error(status_code: int | None) -> bool:
-    """Throttling (429) says nothing about the batch: it is retried but never fails a batch."""
-    return status_code != 429
+def counts_as_error(status_code: int | None, transient: bool = False) -> bool:
+    """Throttling (429) says nothing about the batch: it is retried but never fails a batch; nor
+    does a 404 for a batch created moments ago (`transient`)."""
+    return status_code != 429 and not transient
 
 
 def errors_exhausted(consecutive_errors: int, policy: PollPolicy) -> bool:

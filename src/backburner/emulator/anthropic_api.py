@@ -43,6 +43,8 @@ def batch_view(record: BatchRecord, state: EmulatorState, now: float, base: str)
             "expired": 0,
         }
     cancel_at = record.cancel_initiated_at
+    archived_at = record.created_at + state.config.results_retention_s
+    archived = ended and now >= archived_at
     return {
         "id": record.id,
         "type": "message_batch",
@@ -52,8 +54,8 @@ def batch_view(record: BatchRecord, state: EmulatorState, now: float, base: str)
         "expires_at": rfc3339(record.created_at + EXPIRES_AFTER_S),
         "ended_at": rfc3339(line.end_at) if ended else None,
         "cancel_initiated_at": rfc3339(cancel_at) if cancel_at is not None else None,
-        "archived_at": None,
-        "results_url": f"{base}/v1/messages/batches/{record.id}/results" if ended else None,
+        "archived_at": rfc3339(archived_at) if archived else None,
+        "results_url": f"{base}/v1/messages/batches/{record.id}/results" if ended and not archived else None,
     }
 
 
@@ -117,8 +119,9 @@ def anthropic_router(state: EmulatorState) -> APIRouter:
 
     @router.post("")
     async def create_batch(request: Request) -> Response:
+        await request.body()  # received before any delay: a client that gives up has still sent it
         await gate.enter(request, "anthropic.batches.create")
-        payload = await read_json_object(request, "anthropic")
+        payload = await read_json_object(request, "anthropic", config.anthropic_max_bytes)
         custom_ids, models = parse_requests(payload, config.anthropic_max_requests)
         record = state.create_batch("anthropic", new_id("msgbatch_"), custom_ids, models)
         return JSONResponse(view(record, request))
@@ -153,7 +156,10 @@ def anthropic_router(state: EmulatorState) -> APIRouter:
         now = state.clock()
         ended = anthropic_status(record, now, config.cancel_after_s) == "ended"
         retrieves, _ = store.count_retrieve(record, ended)
-        if retrieves < record.scenario.not_found_polls:
+        if (
+            retrieves < record.scenario.not_found_polls
+            or now < record.created_at + record.scenario.not_found_for_s
+        ):
             raise _not_found(batch_id)
         return JSONResponse(view(record, request))
 
@@ -181,8 +187,15 @@ def anthropic_router(state: EmulatorState) -> APIRouter:
     async def batch_results(batch_id: str, request: Request) -> Response:
         await gate.enter(request, "anthropic.batches.results", batch_id)
         record = found(batch_id)
-        if anthropic_status(record, state.clock(), config.cancel_after_s) != "ended":
+        now = state.clock()
+        if anthropic_status(record, now, config.cancel_after_s) != "ended":
             raise _invalid(f"Message batch {batch_id!r} has not ended yet; its results are not available.")
+        if now >= record.created_at + config.results_retention_s:
+            raise ProviderError(
+                "anthropic",
+                404,
+                f"Message batch {batch_id!r} has been archived; its results are no longer available.",
+            )
         cut = gate.stream_cut("anthropic.batches.results", batch_id)
         lines = anthropic_result_lines(record, timeline(record, config.cancel_after_s))
         return JsonlResponse(lines, cut_after_lines=cut, media_type="application/binary")

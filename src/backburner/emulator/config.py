@@ -34,6 +34,23 @@ class EmulatorConfig(BaseModel):
         default=0.0, ge=0, le=60_000, description="Time `/v1/embeddings` waits before each answer."
     )
     anthropic_max_requests: int = Field(default=100_000, ge=1)
+    anthropic_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Largest create body: 413.")
     openai_max_requests: int = Field(default=50_000, ge=1)
+    openai_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="Largest batch input file.")
+    openai_enqueued_token_limits: dict[str, int] = Field(
+        default_factory=dict,
+        description="Tokens a model may have enqueued (batches not yet ended); a batch beyond it fails "
+        "with `token_limit_exceeded`, as OpenAI's do.",
+    )
+    results_retention_s: float = Field(
+        default=29 * 24 * 3600.0,
+        ge=0,
+        description="Anthropic: results can be read this long after creation, then the batch is archived.",
+    )
+    output_file_retention_s: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="OpenAI: batch output and error files expire this long after creation.",
+    )
     faults: list[FaultRule] = Field(default_factory=list, description="Faults active from the start.")
     scenario: Scenario = Field(default_factory=Scenario, description="Default scenario for new batches.")

@@ -10,6 +10,9 @@ from typing import Literal
 from backburner.emulator.outcomes import Outcome
 from backburner.emulator.records import BatchRecord
 
+COMPLETION_WINDOW_S = 24 * 3600
+"""Both providers give a batch 24 hours; what is not done by then expires."""
+
 
 class Ending(Enum):
     COMPLETED = "completed"
@@ -39,6 +42,9 @@ def timeline(record: BatchRecord, cancel_after_s: float) -> Timeline:
     expire_after = record.scenario.expire_after_items
     if expire_after is not None:
         return Timeline(end_at, Ending.EXPIRED, min(expire_after, record.size))
+    window_end = record.created_at + COMPLETION_WINDOW_S
+    if end_at > window_end:  # the work outlasts the window: it expires with what got done by then
+        return Timeline(window_end, Ending.EXPIRED, _processed_by(record, window_end))
     return Timeline(end_at, Ending.COMPLETED, record.size)
 
 

@@ -86,8 +86,18 @@ def file_view(file: StoredFile) -> dict[str, object]:
         "filename": file.filename,
         "purpose": file.purpose,
         "status": "processed",
-        "expires_at": None,
+        "expires_at": _opt_int(file.expires_at),
         "status_details": None,
+    }
+
+
+def token_limit_error(model: str, limit: int) -> dict[str, object]:
+    return {
+        "code": "token_limit_exceeded",
+        "message": f"Enqueued token limit reached for {model} in organization org-emulator. Limit: "
+        f"{limit:,} enqueued tokens. Please try submitting your requests again later.",
+        "param": None,
+        "line": None,
     }
 
 
@@ -119,7 +129,10 @@ def openai_router(state: EmulatorState) -> APIRouter:
         return record.retrieves_after_end < record.scenario.output_file_delay_polls
 
     def result_file_ready(file: StoredFile) -> bool:
-        """Result files exist once their batch has ended with at least one line for them."""
+        """Result files exist once their batch has ended with at least one line for them, and
+        until they expire."""
+        if file.expires_at is not None and state.clock() >= file.expires_at:
+            return False
         if file.batch_id is None:
             return True
         record = store.batch(file.batch_id, "openai")
@@ -151,6 +164,12 @@ def openai_router(state: EmulatorState) -> APIRouter:
                 raise _invalid("A 'file' part is required.", param="file")
             content = await upload.read()
             filename = upload.filename or "upload.jsonl"
+        if len(content) > config.openai_max_bytes:
+            raise _invalid(
+                f"The file is {len(content)} bytes; a batch input file may be at most "
+                f"{config.openai_max_bytes // (1024 * 1024)} MB.",
+                param="file",
+            )
         file = StoredFile(
             id=new_id("file-", 22),
             filename=filename,
@@ -182,6 +201,7 @@ def openai_router(state: EmulatorState) -> APIRouter:
 
     @router.post("/batches")
     async def create_batch(request: Request) -> Response:
+        await request.body()  # received before any delay: a client that gives up has still sent it
         await gate.enter(request, "openai.batches.create")
         payload = await read_json_object(request, "openai")
         endpoint = payload.get("endpoint")
@@ -202,6 +222,12 @@ def openai_router(state: EmulatorState) -> APIRouter:
         if input_file is None or input_file.purpose != "batch":
             raise _no_file(input_file_id)
         parsed = parse_input_file(b"".join(input_file.lines()), endpoint, config.openai_max_requests)
+        model = parsed.models[0] if parsed.models else ""
+        limit = config.openai_enqueued_token_limits.get(model)
+        if not parsed.errors and limit is not None:
+            enqueued = store.enqueued_tokens(model, lambda r: openai_status(r, state.clock(), state.phases))
+            if enqueued + parsed.input_tokens > limit:
+                parsed.errors.append(token_limit_error(model, limit))
         failed = bool(parsed.errors)
         record = create_openai_batch(
             state,
@@ -211,6 +237,7 @@ def openai_router(state: EmulatorState) -> APIRouter:
             input_file_id=input_file_id,
             metadata=metadata,
             validation_errors=parsed.errors if failed else None,
+            enqueued_tokens=0 if failed else parsed.input_tokens,
         )
         return JSONResponse(batch_view(record, state, state.clock(), hide_files=True))
 
@@ -242,7 +269,10 @@ def openai_router(state: EmulatorState) -> APIRouter:
         now = state.clock()
         ended = openai_status(record, now, state.phases) in OPENAI_TERMINAL
         retrieves, retrieves_after_end = store.count_retrieve(record, ended)
-        if retrieves < record.scenario.not_found_polls:
+        if (
+            retrieves < record.scenario.not_found_polls
+            or now < record.created_at + record.scenario.not_found_for_s
+        ):
             raise _no_batch(batch_id)
         hidden = retrieves_after_end < record.scenario.output_file_delay_polls
         return JSONResponse(batch_view(record, state, now, hide_files=hidden))
@@ -270,6 +300,7 @@ def create_openai_batch(
     input_file_id: str,
     metadata: dict[str, str] | None,
     validation_errors: list[dict[str, object]] | None = None,
+    enqueued_tokens: int = 0,
 ) -> BatchRecord:
     """Stores a batch and its two result files, whose lines are made from the batch when read."""
     details = OpenAIDetails(
@@ -280,6 +311,7 @@ def create_openai_batch(
         output_file_id=new_id("file-", 22),
         error_file_id=new_id("file-", 22),
         validation_errors=validation_errors,
+        enqueued_tokens=enqueued_tokens,
     )
     record = state.create_batch("openai", new_id("batch_", 32), custom_ids, models, openai=details)
     cancel_after_s = state.config.cancel_after_s
@@ -298,6 +330,7 @@ def create_openai_batch(
             created_at=record.created_at,
             lines=reader(render),
             batch_id=record.id,
+            expires_at=record.created_at + state.config.output_file_retention_s,
         )
         state.store.add_file(result_file)
     return record

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from backburner.emulator.records import ModelColumn
 
 MAX_REPORTED_ERRORS = 100
+BYTES_PER_TOKEN = 4
 
 
 @dataclass(slots=True)
@@ -16,6 +17,8 @@ class ParsedInput:
     custom_ids: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     errors: list[dict[str, object]] = field(default_factory=list)
+    input_tokens: int = 0
+    """An estimate of the requests' input tokens (about four bytes of JSON each)."""
 
     def model_column(self) -> ModelColumn:
         return ModelColumn(self.models)
@@ -76,4 +79,5 @@ def _check_line(
     seen.add(custom_id)
     parsed.custom_ids.append(custom_id)
     parsed.models.append(model)
+    parsed.input_tokens += -(-len(json.dumps(body, separators=(",", ":"))) // BYTES_PER_TOKEN)
     return None

@@ -75,6 +75,16 @@ class Scenario(BaseModel):
         ge=0,
         description="OpenAI: the first N retrieves after the batch ends say completed with no output file.",
     )
+    not_found_for_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Retrieves answer 404 this long after creation, as Anthropic has done for a new batch.",
+    )
+    cache_read_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Input tokens each succeeded result reports as read from the prompt cache.",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,8 @@ class OpenAIDetails:
     error_file_id: str
     validation_errors: list[dict[str, object]] | None = None
     """Set when the input file was rejected: the batch is ``failed`` from the start."""
+    enqueued_tokens: int = 0
+    """The input tokens it holds of its model's enqueued-token limit until it ends."""
 
 
 @dataclass(slots=True, eq=False)
@@ -135,6 +137,7 @@ class StoredFile:
     lines: Callable[[], Iterable[bytes]]
     batch_id: str | None = None
     """For result files: the batch whose results they hold."""
+    expires_at: float | None = None
     _size: int | None = None
 
     def size(self) -> int:

@@ -10,8 +10,12 @@ from backburner.emulator.errors import ProviderError
 from backburner.emulator.records import Provider
 
 
-async def read_json_object(request: Request, provider: Provider) -> dict[str, object]:
+async def read_json_object(
+    request: Request, provider: Provider, max_bytes: int | None = None
+) -> dict[str, object]:
     raw = await request.body()
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise ProviderError(provider, 413, "Request exceeds the maximum allowed number of bytes.")
     try:
         payload = json.loads(raw)
     except ValueError as exc:

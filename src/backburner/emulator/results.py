@@ -41,6 +41,7 @@ def anthropic_result_lines(record: BatchRecord, line: Timeline) -> Iterator[byte
     models = [json.dumps(name) for name in record.models.names]
     position = record.models.position
     prefix = f"{record.seq:06x}"
+    cached = record.scenario.cache_read_tokens
     for index, custom_id, outcome in _planned(record, line):
         cid = json.dumps(custom_id)
         if outcome is Outcome.SUCCEEDED:
@@ -49,7 +50,8 @@ def anthropic_result_lines(record: BatchRecord, line: Timeline) -> Iterator[byte
                 f'"id":"msg_emu{prefix}{index:08x}","type":"message","role":"assistant",'
                 f'"model":{models[position(index)]},"content":[{{"type":"text","text":{_reply(cid)}}}],'
                 f'"stop_reason":"end_turn","stop_sequence":null,'
-                f'"usage":{{"input_tokens":{10 + len(custom_id)},"output_tokens":{OUTPUT_TOKENS}}}}}}}}}\n'
+                f'"usage":{{"input_tokens":{10 + len(custom_id)},"cache_creation_input_tokens":0,'
+                f'"cache_read_input_tokens":{cached},"output_tokens":{OUTPUT_TOKENS}}}}}}}}}\n'
             )
         elif outcome is Outcome.ERRORED:
             text = (
@@ -66,22 +68,27 @@ def anthropic_result_lines(record: BatchRecord, line: Timeline) -> Iterator[byte
 
 # OpenAI
 
-BodyTemplate = Callable[[str, int, str, str, int], str]
-"""(model json, created, item key, custom id json, prompt tokens) -> response body json."""
+BodyTemplate = Callable[[str, int, str, str, int, int], str]
+"""(model json, created, item key, custom id json, prompt tokens, cached of those) -> body json."""
+_COMPLETION_DETAILS = (
+    '"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
+    '"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}'
+)
 
 
-def _chat_completion(model: str, created: int, key: str, cid: str, prompt_tokens: int) -> str:
+def _chat_completion(model: str, created: int, key: str, cid: str, prompt_tokens: int, cached: int) -> str:
     return (
         f'{{"id":"chatcmpl-emu{key}","object":"chat.completion","created":{created},"model":{model},'
         f'"choices":[{{"index":0,"message":{{"role":"assistant","content":{_reply(cid)},"refusal":null,'
         f'"annotations":[]}},"logprobs":null,"finish_reason":"stop"}}],'
         f'"usage":{{"prompt_tokens":{prompt_tokens},"completion_tokens":{OUTPUT_TOKENS},'
-        f'"total_tokens":{prompt_tokens + OUTPUT_TOKENS}}},'
+        f'"total_tokens":{prompt_tokens + OUTPUT_TOKENS},'
+        f'"prompt_tokens_details":{{"cached_tokens":{cached},"audio_tokens":0}},{_COMPLETION_DETAILS}}},'
         f'"service_tier":"default","system_fingerprint":null}}'
     )
 
 
-def _completion(model: str, created: int, key: str, cid: str, prompt_tokens: int) -> str:
+def _completion(model: str, created: int, key: str, cid: str, prompt_tokens: int, cached: int) -> str:
     return (
         f'{{"id":"cmpl-emu{key}","object":"text_completion","created":{created},"model":{model},'
         f'"choices":[{{"text":{_reply(cid)},"index":0,"logprobs":null,"finish_reason":"stop"}}],'
@@ -90,7 +97,7 @@ def _completion(model: str, created: int, key: str, cid: str, prompt_tokens: int
     )
 
 
-def _embedding(model: str, created: int, key: str, cid: str, prompt_tokens: int) -> str:
+def _embedding(model: str, created: int, key: str, cid: str, prompt_tokens: int, cached: int) -> str:
     seed = int(key[-8:], 16)
     vector = ",".join(f"{((seed * 31 + dim * 17) % 1000) / 1000:.3f}" for dim in range(4))
     return (
@@ -122,12 +129,13 @@ def openai_output_lines(record: BatchRecord, line: Timeline) -> Iterator[bytes]:
     position = record.models.position
     prefix = f"{record.seq:06x}"
     created = int(line.end_at)
+    cached = record.scenario.cache_read_tokens
     for index, custom_id, outcome in _planned(record, line):
         if outcome is not Outcome.SUCCEEDED:
             continue
         key = f"{prefix}{index:08x}"
         cid = json.dumps(custom_id)
-        response = body(models[position(index)], created, key, cid, 10 + len(custom_id))
+        response = body(models[position(index)], created, key, cid, 10 + len(custom_id) + cached, cached)
         yield (
             f'{{"id":"batch_req_{key}","custom_id":{cid},"response":{{"status_code":200,'
             f'"request_id":"req_emu{key}","body":{response}}},"error":null}}\n'

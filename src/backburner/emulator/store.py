@@ -11,12 +11,14 @@ import itertools
 import secrets
 import string
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from backburner.emulator.outcomes import Scenario
 from backburner.emulator.records import BatchRecord, Provider, StoredFile
 
 _ALPHABET = string.ascii_letters + string.digits
+_ENDED = frozenset({"failed", "completed", "expired", "cancelled"})
 
 
 def new_id(prefix: str, length: int = 24) -> str:
@@ -124,6 +126,16 @@ class EmulatorStore:
         if position is None:
             raise UnknownCursor(batch_id)
         return position
+
+    def enqueued_tokens(self, model: str, status: Callable[[BatchRecord], str]) -> int:
+        """Tokens OpenAI batches of `model` hold while they have not ended."""
+        with self._lock:
+            records = [r for r in self._batches.values() if r.provider == "openai" and r.openai is not None]
+        return sum(
+            r.openai.enqueued_tokens
+            for r in records
+            if r.openai is not None and r.models.single == model and status(r) not in _ENDED
+        )
 
     def batch_counts(self) -> dict[Provider, int]:
         with self._lock:

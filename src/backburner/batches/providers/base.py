@@ -6,7 +6,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from backburner.batches.domain import BatchRequest, ItemResult, Provider, ProviderBatch
+from backburner.batches.domain import ItemResult, Provider, ProviderBatch, ProviderKind
 from backburner.retry_after import retry_after_s
 
 MAX_RETRY_AFTER_S = 24 * 3600.0
@@ -27,12 +27,16 @@ class ProviderError(Exception):
         *,
         status_code: int | None = None,
         retry_after_s: float | None = None,
+        sent: bool = True,
+        base_url: str | None = None,
     ) -> None:
         super().__init__(message)
         self.provider = provider
         self.message = message
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        self.sent = sent  # False: the connection was refused, nothing reached the provider
+        self.base_url = base_url
 
     @property
     def definitive(self) -> bool:
@@ -50,9 +54,11 @@ class ProviderError(Exception):
 
 class BatchProvider(Protocol):
     name: Provider
+    kind: ProviderKind
 
-    async def create(self, *, batch_id: str, model: str, requests: Sequence[BatchRequest]) -> ProviderBatch:
-        """Submit a batch; `batch_id` is ours, given to the provider where it keeps metadata."""
+    async def create(self, *, batch_id: str, body: bytes) -> ProviderBatch:
+        """Submit a batch whose requests `body` holds in the provider's own encoding
+        (`encoding.assemble`); `batch_id` is ours, given to the provider where it keeps metadata."""
         ...
 
     async def retrieve(self, provider_batch_id: str) -> ProviderBatch: ...
@@ -67,12 +73,17 @@ class BatchProvider(Protocol):
         """Every batch of the account, newest first, down to `created_after` (one request per page)."""
         ...
 
-    async def find_submission(self, batch_id: str, created_after: datetime) -> ProviderBatch | None:
-        """The provider's batch that our submission `batch_id` created, if the provider can tell."""
+    async def find_submission(
+        self, batch_id: str, created_after: datetime, request_count: int
+    ) -> list[ProviderBatch]:
+        """The provider's batches that our submission `batch_id` may have created: OpenAI's carry
+        our id in their metadata; Anthropic's are matched by their requests (count and time)."""
         ...
 
-    @property
-    def can_find_submissions(self) -> bool: ...
+    async def delete_resources(self, provider_batch_id: str, file_ids: Sequence[str]) -> None:
+        """Delete what an ended batch left at the provider (OpenAI's files, Anthropic's batch and
+        results); what is already gone counts as deleted."""
+        ...
 
     async def aclose(self) -> None: ...
 
