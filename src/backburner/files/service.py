@@ -9,6 +9,7 @@ refused upload leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import re
@@ -316,14 +317,16 @@ class FileService:
         record = await self.stores.catalog.get(organization_id, file_id)
         if record.status is not FileStatus.ERROR:
             raise IllegalTransition(file_id, record.status, FileStatus.PENDING)
-        result = await self.upload(
-            organization_id,
-            record.source_id,
-            record.file_name,
-            record.content_type,
-            self.blobs.open(record.blob_key),
-            on_duplicate="allow",
-        )
+        # Closed here whatever happens: a refused upload leaves its source stream unread.
+        async with contextlib.aclosing(self.blobs.open(record.blob_key)) as content:
+            result = await self.upload(
+                organization_id,
+                record.source_id,
+                record.file_name,
+                record.content_type,
+                content,
+                on_duplicate="allow",
+            )
         log_event(log, logging.INFO, "file.retried", file_id=file_id, new_file_id=result.file.id)
         return result.file
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from datetime import datetime
 
 from sqlalchemy import delete, insert, select, update
@@ -121,7 +121,7 @@ class DatabaseBlobStore(BlobStore):
         it; a crash before that leaves a pending blob that the sweeper removes."""
         return redoable_transaction(self.engine)
 
-    async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
+    async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         validate_key(key)
         async with self.engine.connect() as conn:
             found = (

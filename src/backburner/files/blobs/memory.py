@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,7 +52,7 @@ class InMemoryBlobStore(BlobStore):
         self._blobs[key] = _Blob(b"".join(parts), info.sha256, self._clock.now())
         return info
 
-    async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[bytes]:
+    async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         blob = self._get(key)
         for start in range(0, len(blob.data), chunk_bytes):
             yield blob.data[start : start + chunk_bytes]
