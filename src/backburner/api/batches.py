@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from backburner.api.batch_models import (
@@ -19,7 +18,7 @@ from backburner.api.batch_models import (
     BatchProblem,
 )
 from backburner.api.deps import get_batches, get_organization_id, get_principal
-from backburner.api.paging import page_limit
+from backburner.api.paging import invalid_cursor, page_limit
 from backburner.auth.principal import Principal
 from backburner.batches.component import BatchesComponent
 from backburner.batches.cost import usage_view
@@ -37,9 +36,9 @@ from backburner.batches.service import (
     SubmitOutcome,
     SubmitUncertain,
 )
-from backburner.batches.store import UnknownCursor
 from backburner.batches.validation import Submission, SubmissionError
 from backburner.clock import iso_or_none
+from backburner.db.keyset import InvalidCursor
 
 router = APIRouter(tags=["batches"])
 admin_router = APIRouter(tags=["admin"])
@@ -264,9 +263,6 @@ async def _answer(batches: BatchesComponent, send: Any) -> JSONResponse:
     return JSONResponse(view, status_code=201 if outcome.created else 200)
 
 
-CURSOR_PATTERN = re.compile(BATCH_ID_PATTERN)
-
-
 @router.post(
     "/v1/batches/{batch_id}/resubmit",
     status_code=201,
@@ -317,14 +313,12 @@ async def list_batches(
     organization_id: str = Depends(get_organization_id),
     batches: BatchesComponent = Depends(get_batches),
 ) -> JSONResponse:
-    if before is not None and not CURSOR_PATTERN.fullmatch(before):
-        raise HTTPException(400, f"before {before!r} is not a batch id; pass the `next_before` of a page")
     try:
         found = await batches.service.list(
             organization_id, limit=limit + 1, before_id=before, status=status.value if status else None
         )
-    except UnknownCursor:
-        raise HTTPException(400, f"before {before!r} names no batch of this organization") from None
+    except InvalidCursor as exc:
+        raise invalid_cursor("before", exc) from None
     page = found[:limit]
     return JSONResponse(
         {

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from backburner.api.deps import get_file_service, get_organization_id
 from backburner.api.fields import Description, Name
-from backburner.api.paging import page_limit
+from backburner.api.paging import invalid_cursor, page_limit
 from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.db.keyset import InvalidCursor
 from backburner.files.blobs import BlobNotFound
@@ -192,7 +192,7 @@ async def list_sources(
     try:
         found = await files.list_sources(organization_id, limit=limit, after=after, name=name)
     except InvalidCursor as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise invalid_cursor("after", exc) from None
     return [source_out(source) for source in found]
 
 
@@ -294,7 +294,7 @@ async def list_files(
     except SourceNotFound as exc:
         raise _not_found(exc) from None
     except InvalidCursor as exc:
-        raise HTTPException(400, str(exc)) from None
+        raise invalid_cursor("after", exc) from None
     next_cursor = page[-1].id if len(page) == limit else None
     # Serialised directly (datetimes as pydantic writes them): a 10,000-file listing should not
     # pay for validating what the store made.

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, Query
+from fastapi import Depends, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 
 from backburner.api.deps import get_settings
+from backburner.db.keyset import InvalidCursor
 from backburner.settings import Settings
 
 LIMIT_PARAMETER = "limit"
@@ -47,3 +48,8 @@ def page_limit(default: int, what: str = "Items") -> Any:
         return limit
 
     return Depends(dependency)
+
+
+def invalid_cursor(parameter: str, exc: InvalidCursor) -> HTTPException:
+    """The 400 of a cursor that names no item of the listing, naming the query parameter."""
+    return HTTPException(400, f"{parameter}: {exc}")

@@ -54,6 +54,7 @@ from backburner.batches.tables import (
     llm_batches,
 )
 from backburner.batches.validation import PartPlan, Row, Submission
+from backburner.db.keyset import Keyset
 from backburner.db.tables import DEFAULT_ORGANIZATION_ID
 from backburner.db.types import UTCDateTime
 
@@ -135,8 +136,8 @@ def _upsert(conn: AsyncConnection) -> Any:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
-class UnknownCursor(LookupError):
-    """A listing cursor that names no batch of the organization."""
+# Newest first, as `/v1/batches` lists them.
+BATCH_ORDER = Keyset(llm_batches.c.created_at, llm_batches.c.id, descending=True)
 
 
 class BatchStore:
@@ -304,33 +305,13 @@ class BatchStore:
     async def list_batches(
         self, organization_id: str, *, limit: int, before_id: str | None = None, status: str | None = None
     ) -> list[Batch]:
-        """Newest first; `before_id` continues after that batch (`UnknownCursor` if none such)."""
-        query = select(llm_batches).where(
-            llm_batches.c.organization_id == organization_id, llm_batches.c.parent_batch_id.is_(None)
-        )
+        """Newest first; `before_id` continues after that batch (`InvalidCursor` if none such)."""
+        scope = [llm_batches.c.organization_id == organization_id, llm_batches.c.parent_batch_id.is_(None)]
+        query = select(llm_batches)
         if status is not None:
             query = query.where(llm_batches.c.status == status)
         async with self.engine.connect() as conn:
-            if before_id is not None:
-                cursor = (
-                    await conn.execute(
-                        select(llm_batches.c.created_at).where(
-                            llm_batches.c.organization_id == organization_id,
-                            llm_batches.c.parent_batch_id.is_(None),
-                            llm_batches.c.id == before_id,
-                        )
-                    )
-                ).scalar_one_or_none()
-                if cursor is None:
-                    raise UnknownCursor(before_id)
-                query = query.where(
-                    or_(
-                        llm_batches.c.created_at < cursor,
-                        and_(llm_batches.c.created_at == cursor, llm_batches.c.id < before_id),
-                    )
-                )
-            query = query.order_by(llm_batches.c.created_at.desc(), llm_batches.c.id.desc()).limit(limit)
-            rows = (await conn.execute(query)).all()
+            rows = await BATCH_ORDER.page(conn, query, scope, limit=limit, cursor=before_id)
         return [_batch(r) for r in rows]
 
     async def item_page(

@@ -1,6 +1,6 @@
 """Tables of LLM batches: batches, their items, usage, completion deliveries and poll cycles.
 
-Migrations 0003_batches and 0008_batch_lifecycle create exactly these; keep them in step.
+Migrations 0003_batches and 0010_batch_lifecycle create exactly these; keep them in step.
 """
 
 from sqlalchemy import (

@@ -1,14 +1,14 @@
 """User schedules and their runs.
 
 Revision ID: 0009_schedules
-Revises: 0007_blobs
+Revises: 0008_blobs
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_schedules"
-down_revision = "0007_blobs"
+down_revision = "0008_blobs"
 branch_labels = None
 depends_on = None
 

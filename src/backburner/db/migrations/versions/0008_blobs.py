@@ -1,14 +1,14 @@
 """The database blob store's tables, and an index to find which file owns a blob.
 
-Revision ID: 0007_blobs
-Revises: 0011_fair_claims
+Revision ID: 0008_blobs
+Revises: 0007_fair_claims
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_blobs"
-down_revision = "0011_fair_claims"
+revision = "0008_blobs"
+down_revision = "0007_fair_claims"
 branch_labels = None
 depends_on = None
 

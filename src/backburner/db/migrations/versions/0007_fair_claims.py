@@ -1,14 +1,14 @@
 """Fair file claims (each organization's last claim; files by organization and status) and
 deployment admin keys.
 
-Revision ID: 0011_fair_claims
+Revision ID: 0007_fair_claims
 Revises: 0006_job_pauses
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_fair_claims"
+revision = "0007_fair_claims"
 down_revision = "0006_job_pauses"
 branch_labels = None
 depends_on = None

@@ -1,13 +1,13 @@
 """The whole lifecycle of LLM batches: parts, queueing, usage, provider files and retention.
 
-Revision ID: 0008_batch_lifecycle
+Revision ID: 0010_batch_lifecycle
 Revises: 0009_schedules
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_batch_lifecycle"
+revision = "0010_batch_lifecycle"
 down_revision = "0009_schedules"
 branch_labels = None
 depends_on = None
