@@ -5,6 +5,8 @@ Routers never see the runtime itself; a component that has not started yet answe
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fastapi import HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -45,6 +47,16 @@ def get_instance_id(request: Request) -> str:
     return _runtime(request).instance_id
 
 
+C = TypeVar("C")
+
+
+def _started(component: C | None, not_yet: str) -> C:
+    """The component, or 503 saying what has not started yet."""
+    if component is None:
+        raise HTTPException(503, not_yet)
+    return component
+
+
 def get_metrics(request: Request) -> Metrics:
     return _runtime(request).metrics
 
@@ -55,17 +67,11 @@ def get_readiness(request: Request) -> Readiness:
 
 
 def get_batches(request: Request) -> BatchesComponent:
-    component = _runtime(request).batches
-    if component is None:
-        raise HTTPException(503, "the batches component has not started yet; retry shortly")
-    return component
+    return _started(_runtime(request).batches, "the batches component has not started yet; retry shortly")
 
 
 def get_file_processing(request: Request) -> FileProcessing:
-    component = _runtime(request).files
-    if component is None:
-        raise HTTPException(503, "file processing is starting; retry shortly")
-    return component
+    return _started(_runtime(request).files, "file processing is starting; retry shortly")
 
 
 def get_file_service(request: Request) -> FileService:
@@ -73,24 +79,16 @@ def get_file_service(request: Request) -> FileService:
 
 
 def get_scheduler(request: Request) -> SchedulerService:
-    service = _runtime(request).scheduler
-    if service is None:
-        raise HTTPException(503, "the scheduler has not started yet; /readyz says what it waits for")
-    return service
+    not_yet = "the scheduler has not started yet; /readyz says what it waits for"
+    return _started(_runtime(request).scheduler, not_yet)
 
 
 def get_schedules(request: Request) -> Schedules:
-    component = _runtime(request).schedules
-    if component is None:
-        raise HTTPException(503, "schedules have not started yet; retry shortly")
-    return component
+    return _started(_runtime(request).schedules, "schedules have not started yet; retry shortly")
 
 
 def get_watchdog(request: Request) -> Watchdog:
-    watchdog = _runtime(request).watchdog
-    if watchdog is None:
-        raise HTTPException(503, "the watchdog has not started")
-    return watchdog
+    return _started(_runtime(request).watchdog, "the watchdog has not started")
 
 
 def get_executor(request: Request) -> InstrumentedThreadPoolExecutor | None:
