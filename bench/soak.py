@@ -359,7 +359,7 @@ async def check(db: str, tally: Tally) -> dict[str, Any]:
             ids,
         )
         overlapping = await harness.overlapping_leader_runs(conn)
-        epochs = await conn.fetchval("SELECT count(*) FROM leader_epochs") or 0
+        epochs = await conn.fetchval("SELECT max(epoch) FROM leader_epochs") or 0
         undelivered = await conn.fetchval(
             "SELECT count(*) FROM llm_batches b"
             " WHERE b.status IN ('completed', 'cancelled', 'expired', 'failed')"
