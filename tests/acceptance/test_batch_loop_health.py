@@ -20,12 +20,11 @@ from tests.support.processes import BackburnerProcess, free_port
 pytestmark = pytest.mark.acceptance
 
 BODY_BYTES = 250 * 1024 * 1024
-# The goal is every /healthz within 100 ms; on this two-core host the thread that checks the body
-# holds the interpreter for up to ~0.3 s at a time (95th percentile 0.06-0.21 s, run to run), so
-# the test bounds what it can assert every time: checking the body on the loop would block for
-# seconds.
-HEALTHZ_P95_BOUND_S = 0.4
-HEALTHZ_BOUND_S = 1.0
+# Goals: every /healthz within 100 ms. On a loaded shared host the test asserts that for 95 % of
+# them, and a generous bound for every one: checking the body on the loop, or in a thread of the
+# server's process, would hold the loop up for tenths of a second at a time.
+HEALTHZ_P95_BOUND_S = 0.1
+HEALTHZ_BOUND_S = 0.5
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from sqlalchemy import func, select
 
+from backburner.batches.intake import SPOOL_MEMORY_BYTES
 from backburner.batches.tables import llm_batch_items, llm_batches
 from tests.support import batch_env as _support
 from tests.support.batch_env import batch_env, requests_for
@@ -227,3 +228,46 @@ async def test_unconfigured_provider_is_refused_before_anything_is_written(
         response = await env.client.post("/v1/batches", json=_body(provider=provider))
         assert response.status_code == 503 and f"set {provider}_api_key" in response.json()["detail"]
         assert await _stored_rows(env) == (0, 0)
+
+
+def _large_requests(count: int, prefix: str) -> list[dict[str, object]]:
+    """About 3 kB a request: a few thousand outgrow the body's memory spool."""
+    content = "z" * 3000
+    return [
+        {
+            "custom_id": f"{prefix}-{i}",
+            "params": {"max_tokens": 8, "messages": [{"role": "user", "content": content}]},
+        }
+        for i in range(count)
+    ]
+
+
+async def test_a_body_past_the_memory_spool_is_checked_in_a_process_and_stored(
+    make_settings, database_url, emulator
+):
+    count = SPOOL_MEMORY_BYTES // 3000 + 200
+    async with batch_env(
+        make_settings, database_url, emulator, openai_batch_max_bytes=2 * SPOOL_MEMORY_BYTES
+    ) as env:
+        response = await env.client.post("/v1/batches", json=_body("anthropic", _large_requests(count, "a")))
+        assert response.status_code == 201, response.text
+        assert response.json()["request_count"] == count
+
+        lines = "\n".join(json.dumps(r) for r in _large_requests(count, "j")).encode()
+        response = await env.client.post(
+            "/v1/batches?provider=openai&model=m",
+            content=lines,
+            headers={"content-type": "application/jsonl"},
+        )
+        assert response.status_code == 201, response.text
+        assert await _stored_rows(env) == (2, 2 * count)
+
+        # What the checking process finds keeps its status and names the problem.
+        duplicated = [*_large_requests(count, "d"), *_large_requests(1, "d")]
+        response = await env.client.post("/v1/batches", json=_body("anthropic", duplicated))
+        assert response.status_code == 422 and "duplicates requests[0]" in response.json()["detail"]
+        one_too_big = _large_requests(count, "b")
+        one_too_big[-1]["params"] = {"content": "x" * (2 * SPOOL_MEMORY_BYTES)}
+        response = await env.client.post("/v1/batches", json=_body("openai", one_too_big))
+        assert response.status_code == 413, response.text
+        assert await _stored_rows(env) == (2, 2 * count)

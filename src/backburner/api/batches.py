@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ from backburner.batches.component import BatchesComponent
 from backburner.batches.cost import usage_view
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES, Batch, BatchStatus
-from backburner.batches.intake import JSONL_TYPES, SpooledBody, check_json_body, check_jsonl_body
+from backburner.batches.intake import JSONL_TYPES, SpooledBody
 from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.registry import ProviderNotConfigured
 from backburner.batches.service import (
@@ -234,11 +233,11 @@ async def submit_batch(
 async def _check(
     request: Request, body: SpooledBody, provider: str | None, model: str | None, batches: BatchesComponent
 ) -> Submission:
-    """Decode and check the body in a worker thread: the event loop never parses it."""
+    """Decode and check the body off the event loop (in a thread, or a process for a large body)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in JSONL_TYPES:
-        return await asyncio.to_thread(check_jsonl_body, body, provider, model, batches.service.target)
-    return await asyncio.to_thread(check_json_body, body, batches.service.target)
+        return await batches.body_checker.check_jsonl(body, provider, model, batches.service.target)
+    return await batches.body_checker.check_json(body, batches.service.target)
 
 
 async def _answer(batches: BatchesComponent, send: Any) -> JSONResponse:

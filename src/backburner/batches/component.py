@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backburner.batches.dispatch import Dispatcher
 from backburner.batches.handoff import CompletionHandoff
 from backburner.batches.ingest import Ingestor
+from backburner.batches.intake import BodyChecker
 from backburner.batches.metrics import BatchMetrics
 from backburner.batches.poller import BatchPoller
 from backburner.batches.providers.registry import ProviderSet
@@ -73,6 +74,7 @@ class BatchesComponent:
         self.policy = poll_policy(settings)
         # Submissions whose bodies are read and checked at once (each holds a part's body at most).
         self.submission_slots = asyncio.Semaphore(settings.batch_max_concurrent_submissions)
+        self.body_checker = BodyChecker()
         self.ingestor = Ingestor(
             clock,
             settings.batch_results_chunk_size,
@@ -148,6 +150,7 @@ class BatchesComponent:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self.body_checker.close()
         await self.service.aclose()
         await self.handoff.aclose()
         await self.providers.aclose()

@@ -71,6 +71,10 @@ class SubmissionError(ValueError):
         self.message = message
         self.status_code = status_code
 
+    def __reduce__(self) -> tuple[type[SubmissionError], tuple[str, int]]:
+        # Raised in the process that checks a large body, and unpickled in the server.
+        return (SubmissionError, (self.message, self.status_code))
+
 
 @dataclass(frozen=True, slots=True)
 class PartPlan:
@@ -325,18 +329,38 @@ def validate_submission(payload: Any, targets: Callable[[str, str], Target] | No
     return check_submission(target, model, lambda: raw_requests)
 
 
-def check_submission(target: Target, model: str, source: Callable[[], Iterable[Any]]) -> Submission:
-    """Check the requests `source()` reads; the submission reads them again to store them."""
+@dataclass(frozen=True, slots=True)
+class CheckedRequests:
+    """What checking a submission's requests found: how many, their size, their parts."""
+
+    count: int
+    size_bytes: int
+    parts: tuple[PartPlan, ...]
+
+
+def check_all(target: Target, model: str, source: Callable[[], Iterable[Any]]) -> CheckedRequests:
     checker, parts = check_requests(target, model, source)
+    return CheckedRequests(checker.count, checker.size_bytes, parts)
+
+
+def submission_of(
+    target: Target, model: str, checked: CheckedRequests, source: Callable[[], Iterable[Any]]
+) -> Submission:
+    """The submission of checked requests; it reads them again from `source` to store them."""
     return Submission(
         target.provider,
         model,
         target.kind,
-        checker.count,
-        checker.size_bytes,
-        parts,
+        checked.count,
+        checked.size_bytes,
+        checked.parts,
         lambda: rows_of(target, model, source()),
     )
+
+
+def check_submission(target: Target, model: str, source: Callable[[], Iterable[Any]]) -> Submission:
+    """Check the requests `source()` reads; the submission reads them again to store them."""
+    return submission_of(target, model, check_all(target, model, source), source)
 
 
 DEFAULT_LIMITS: dict[ProviderKind, tuple[int, int]] = {
