@@ -13,7 +13,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.db.transactions import redoable_transaction
 from backburner.files.states import FileStatus
 from backburner.files.store.leases import held
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
@@ -70,11 +69,8 @@ class PassageStore:
             for row in rows
         ]
         started = time.perf_counter()
-        # A batch lost in a database crash is stored again when the file resumes; the last one,
-        # which completes the file, commits synchronously (and flushes every batch before it).
-        transaction = self.engine.begin() if finish else redoable_transaction(self.engine)
         try:
-            async with transaction as conn:
+            async with self.engine.begin() as conn:
                 inserted = len((await conn.execute(self._insert, records)).all()) if records else 0
                 progress: dict[str, Any] = {
                     "chunks_embedded": files.c.chunks_embedded + inserted,
