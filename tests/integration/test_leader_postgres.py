@@ -188,3 +188,34 @@ async def test_a_frozen_follower_granted_the_lock_delays_the_takeover_by_one_lea
         await proxy.stop()
         for candidate in (leader, frozen, healthy):
             await candidate.stop()
+
+
+async def test_an_old_term_transaction_that_never_ends_is_ended_by_the_next_term(
+    pg_engine: AsyncEngine, postgres_url: str
+) -> None:
+    """A leader frozen inside a fenced statement leaves its transaction `active`, where no idle
+    timeout reaches it; the next leader ends it instead of waiting for the thaw."""
+    leader = Candidate(make_elector(pg_engine, postgres_url, lease_s=LEASE_S, instance_id="lead")).start()
+    first = await leader.wait_leading(10)
+    follower = Candidate(make_elector(pg_engine, postgres_url, lease_s=LEASE_S, instance_id="follow")).start()
+    admin = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    stuck = await asyncpg.connect(asyncpg_dsn(postgres_url))
+    try:
+        await follower.wait_for(lambda: follower.elector.state == "waiting", 5, "the follower to wait")
+        await stuck.execute("BEGIN")
+        await stuck.fetch("SELECT epoch FROM leader_epochs FOR SHARE")  # as a fenced transaction does
+        await admin.fetchval(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            "backburner-leader:lead",
+        )
+        started = time.monotonic()
+        second = await follower.wait_leading(LEASE_S)
+        assert time.monotonic() - started < LEASE_S
+        assert second.term.epoch == first.term.epoch + 1
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await stuck.fetchval("SELECT 1")  # its session was ended
+    finally:
+        await stuck.close()
+        await admin.close()
+        await leader.stop()
+        await follower.stop()

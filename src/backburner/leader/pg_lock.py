@@ -75,18 +75,42 @@ async def find_holder(conn: asyncpg.Connection, key: int, timeout_s: float) -> L
     return LockHolder(pid=int(row["pid"]), application_name=row["application_name"])
 
 
+# How long the increment waits for the old term's fenced transactions before ending them: a live
+# one commits in milliseconds, but one whose client froze mid-statement stays `active`, where no
+# idle timeout reaches it, and would block the new term until that client is thawed.
+OLD_TERM_GRACE_MS = 1000
+END_OLD_TERM_TRANSACTIONS = """
+    SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
+    WHERE l.locktype = 'relation' AND l.relation = 'leader_epochs'::regclass
+      AND l.mode = 'RowShareLock' AND l.granted AND l.pid <> pg_backend_pid()
+"""
+
+
 async def start_term(
     conn: asyncpg.Connection, election: str, instance_id: str, clock: Clock
-) -> tuple[Term, float]:
+) -> tuple[Term, float, int]:
     """The PostgreSQL twin of `fencing.start_term`, run on the lock session itself.
 
     Also returns when (monotonic) the COMMIT was about to be sent: the server's idle timer
-    restarts after that, so the lease runs from no earlier than this moment.
+    restarts after that, so the lease runs from no earlier than this moment; and how many
+    fenced transactions of the old term it ended. Every transaction that holds the epoch row
+    (`FOR SHARE`) while this session holds the lock belongs to an old term: ending one rolls
+    its writes back, as fencing would have refused them.
     """
+    ended = 0
+    while True:
+        try:
+            term, committing_at = await _start_term_once(conn, election, instance_id, clock)
+            return term, committing_at, ended
+        except asyncpg.LockNotAvailableError:
+            ended += int(await conn.fetchval(END_OLD_TERM_TRANSACTIONS))
+
+
+async def _start_term_once(
+    conn: asyncpg.Connection, election: str, instance_id: str, clock: Clock
+) -> tuple[Term, float]:
     async with conn.transaction():
-        # The increment waits for the old term's fenced transactions; those end by themselves
-        # (idle_in_transaction_session_timeout), so no slice limit here.
-        await conn.execute("SET LOCAL lock_timeout = 0")
+        await conn.execute(f"SET LOCAL lock_timeout = {OLD_TERM_GRACE_MS}")
         await conn.execute(
             "INSERT INTO leader_epochs (name, epoch, holder, acquired_at) VALUES ($1, 0, $2, $3) "
             "ON CONFLICT (name) DO NOTHING",

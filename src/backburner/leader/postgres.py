@@ -125,9 +125,11 @@ class PostgresElector:
             while not await pg_lock.wait_lock(conn, self._key, FOLLOWER_WAIT_SLICE_S + query_timeout_s):
                 self._log_waiting(await pg_lock.find_holder(conn, self._key, query_timeout_s))
         async with asyncio.timeout(max(2 * self._config.lease_s, 10.0)):
-            term, proven_at = await pg_lock.start_term(
+            term, proven_at, ended = await pg_lock.start_term(
                 conn, self._config.election, self._config.instance_id, self._clock
             )
+        if ended:
+            log_event(log, logging.WARNING, "leader.ended_old_term_transactions", count=ended)
         self._waiting_logged = False
         log_event(
             log,
