@@ -78,6 +78,10 @@ class FileOut(BaseModel):
     sha256: str
     status: FileStatus
     error_message: str | None
+    warnings: list[str] = Field(
+        description="What the user should know about the processed file, e.g. PDF pages without a "
+        "text layer (not searchable)."
+    )
     total_chunks: int | None
     chunks_embedded: int
     attempts: int
@@ -139,6 +143,7 @@ def file_out(file: FileRecord) -> dict[str, Any]:
         "sha256": file.sha256,
         "status": file.status.value,
         "error_message": file.error_message,
+        "warnings": file.warnings or [],
         "total_chunks": file.total_chunks,
         "chunks_embedded": file.chunks_embedded,
         "attempts": file.attempts,
