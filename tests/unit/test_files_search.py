@@ -14,8 +14,15 @@ from backburner.files.store.passages import StoredVectors
 
 def test_query_terms_are_words_only() -> None:
     assert query_terms('Who is "Thaddeus" Quimby? AND NEAR(x, y) col:term * -a_b') == [
-        "who", "is", "thaddeus", "quimby", "and", "near", "x", "y", "col", "term", "a", "b",
-    ]  # fmt: skip
+        "thaddeus",
+        "quimby",
+        "near",
+        "x",
+        "y",
+        "col",
+        "term",
+        "b",
+    ]  # fmt: skip (stop words dropped: who, is, and, a)
     assert query_terms("\x00 \ud800 ' \" ( ) * ^ : !") == []
     assert query_terms("Ünïcödé ß 42") == ["ünïcödé", "ß", "42"]
     assert len(query_terms(" ".join(f"w{i}" for i in range(1000)))) == MAX_TERMS
