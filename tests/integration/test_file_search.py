@@ -3,14 +3,20 @@ queries, and deletion, with the default `hash` embedder."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from backburner.db.engine import create_engine_for_url
+from backburner.db.transactions import reading
 from backburner.files.states import FileStatus
+from backburner.files.store.sources import SourceStore
+from backburner.files.tables import passages
 from tests.conftest import MakeSettings
-from tests.support.files import filler_paragraphs, served, wait_file
+from tests.support.files import ORG, filler_paragraphs, served, wait_file
 
 FAST = {"file_poll_interval_seconds": 0.1, "file_processing_processes": 1}
 NAME_SENTENCE = "The ledger was handed to Thaddeus Quimby at the old customs house."
@@ -200,3 +206,17 @@ async def test_hybrid_vector_and_lexical_search_with_filters_and_deletion(
                     text("SELECT rowid FROM passages_fts WHERE passages_fts MATCH 'quimby'")
                 )
                 assert rows.all() == []
+
+
+async def test_a_search_read_in_progress_holds_back_no_writer(sqlite_url: str) -> None:
+    # A search reads a source's vectors in one transaction, for seconds on a large source; on
+    # SQLite that read must not take the write lock the way other transactions do.
+    engine = create_engine_for_url(sqlite_url, pool_size=2, max_overflow=0, pool_timeout=5)
+    sources = SourceStore(engine)
+    try:
+        async with reading(engine) as reader:
+            await reader.execute(select(func.count()).select_from(passages))
+            async with asyncio.timeout(5):
+                await sources.create(ORG, "written-during-a-read", "s", None, datetime.now(UTC))
+    finally:
+        await engine.dispose()

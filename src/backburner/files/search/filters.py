@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, false, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.db.transactions import reading
 from backburner.files.tables import files
 
 # Ids are `file-...`: anything else names no file (and a NUL would reach the database).
@@ -83,5 +84,5 @@ async def allowed_file_ids(
         files.c.source_id == source_id,
         *file_conditions(search_filter, postgres),
     )
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         return frozenset(file_id for (file_id,) in await conn.execute(query))

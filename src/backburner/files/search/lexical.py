@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.db.transactions import reading
 from backburner.files.search.filters import SearchFilter, file_conditions
 from backburner.files.tables import files, passages
 
@@ -100,7 +101,7 @@ class Fts5Index:
         )
         scoped = _scoped(matched, organization_id, source_id, search_filter, postgres=False)
         query = scoped.order_by(bm25).limit(limit)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return [(int(row.id), float(row.score)) for row in await conn.execute(query)]
 
 
@@ -142,5 +143,5 @@ class TsvectorIndex:
         score = (reduce(lambda a, b: a + b, weights) + found.c.tf).label("score")
         scored = select(found.c.id, score).subquery()
         query = select(scored.c.id, scored.c.score).order_by(scored.c.score.desc(), scored.c.id).limit(limit)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return [(int(row.id), float(row.score)) for row in await conn.execute(query)]

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.db.transactions import redoable_transaction
+from backburner.db.transactions import reading, redoable_transaction
 from backburner.files.states import FileStatus
 from backburner.files.store.leases import held
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
@@ -147,7 +147,7 @@ class PassageStore:
         ids: list[int] = []
         file_ids: list[str] = []
         vectors: list[bytes] = []
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.stream(query.execution_options(yield_per=VECTOR_READ_ROWS))
             async for rows in result.partitions(VECTOR_READ_ROWS):
                 part_ids, part_files, part_vectors = zip(*rows, strict=True)
@@ -157,7 +157,7 @@ class PassageStore:
         return StoredVectors(ids, file_ids, vectors)
 
     async def by_id(self, organization_id: str, passage_ids: Sequence[int]) -> dict[int, PassageHit]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(
                 select(
                     passages.c.id,
