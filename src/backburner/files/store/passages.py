@@ -142,7 +142,6 @@ class PassageStore:
                 files.c.embedding_model == embedding_model,
                 func.length(passages.c.embedding) == dimensions * 4,
             )
-            .order_by(passages.c.id)
         )
         ids: list[int] = []
         file_ids: list[str] = []
