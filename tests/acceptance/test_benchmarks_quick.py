@@ -42,6 +42,8 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "max_rss_mb",
     },
     "blobs": {"local", "database", "s3"},
+    "search": {"sqlite", "postgres"},
+    "retrieval": {"recall_at_5"},
 }
 QUICK_TIMEOUT_S = 600
 

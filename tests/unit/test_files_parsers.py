@@ -98,7 +98,7 @@ def test_corrupt_pdf(tmp_path: Path, content: bytes) -> None:
 
 
 def test_pdf_without_text(tmp_path: Path) -> None:
-    with pytest.raises(ParseError, match="no text found"):
+    with pytest.raises(ParseError, match="page has no text layer"):
         parse_pdf(write(tmp_path, "blank.pdf", make_pdf([""])))
 
 

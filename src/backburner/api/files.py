@@ -16,7 +16,9 @@ from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.db.keyset import InvalidCursor
 from backburner.files.blobs import BlobNotFound
 from backburner.files.embedding.embedders import EmbeddingError
-from backburner.files.service import FileService, SearchHit, StorageUnavailable, UploadRefused
+from backburner.files.search.filters import SearchFilter
+from backburner.files.search.searcher import SearchHit, SearchMode
+from backburner.files.service import FileService, StorageUnavailable, UploadRefused
 from backburner.files.states import FileStatus, IllegalTransition
 from backburner.files.store.records import (
     DuplicateSource,
@@ -35,6 +37,8 @@ SourceId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 FileId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 DEFAULT_PAGE_SIZE = 100
 MAX_SEARCH_K = 100
+MAX_SEARCH_FILE_IDS = 1000
+MAX_FILE_NAME_GLOB = 255
 # The blob store is checked every 5 s: a fixed bucket or key counts by then.
 STORAGE_RETRY_AFTER_S = 5
 
@@ -74,6 +78,10 @@ class FileOut(BaseModel):
     sha256: str
     status: FileStatus
     error_message: str | None
+    warnings: list[str] = Field(
+        description="What the user should know about the processed file, e.g. PDF pages without a "
+        "text layer (not searchable)."
+    )
     total_chunks: int | None
     chunks_embedded: int
     attempts: int
@@ -95,7 +103,12 @@ class FilePage(BaseModel):
 
 
 class SearchResult(BaseModel):
-    score: float
+    score: float = Field(description="The fused score in `hybrid` mode, the mode's own score otherwise.")
+    rank: int = Field(description="Position in the results, from 1.")
+    vector_score: float | None = Field(description="Cosine similarity; null where vector search missed it.")
+    lexical_score: float | None = Field(
+        description="Full-text relevance; null where lexical search missed it."
+    )
     passage_id: int
     file_id: str
     file_name: str
@@ -105,6 +118,7 @@ class SearchResult(BaseModel):
 
 class SearchOut(BaseModel):
     query: str
+    mode: SearchMode
     results: list[SearchResult]
 
 
@@ -129,6 +143,7 @@ def file_out(file: FileRecord) -> dict[str, Any]:
         "sha256": file.sha256,
         "status": file.status.value,
         "error_message": file.error_message,
+        "warnings": file.warnings or [],
         "total_chunks": file.total_chunks,
         "chunks_embedded": file.chunks_embedded,
         "attempts": file.attempts,
@@ -367,6 +382,9 @@ async def retry_file(file_id: FileId, files: Files, organization_id: Organizatio
 def search_result(hit: SearchHit) -> dict[str, Any]:
     return {
         "score": hit.score,
+        "rank": hit.rank,
+        "vector_score": hit.vector_score,
+        "lexical_score": hit.lexical_score,
         "passage_id": hit.passage_id,
         "file_id": hit.file_id,
         "file_name": hit.file_name,
@@ -378,7 +396,7 @@ def search_result(hit: SearchHit) -> dict[str, Any]:
 @router.get(
     "/sources/{source_id}/search",
     response_model=SearchOut,
-    summary="The k passages most similar to the query (cosine similarity), best first",
+    summary="The k passages best matching the query (vector, lexical, or both fused), best first",
 )
 async def search(
     source_id: SourceId,
@@ -386,11 +404,35 @@ async def search(
     organization_id: OrganizationId,
     q: str = Query(min_length=1, max_length=10_000, description="The query text."),
     k: int = Query(10, ge=1, le=MAX_SEARCH_K, description="How many passages."),
+    mode: SearchMode = Query(
+        SearchMode.HYBRID,
+        description="`vector` (cosine similarity of embeddings), `lexical` (the database's full-text "
+        "index) or `hybrid` (both, fused by reciprocal rank).",
+    ),
+    file_ids: list[str] | None = Query(
+        None, description="Only these files: repeat the parameter or separate ids with commas."
+    ),
+    file_name: str | None = Query(
+        None,
+        max_length=MAX_FILE_NAME_GLOB,
+        description="Only files whose name matches this glob: `*` any characters, `?` one.",
+    ),
 ) -> Any:
+    search_filter = SearchFilter.of(file_ids, file_name)
+    if search_filter.file_ids is not None and len(search_filter.file_ids) > MAX_SEARCH_FILE_IDS:
+        raise HTTPException(422, detail=[_too_many_file_ids()])
     try:
-        hits = await files.search(organization_id, source_id, q, k)
+        hits = await files.search(organization_id, source_id, q, k, mode=mode, search_filter=search_filter)
     except SourceNotFound as exc:
         raise _not_found(exc) from None
     except EmbeddingError as exc:
         raise HTTPException(502, f"the query could not be embedded: {exc}") from None
-    return {"query": q, "results": [search_result(hit) for hit in hits]}
+    return {"query": q, "mode": mode.value, "results": [search_result(hit) for hit in hits]}
+
+
+def _too_many_file_ids() -> dict[str, Any]:
+    return {
+        "type": "too_long",
+        "loc": ["query", "file_ids"],
+        "msg": f"at most {MAX_SEARCH_FILE_IDS} file ids",
+    }

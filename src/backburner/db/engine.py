@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backburner.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# An execution option: the connection only reads (see `db.transactions.reading`).
+READ_ONLY = "backburner_read_only"
 
 
 def create_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
@@ -60,7 +62,10 @@ def create_sqlite_engine(url: str) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that reads and then
-        # writes fails at once with SQLITE_BUSY when another process wrote in between.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # writes fails at once with SQLITE_BUSY when another process wrote in between. A
+        # connection that only reads takes no lock: in WAL mode its snapshot blocks no writer,
+        # however long it reads (a search loading a million vectors took over 30 s).
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
     return engine

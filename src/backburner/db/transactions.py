@@ -8,6 +8,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcon
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from backburner.db.engine import READ_ONLY
+
 
 def transaction(
     engine: AsyncEngine, conn: AsyncConnection | None
@@ -30,3 +32,11 @@ async def redoable_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnec
         if engine.dialect.name == "postgresql":
             await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
         yield conn
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only: on SQLite its transaction takes no lock, so that a long read
+    never holds back a writer (on PostgreSQL reads take none anyway)."""
+    async with engine.connect() as conn:
+        yield await conn.execution_options(**{READ_ONLY: True})

@@ -220,7 +220,7 @@ def status(
     url: UrlOption = DEFAULT_SERVER_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Show a file's status, error, progress and time per stage."""
+    """Show a file's status, error, warnings, progress and time per stage."""
     try:
         with client(url, api_key) as session:
             file = _json(session.get(f"/v1/files/{file_id}"))
@@ -244,4 +244,6 @@ def status(
         fields.append((key, file.get(key)))
     for stage, seconds in file["stage_seconds"].items():
         fields.append((f"{stage} (s)", None if seconds is None else f"{seconds:.3f}"))
+    for warning in file.get("warnings") or []:
+        fields.append(("warning", warning))
     print_fields(f"File {file_id}", fields)

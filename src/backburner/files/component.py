@@ -32,6 +32,9 @@ from backburner.files.embedding.strategy import Embedding, build_embedding
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.worker import FileWorker, StopReason, WorkerConfig
 from backburner.files.pool.process_pool import ProcessPool
+from backburner.files.search.lexical import lexical_index
+from backburner.files.search.searcher import Searcher
+from backburner.files.search.vectors import VectorIndex
 from backburner.files.service import FileService
 from backburner.files.store import FileStores
 from backburner.files.sweeper import FileSweeper
@@ -113,6 +116,13 @@ class FileProcessing:
             stores=self.stores,
             blobs=self.blobs,
             embedding=self.embedding,
+            searcher=Searcher(
+                engine,
+                self.stores.passages,
+                self.embedding.query,
+                VectorIndex(self.stores.passages),
+                lexical_index(engine),
+            ),
             clock=clock,
             metrics=self.metrics,
             on_new_file=self.wake,

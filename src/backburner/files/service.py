@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from backburner.clock import Clock
 from backburner.files.blobs import BlobStore, BlobStoreUnavailable, BlobTooLarge, file_blob_key
 from backburner.files.embedding.strategy import Embedding
-from backburner.files.embedding.vectors import cosine, vector_from_bytes
 from backburner.files.metrics import FileMetrics
 from backburner.files.names import sanitize_filename
 from backburner.files.pipeline.parsers import (
@@ -33,6 +31,8 @@ from backburner.files.pipeline.parsers import (
     parse_text,
     parser_for,
 )
+from backburner.files.search.filters import SearchFilter
+from backburner.files.search.searcher import Searcher, SearchHit, SearchMode
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, is_timed_out
 from backburner.files.store import FileStores
 from backburner.files.store.records import FileRecord, NewFile, SourceRecord, TimeoutRule
@@ -111,16 +111,6 @@ class UploadResult:
     duplicate: bool
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    score: float
-    passage_id: int
-    file_id: str
-    file_name: str
-    chunk_index: int
-    text: str
-
-
 class FileService:
     def __init__(
         self,
@@ -129,6 +119,7 @@ class FileService:
         stores: FileStores,
         blobs: BlobStore,
         embedding: Embedding,
+        searcher: Searcher,
         clock: Clock,
         metrics: FileMetrics,
         on_new_file: Callable[[], None] = lambda: None,
@@ -139,6 +130,7 @@ class FileService:
         self.stores = stores
         self.blobs = blobs
         self.embedding = embedding
+        self.searcher = searcher
         self.clock = clock
         self.metrics = metrics
         self._on_new_file = on_new_file
@@ -338,32 +330,19 @@ class FileService:
 
     # --- search -------------------------------------------------------------------------------
 
-    async def search(self, organization_id: str, source_id: str, query: str, k: int) -> list[SearchHit]:
-        """The `k` passages of the source most similar to `query` (cosine), best first."""
-        await self.stores.sources.get(organization_id, source_id)
-        embedder = self.embedding.query
-        [query_vector] = await embedder.embed([query])
-        best: list[tuple[float, int]] = []
-        async with self.stores.passages.vectors(organization_id, source_id, embedder.model) as partitions:
-            async for rows in partitions:
-                best = await asyncio.to_thread(_top_k, query_vector, rows, k, best)
-        found = await self.stores.passages.by_id(organization_id, [passage_id for _, passage_id in best])
-        return [
-            SearchHit(score, hit.passage_id, hit.file_id, hit.file_name, hit.chunk_index, hit.text)
-            for score, passage_id in best
-            if (hit := found.get(passage_id)) is not None
-        ]
-
-
-def _top_k(
-    query: list[float], rows: Sequence[Any], k: int, best: list[tuple[float, int]]
-) -> list[tuple[float, int]]:
-    scored = list(best)
-    for passage_id, packed in rows:
-        vector = vector_from_bytes(packed)
-        if len(vector) == len(query):  # a vector of another size comes from another model
-            scored.append((cosine(query, vector), passage_id))
-    return heapq.nlargest(k, scored)
+    async def search(
+        self,
+        organization_id: str,
+        source_id: str,
+        query: str,
+        k: int,
+        *,
+        mode: SearchMode = SearchMode.HYBRID,
+        search_filter: SearchFilter | None = None,
+    ) -> list[SearchHit]:
+        """The `k` passages of the source best matching `query`, best first (see `files/search`)."""
+        source = await self.stores.sources.get(organization_id, source_id)
+        return await self.searcher.search(source, query, k, mode, search_filter)
 
 
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")

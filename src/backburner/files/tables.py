@@ -1,6 +1,7 @@
 """Tables of file processing: sources, files (with their lease and progress) and passages."""
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Column,
     Float,
@@ -28,6 +29,8 @@ sources = Table(
     Column("name", String(200), nullable=False),
     Column("description", Text),
     Column("created_at", UTCDateTime(), nullable=False),
+    # Bumped with every write or delete of the source's passages (see `files/search/vectors.py`).
+    Column("passages_version", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("organization_id", "name"),
 )
 
@@ -63,6 +66,8 @@ files = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("started_at", UTCDateTime()),
     Column("finished_at", UTCDateTime()),
+    # What the user should know about a processed file, e.g. pages without a text layer.
+    Column("warnings", JSON),
     Index("ix_files_source_id_created_at_id", "source_id", "created_at", "id"),
     Index("ix_files_source_id_sha256", "source_id", "sha256"),
     Index("ix_files_status_created_at", "status", "created_at"),
@@ -95,4 +100,6 @@ passages = Table(
     # (On PostgreSQL the migration also sets toast_tuple_target: rows stay uncompressed.)
     UniqueConstraint("file_id", "chunk_index"),
     Index("ix_passages_source_id", "source_id"),
+    # Its full-text index is kept by the database, outside this metadata (migration 0011):
+    # `passages_fts` (FTS5) on SQLite, the generated column `search_vector` on PostgreSQL.
 )

@@ -23,6 +23,7 @@ class ChunkedDocument:
     chars: int
     parse_s: float
     chunk_s: float
+    warnings: list[str]
 
 
 def parse_and_chunk(
@@ -41,10 +42,13 @@ def parse_and_chunk(
     document = parser(Path(path), limits)
     parsed = time.perf_counter()
     texts = list(iter_chunk_texts(document.text, document.kind.value, size_chars, overlap_chars))
+    if not texts:  # a file is never COMPLETED with nothing to search
+        raise ParseError("no text found in the file")
     return ChunkedDocument(
         kind=document.kind.value,
         texts=texts,
         chars=len(document.text),
         parse_s=parsed - started,
         chunk_s=time.perf_counter() - parsed,
+        warnings=list(document.warnings),
     )

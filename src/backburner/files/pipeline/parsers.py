@@ -43,6 +43,8 @@ class DocumentKind(StrEnum):
 class ParsedDocument:
     text: str
     kind: DocumentKind
+    # What the user should know: part of the file that yields no text, for one.
+    warnings: tuple[str, ...] = ()
 
 
 class ParseError(Exception):
@@ -215,9 +217,25 @@ def parse_pdf(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:
     except Exception as exc:  # pypdf raises many types (PdfReadError, ValueError, KeyError...)
         raise ParseError(f"corrupt PDF: {exc or type(exc).__name__}") from None
     text = "\n\n".join(page.strip() for page in pages if page.strip())
+    blank = sum(1 for page in pages if not page.strip())
     if not text:
-        raise ParseError("no text found in the PDF (a scanned document?)")
-    return ParsedDocument(text=text, kind=DocumentKind.PDF)
+        raise ParseError(no_text_layer(len(pages)))
+    warnings = (pages_without_text(blank, len(pages)),) if blank else ()
+    return ParsedDocument(text=text, kind=DocumentKind.PDF, warnings=warnings)
+
+
+def pages_without_text(blank: int, pages: int) -> str:
+    if blank == 1:
+        return f"1 of {pages} pages has no text layer; it is not searchable"
+    return f"{blank} of {pages} pages have no text layer; they are not searchable"
+
+
+def no_text_layer(pages: int) -> str:
+    if pages == 1:
+        return "the PDF's page has no text layer (a scanned document?); nothing in it is searchable"
+    return (
+        f"none of the PDF's {pages} pages has a text layer (a scanned document?); nothing in it is searchable"
+    )
 
 
 def parse_docx(path: Path, limits: ParseLimits = NO_LIMITS) -> ParsedDocument:

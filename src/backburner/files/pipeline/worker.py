@@ -292,6 +292,7 @@ class FileWorker:
             embedding_model=self.embedder.model,
             parse_s=document.parse_s,
             chunk_s=document.chunk_s,
+            warnings=document.warnings,
         )
         # `chunks_embedded` counts the stored passages (both change in one transaction).
         stored = await self.passages.stored_chunk_indexes(file.id) if file.chunks_embedded else set()

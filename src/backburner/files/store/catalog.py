@@ -17,7 +17,7 @@ from backburner.files.store.records import (
     NewFile,
     TimeoutRule,
 )
-from backburner.files.store.sources import SourceStore
+from backburner.files.store.sources import SourceStore, bump_passages_version
 from backburner.files.store.timeouts import TimeoutStore
 from backburner.files.tables import files, passages
 
@@ -174,6 +174,8 @@ class FileCatalog:
                     .returning(*FILE_COLUMNS)
                 )
             ).first()
+            if row is not None:
+                await bump_passages_version(conn, row.source_id)
         if row is None:
             raise FileNotFound(file_id)
         return FileRecord.from_row(row)

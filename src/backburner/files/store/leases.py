@@ -265,6 +265,7 @@ class LeaseStore:
         embedding_model: str,
         parse_s: float,
         chunk_s: float,
+        warnings: list[str] | None = None,
     ) -> FileRecord:
         """PARSING -> EMBEDDING with the chunk count; for a resumed EMBEDDING file, the same figures."""
         values = {
@@ -272,6 +273,7 @@ class LeaseStore:
             "embedding_model": embedding_model,
             "parse_seconds": parse_s,
             "chunk_seconds": chunk_s,
+            "warnings": warnings or None,
         }
         async with self.engine.begin() as conn:
             row = (

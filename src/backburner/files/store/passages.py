@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Insert, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.db.transactions import reading
 from backburner.files.states import FileStatus
 from backburner.files.store.leases import held
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
+from backburner.files.store.sources import bump_passages_version
 from backburner.files.tables import files, passages
 
-SEARCH_PARTITION_ROWS = 2000
+VECTOR_READ_ROWS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVectors:
+    ids: list[int]
+    file_ids: list[str]
+    vectors: list[bytes]  # float32, little-endian
 
 
 def _insert_skipping_stored(postgres: bool) -> Insert:
@@ -100,6 +109,8 @@ class PassageStore:
                 ).first()
                 if row is None:
                     raise LeaseLost(lease.file_id, lease.owner)
+                if inserted:
+                    await bump_passages_version(conn, file.source_id)
                 return int(row.chunks_embedded)
         except IntegrityError:
             # The file deleted under the batch: its passages' foreign key refused them.
@@ -112,26 +123,37 @@ class PassageStore:
             found = await conn.execute(select(files.c.id).where(files.c.id == file_id))
             return found.first() is not None
 
-    @asynccontextmanager
     async def vectors(
-        self, organization_id: str, source_id: str, embedding_model: str
-    ) -> AsyncIterator[AsyncIterator[Sequence[Any]]]:
-        """(id, embedding) of the source's passages made by `embedding_model`, in partitions."""
+        self, organization_id: str, source_id: str, embedding_model: str, dimensions: int
+    ) -> StoredVectors:
+        """Every vector of the source made by `embedding_model` with `dimensions` floats, in bulk.
+
+        A vector of another model, or of another size, is never read: it could not be compared.
+        """
         query = (
-            select(passages.c.id, passages.c.embedding)
+            select(passages.c.id, passages.c.file_id, passages.c.embedding)
             .join(files, files.c.id == passages.c.file_id)
             .where(
                 passages.c.organization_id == organization_id,
                 passages.c.source_id == source_id,
                 files.c.embedding_model == embedding_model,
+                func.length(passages.c.embedding) == dimensions * 4,
             )
         )
-        async with self.engine.connect() as conn:
-            result = await conn.stream(query.execution_options(yield_per=SEARCH_PARTITION_ROWS))
-            yield result.partitions(SEARCH_PARTITION_ROWS)
+        ids: list[int] = []
+        file_ids: list[str] = []
+        vectors: list[bytes] = []
+        async with reading(self.engine) as conn:
+            result = await conn.stream(query.execution_options(yield_per=VECTOR_READ_ROWS))
+            async for rows in result.partitions(VECTOR_READ_ROWS):
+                part_ids, part_files, part_vectors = zip(*rows, strict=True)
+                ids.extend(part_ids)
+                file_ids.extend(part_files)
+                vectors.extend(part_vectors)
+        return StoredVectors(ids, file_ids, vectors)
 
     async def by_id(self, organization_id: str, passage_ids: Sequence[int]) -> dict[int, PassageHit]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(
                 select(
                     passages.c.id,

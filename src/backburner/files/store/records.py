@@ -54,6 +54,8 @@ class SourceRecord:
     name: str
     description: str | None
     created_at: datetime
+    # Bumped with every write or delete of the source's passages.
+    passages_version: int = 0
 
 
 def queued_seconds(created_at: datetime, started_at: datetime | None) -> float | None:
@@ -92,6 +94,7 @@ class FileRecord:  # listings build thousands; treat it as a value all the same
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    warnings: list[str] | None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> FileRecord:

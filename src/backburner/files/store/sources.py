@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -14,6 +14,17 @@ from backburner.files.store.records import DuplicateSource, SourceNotFound, Sour
 from backburner.files.tables import sources
 
 SOURCE_ORDER = Keyset(sources.c.created_at, sources.c.id)
+
+
+async def bump_passages_version(conn: AsyncConnection, source_id: str) -> None:
+    """Within the transaction that writes or deletes the source's passages: instances holding
+    the source's vectors see the change at their next search. Taken after the file's row, as every
+    writer of passages does, so that two of them never wait on each other."""
+    await conn.execute(
+        update(sources)
+        .where(sources.c.id == source_id)
+        .values(passages_version=sources.c.passages_version + 1)
+    )
 
 
 class SourceStore:

@@ -1,0 +1,294 @@
+"""Benchmark: search latency and recall over a large source, and what the lexical index costs ingest.
+
+For each database (SQLite in a temporary directory, a fresh PostgreSQL database) and each size N,
+a source is filled with N passages through the product's own write path (`LeaseStore.claim`,
+`start_embedding`, `PassageStore.store_batch`, 1,000 passages per file, 128 per batch, as a
+worker stores them): generated text of about 1,200 characters (the default chunk size) drawn
+from a Zipf-distributed vocabulary, and random 256-dimension float32 vectors. Nothing is uploaded
+or embedded: the vectors are given, and a query's vector is handed to the searcher by an
+embedder that returns it.
+
+Queries go through the product's search path (`SourceStore.get` then `Searcher.search`, as
+`FileService.search` calls them): four words of the vocabulary, drawn as often as the corpus
+uses them but never among its 100 most common (they stand for the stop words that both
+databases leave out of a query), and a random vector each.
+Figures per database and size:
+
+- `p50_ms`, `p99_ms`: latency of `hybrid` searches (the default mode), k = 10, one at a time,
+  after a first search that loads the source's vectors (`cold_ms`); `vector_p50_ms` and
+  `lexical_p50_ms` for each ranking alone;
+- `recall_at_10`: overlap of `vector` mode's top 10 with an exact float64 numpy search over the
+  same vectors, averaged over the queries;
+- `ingest_slowdown`: 1 - (throughput with the lexical index / throughput without it): the same
+  rows written again into a database whose index is removed (SQLite: the FTS5 triggers dropped;
+  PostgreSQL: the generated `tsvector` column and its GIN index dropped). `ingest_rows_per_s`
+  is the throughput with the index.
+
+Goals: at 100,000 passages `p50_ms` <= 50 and `p99_ms` <= 200; at 1,000,000 `p50_ms` <= 300;
+`recall_at_10` >= 0.95; `ingest_slowdown` <= 0.15.
+
+    .venv/bin/python bench/search.py [--sizes 100000,1000000] [--databases sqlite,postgres]
+    .venv/bin/python bench/search.py --quick     # 2,000 passages: a check that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import harness
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backburner.db import migrate
+from backburner.db.engine import create_engine_for_url
+from backburner.files.search.lexical import lexical_index
+from backburner.files.search.searcher import Searcher, SearchMode
+from backburner.files.search.vectors import VectorIndex
+from backburner.files.store import FileStores
+from backburner.files.store.leases import ClaimRules
+from backburner.files.store.records import Lease, NewFile, PassageRow
+
+ORG = "org-default"
+DIMENSIONS = 256
+MODEL = "bench-256"
+PER_FILE = 1000
+BATCH = 128
+WORDS_PER_PASSAGE = 170  # about 1,200 characters
+VOCABULARY = 30_000
+SEED = 18
+STOP_WORDS = 100
+RULES = ClaimRules(lease_s=3600, max_attempts=3, timeout_minutes=10_000, org_cap=1000, owner_prefix="")
+
+
+class GivenEmbedder:
+    """The query's vector, chosen by the benchmark (the product embeds the query text)."""
+
+    def __init__(self) -> None:
+        self.vector: list[float] = []
+
+    @property
+    def model(self) -> str:
+        return MODEL
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return [self.vector for _ in texts]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class Corpus:
+    """Deterministic passages: the i-th batch is the same in every database and every run."""
+
+    def __init__(self, n: int) -> None:
+        rng = np.random.default_rng(SEED)
+        letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+        lengths = rng.integers(3, 10, VOCABULARY)
+        self.words = np.array(["".join(rng.choice(letters, size)) for size in lengths])
+        weights = 1.0 / np.arange(1, VOCABULARY + 1)
+        self.p = weights / weights.sum()
+        self.vectors = rng.standard_normal((n, DIMENSIONS), dtype=np.float32)
+        self.n = n
+
+    def batches(self) -> Iterator[tuple[int, list[str], np.ndarray]]:
+        rng = np.random.default_rng(SEED + 1)
+        # A file's batches never reach into the next file.
+        for start in (
+            s for f in range(0, self.n, PER_FILE) for s in range(f, min(f + PER_FILE, self.n), BATCH)
+        ):
+            stop = min(start + BATCH, self.n, (start // PER_FILE + 1) * PER_FILE)
+            picks = rng.choice(VOCABULARY, size=(stop - start, WORDS_PER_PASSAGE), p=self.p)
+            texts = [" ".join(self.words[row]) for row in picks]
+            yield start, texts, self.vectors[start:stop]
+
+    def queries(self, count: int) -> list[tuple[str, np.ndarray]]:
+        """Four words each, as often as the corpus uses them, but never one of the 100 most
+        common: those stand for the stop words that both databases drop from a query."""
+        rng = np.random.default_rng(SEED + 2)
+        p = self.p.copy()
+        p[:STOP_WORDS] = 0
+        p /= p.sum()
+        return [
+            (" ".join(self.words[rng.choice(VOCABULARY, 4, p=p)]), rng.standard_normal(DIMENSIONS))
+            for _ in range(count)
+        ]
+
+
+async def fill(engine: AsyncEngine, corpus: Corpus) -> tuple[str, float]:
+    """The source's id, and the seconds spent in `store_batch` (what ingest pays for the index)."""
+    stores = FileStores.on(engine)
+    now = datetime.now(UTC)
+    source = await stores.sources.create(ORG, "bench", "bench", None, now)
+    store_s = 0.0
+    file = None
+    lease = None
+    for start, texts, vectors in corpus.batches():
+        if start % PER_FILE == 0:
+            number = start // PER_FILE
+            await stores.catalog.create(
+                NewFile(
+                    f"file-{number:07d}",
+                    ORG,
+                    source.id,
+                    f"doc-{number}.txt",
+                    "text/plain",
+                    1,
+                    "0" * 64,
+                    "none",
+                ),
+                now,
+            )
+            claimed = await stores.leases.claim(f"bench-{number}", now, RULES)
+            assert claimed is not None
+            lease = Lease(claimed.id, f"bench-{number}")
+            count = min(PER_FILE, corpus.n - start)
+            file = await stores.leases.start_embedding(
+                lease, now, total_chunks=count, embedding_model=MODEL, parse_s=0, chunk_s=0
+            )
+        assert file is not None and lease is not None
+        rows = [
+            PassageRow((start + i) % PER_FILE, body, vector.astype("<f4").tobytes())
+            for i, (body, vector) in enumerate(zip(texts, vectors, strict=True))
+        ]
+        last = start + len(rows) == min(corpus.n, (start // PER_FILE + 1) * PER_FILE)
+        started = time.perf_counter()
+        await stores.passages.store_batch(
+            lease, file, rows, now, lease_s=3600, embed_s=0, store_s=0, finish=last
+        )
+        store_s += time.perf_counter() - started
+        if start % (BATCH * 400) == 0:
+            harness.log(f"  {start:,} / {corpus.n:,} passages")
+    return source.id, store_s
+
+
+async def drop_lexical_index(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            await conn.execute(text("ALTER TABLE passages DROP COLUMN search_vector"))
+        else:
+            for trigger in ("passages_fts_insert", "passages_fts_delete", "passages_fts_update"):
+                await conn.execute(text(f"DROP TRIGGER {trigger}"))
+
+
+async def measure_queries(engine: AsyncEngine, source_id: str, corpus: Corpus, count: int) -> dict[str, Any]:
+    stores = FileStores.on(engine)
+    embedder = GivenEmbedder()
+    searcher = Searcher(
+        engine, stores.passages, embedder, VectorIndex(stores.passages), lexical_index(engine)
+    )
+    queries = corpus.queries(count)
+
+    async def one(query: str, vector: np.ndarray, mode: SearchMode) -> tuple[float, list[int]]:
+        embedder.vector = vector.astype(np.float32).tolist()
+        started = time.perf_counter()
+        source = await stores.sources.get(ORG, source_id)
+        hits = await searcher.search(source, query, 10, mode)
+        return (time.perf_counter() - started) * 1000, [hit.passage_id for hit in hits]
+
+    cold_ms, _ = await one(*queries[0], SearchMode.HYBRID)
+    latencies = {mode: [] for mode in SearchMode}
+    recalls = []
+    # Passage ids follow insertion order: the i-th row written has the i-th smallest id.
+    ids = await passage_ids(engine)
+    unit = corpus.vectors.astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    for query, vector in queries:
+        for mode in SearchMode:
+            ms, found = await one(query, vector, mode)
+            latencies[mode].append(ms)
+            if mode is SearchMode.VECTOR:
+                exact = np.argsort(-(unit @ (vector / np.linalg.norm(vector))))[:10]
+                recalls.append(len(set(found) & {int(ids[i]) for i in exact}) / 10)
+    hybrid = sorted(latencies[SearchMode.HYBRID])
+    return {
+        "p50_ms": round(harness.median(hybrid), 2),
+        "p99_ms": round(float(np.percentile(hybrid, 99)), 2),
+        "vector_p50_ms": round(harness.median(latencies[SearchMode.VECTOR]), 2),
+        "lexical_p50_ms": round(harness.median(latencies[SearchMode.LEXICAL]), 2),
+        "cold_ms": round(cold_ms, 1),
+        "recall_at_10": round(float(np.mean(recalls)), 4),
+        "queries": count,
+    }
+
+
+async def passage_ids(engine: AsyncEngine) -> np.ndarray:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT id FROM passages ORDER BY id"))
+        return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+
+async def new_engine(database: str, workdir: Path, name: str) -> tuple[AsyncEngine, str]:
+    if database == "sqlite":
+        url = f"sqlite+aiosqlite:///{workdir / name}.db"
+    else:
+        url = await harness.create_database(f"bench_search_{name}")
+    engine = create_engine_for_url(url, pool_size=5, max_overflow=5, pool_timeout=30)
+    await migrate.upgrade(engine)
+    return engine, url
+
+
+async def close(engine: AsyncEngine, database: str, url: str) -> None:
+    await engine.dispose()
+    if database == "postgres":
+        await harness.drop_database(url)
+
+
+async def run_size(database: str, n: int, queries: int, workdir: Path) -> dict[str, Any]:
+    corpus = Corpus(n)
+    harness.log(f"{database}, {n:,} passages: without the lexical index")
+    plain, plain_url = await new_engine(database, workdir, f"plain_{n}")
+    try:
+        await drop_lexical_index(plain)
+        _, plain_s = await fill(plain, corpus)
+    finally:
+        await close(plain, database, plain_url)
+    harness.log(f"{database}, {n:,} passages: with the lexical index")
+    indexed, indexed_url = await new_engine(database, workdir, f"indexed_{n}")
+    try:
+        source_id, indexed_s = await fill(indexed, corpus)
+        if database == "postgres":
+            async with indexed.connect() as conn:
+                await conn.execute(text("ANALYZE passages"))
+        harness.log(f"{database}, {n:,} passages: {queries} queries per mode")
+        result = await measure_queries(indexed, source_id, corpus, queries)
+    finally:
+        await close(indexed, database, indexed_url)
+    result["ingest_rows_per_s"] = round(n / indexed_s)
+    result["ingest_plain_rows_per_s"] = round(n / plain_s)
+    result["ingest_slowdown"] = round(1 - plain_s / indexed_s, 3)
+    harness.log(f"  {result}")
+    return result
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    sizes = [2000] if args.quick else [int(size) for size in args.sizes.split(",")]
+    queries = 20 if args.quick else args.queries
+    result: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as workdir:
+        for database in args.databases.split(","):
+            result[database] = {str(n): await run_size(database, n, queries, Path(workdir)) for n in sizes}
+    result["machine"] = harness.machine_load()
+    return result
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="100000,1000000", help="comma-separated passage counts")
+    parser.add_argument("--databases", default="sqlite,postgres")
+    parser.add_argument("--queries", type=int, default=100, help="queries per mode and size")
+    parser.add_argument("--quick", action="store_true", help="2,000 passages, 20 queries")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    harness.emit(asyncio.run(main(parse_args())))

@@ -1,0 +1,115 @@
+"""Vector search: a source's vectors as one numpy matrix, cached per instance, scored off the loop.
+
+The database stays the source of truth. A cached matrix is keyed by (organization, source,
+model, dimensions) and tagged with the source's `passages_version`, which every write or delete
+of its passages bumps in the same transaction; a search reads the version with the source (it
+does so anyway) and reloads the matrix when it changed, whichever instance wrote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from backburner.files.search.lexical import Ranking
+from backburner.files.store.passages import PassageStore, StoredVectors
+
+# A million 256-float vectors take 1 GiB; sources beyond the budget are read for each search.
+DEFAULT_CACHE_BYTES = 2 * 1024**3
+
+CacheKey = tuple[str, str, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorMatrix:
+    version: int
+    ids: npt.NDArray[np.int64]
+    files: npt.NDArray[np.int32]  # index into `file_ids`, per row
+    file_ids: tuple[str, ...]
+    unit: npt.NDArray[np.float32]  # one row per passage, of length 1 (or all zeros)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.files.nbytes + self.unit.nbytes)
+
+    @classmethod
+    def build(cls, version: int, stored: StoredVectors, dimensions: int) -> VectorMatrix:
+        """Runs in a thread: about a second for a million vectors."""
+        unit = np.frombuffer(b"".join(stored.vectors), dtype="<f4").astype(np.float32)
+        unit = unit.reshape(len(stored.ids), dimensions)
+        norms = np.linalg.norm(unit, axis=1, keepdims=True)
+        np.divide(unit, norms, out=unit, where=norms > 0)
+        file_ids = tuple(dict.fromkeys(stored.file_ids))
+        code = {file_id: index for index, file_id in enumerate(file_ids)}
+        files = np.fromiter((code[f] for f in stored.file_ids), dtype=np.int32, count=len(stored.ids))
+        return cls(version, np.asarray(stored.ids, dtype=np.int64), files, file_ids, unit)
+
+    def top(self, query: Sequence[float], allowed: frozenset[str] | None, limit: int) -> Ranking:
+        """(passage id, cosine) of the `limit` rows nearest `query`, best first: one matrix-vector
+        product and a partial sort, whatever the number of rows."""
+        q = np.asarray(query, dtype=np.float32)
+        norm = float(np.linalg.norm(q))
+        if norm == 0.0 or len(self.ids) == 0:
+            return []
+        scores = self.unit @ (q / norm)
+        if allowed is not None:
+            codes = [index for index, file_id in enumerate(self.file_ids) if file_id in allowed]
+            scores[~np.isin(self.files, codes)] = -np.inf
+        limit = min(limit, len(scores))
+        best = np.argpartition(-scores, limit - 1)[:limit]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(self.ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
+
+
+class VectorIndex:
+    """This instance's cache of vector matrices, least recently used first out."""
+
+    def __init__(self, passages: PassageStore, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.passages = passages
+        self.max_bytes = max_bytes
+        self._cache: OrderedDict[CacheKey, VectorMatrix] = OrderedDict()
+        self._loading: dict[CacheKey, asyncio.Lock] = {}
+
+    async def search(
+        self,
+        organization_id: str,
+        source_id: str,
+        version: int,
+        model: str,
+        query: Sequence[float],
+        allowed: frozenset[str] | None,
+        limit: int,
+    ) -> Ranking:
+        """`version` is the source's `passages_version`, read before this call."""
+        matrix = await self._matrix((organization_id, source_id, model, len(query)), version)
+        return await asyncio.to_thread(matrix.top, query, allowed, limit)
+
+    async def _matrix(self, key: CacheKey, version: int) -> VectorMatrix:
+        lock = self._loading.setdefault(key, asyncio.Lock())
+        async with lock:  # concurrent searches of a changed source read it once
+            cached = self._cache.get(key)
+            if cached is not None and cached.version >= version:  # as fresh or fresher
+                self._cache.move_to_end(key)
+                return cached
+            organization_id, source_id, model, dimensions = key
+            stored = await self.passages.vectors(organization_id, source_id, model, dimensions)
+            # The version was read before the rows: a write in between makes the next search
+            # read them again, never keeps a stale matrix.
+            matrix = await asyncio.to_thread(VectorMatrix.build, version, stored, dimensions)
+            self._keep(key, matrix)
+            return matrix
+
+    def _keep(self, key: CacheKey, matrix: VectorMatrix) -> None:
+        self._cache.pop(key, None)
+        if matrix.nbytes > self.max_bytes:
+            return
+        self._cache[key] = matrix
+        total = sum(m.nbytes for m in self._cache.values())
+        while total > self.max_bytes:
+            _, evicted = self._cache.popitem(last=False)
+            total -= evicted.nbytes

@@ -1,0 +1,63 @@
+"""The pure parts of search: query terms, reciprocal rank fusion, glob translation, top-k."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backburner.files.search.filters import SearchFilter, glob_to_like, glob_to_sqlite_glob
+from backburner.files.search.fusion import reciprocal_rank_fusion
+from backburner.files.search.lexical import fts5_match
+from backburner.files.search.terms import MAX_TERMS, query_terms
+from backburner.files.search.vectors import VectorMatrix
+from backburner.files.store.passages import StoredVectors
+
+
+def test_query_terms_are_words_only() -> None:
+    assert query_terms('Who is "Thaddeus" Quimby? AND NEAR(x, y) col:term * -a_b') == [
+        "thaddeus",
+        "quimby",
+        "near",
+        "x",
+        "y",
+        "col",
+        "term",
+        "b",
+    ]  # fmt: skip (stop words dropped: who, is, and, a)
+    assert query_terms("\x00 \ud800 ' \" ( ) * ^ : !") == []
+    assert query_terms("Ünïcödé ß 42") == ["ünïcödé", "ß", "42"]
+    assert len(query_terms(" ".join(f"w{i}" for i in range(1000)))) == MAX_TERMS
+    assert fts5_match(["a", "b"]) == '"a" OR "b"'
+
+
+def test_reciprocal_rank_fusion_sums_the_shares_of_each_ranking() -> None:
+    fused = dict(reciprocal_rank_fusion([[1, 2, 3], [3, 4]]))
+    assert fused[3] == 1 / 63 + 1 / 61
+    assert fused[1] == 1 / 61 and fused[4] == 1 / 62
+    # 2 and 4 tie: the first seen comes first.
+    assert [i for i, _ in reciprocal_rank_fusion([[1, 2, 3], [3, 4]])] == [3, 1, 2, 4]
+    assert reciprocal_rank_fusion([[], []]) == []
+
+
+def test_globs_keep_every_other_character_literal() -> None:
+    assert glob_to_like("*.md") == "%.md"
+    assert glob_to_like("a_b%c?\\") == "a\\_b\\%c_\\\\"
+    assert glob_to_sqlite_glob("[x]*.md") == "[[]x]*.md"
+    assert SearchFilter.of(["a,b", " c "], "").file_ids == frozenset({"a", "b", "c"})
+    assert SearchFilter.of(None, None).empty
+
+
+def test_top_k_is_exact_and_honours_the_file_filter() -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((500, 16)).astype("<f4")
+    stored = StoredVectors(
+        list(range(100, 600)), [f"file-{i % 3}" for i in range(500)], [v.tobytes() for v in vectors]
+    )
+    matrix = VectorMatrix.build(1, stored, 16)
+    query = rng.standard_normal(16).tolist()
+    exact = vectors @ np.asarray(query, dtype=np.float32) / np.linalg.norm(vectors, axis=1)
+    expected = [100 + int(i) for i in np.argsort(-exact)[:10]]
+    assert [i for i, _ in matrix.top(query, None, 10)] == expected
+    only = matrix.top(query, frozenset({"file-1"}), 10)
+    assert len(only) == 10 and all((i - 100) % 3 == 1 for i, _ in only)
+    assert matrix.top(query, frozenset({"file-9"}), 10) == []
+    assert matrix.top([0.0] * 16, None, 10) == []
