@@ -262,7 +262,8 @@ class Runtime:
 async def run_as_process(runtime: Runtime) -> AsyncIterator[Runtime]:
     """Run `runtime` as the runtime of a `serve` or `worker` process, with the process-wide
     tuning only such a process may do: a measured default executor of
-    `event_loop_threadpool_max_workers` threads, removed again on exit."""
+    `event_loop_threadpool_max_workers` threads and start-up objects frozen out of full
+    collections, both undone on exit."""
     with sized_default_executor(runtime.settings, runtime.metrics.registry) as executor:
         runtime.executor = executor
         async with runtime:
@@ -271,6 +272,7 @@ async def run_as_process(runtime: Runtime) -> AsyncIterator[Runtime]:
                 yield runtime
             finally:
                 await cancel_and_wait(freezer)
+                gc.unfreeze()  # the process is as it was, as with the executor
 
 
 async def freeze_when_started(runtime: Runtime) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -95,3 +96,17 @@ async def test_plain_sqlite_url_is_given_the_async_driver(
     async with Runtime(loaded, role="worker") as runtime:
         await runtime.wait_ready(30)
         assert await migrate.is_current(runtime.engine)
+
+
+async def test_a_process_runtime_freezes_start_up_objects_once_ready_and_undoes_it(
+    make_settings: MakeSettings, sqlite_url: str
+) -> None:
+    gc.unfreeze()
+    async with run_as_process(Runtime(make_settings(database_url=sqlite_url), role="worker")) as runtime:
+        await runtime.wait_ready(30)
+        for _ in range(100):  # the freeze follows readiness in a task of its own
+            if gc.get_freeze_count():
+                break
+            await asyncio.sleep(0.05)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0  # nothing of it outlives the runtime

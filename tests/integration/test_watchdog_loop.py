@@ -211,7 +211,7 @@ def _cyclic_garbage(pairs: int) -> list[list[object]]:
 async def test_a_long_collection_is_blamed_on_gc(watchdog_log: WatchdogLog) -> None:
     gc.disable()  # build fast, without collections along the way
     try:
-        heap = _cyclic_garbage(1_500_000)
+        heap = _cyclic_garbage(2_500_000)
     finally:
         gc.enable()
     gc.collect()  # settle the heap into the oldest generation before watching
