@@ -70,10 +70,10 @@ class Cluster:
         self._count = 0
         self.db: asyncpg.Connection | None = None
 
-    def env(self) -> dict[str, str]:
+    def env(self, number: int) -> dict[str, str]:
         settings = {
             "DATABASE_URL": self.url,
-            "DATA_DIR": str(self.workdir / "data"),
+            "DATA_DIR": str(self.workdir / f"data-{number}"),  # as on separate hosts
             "LOG_FORMAT": "json",
             "LEADER_LEASE_SECONDS": str(self.lease_s),
             "SCHEDULER_HEARTBEAT_INTERVAL_SECONDS": "0.5",
@@ -89,7 +89,7 @@ class Cluster:
         self.processes.append(
             subprocess.Popen(
                 [sys.executable, "-m", "backburner", "worker"],
-                env=self.env(),
+                env=self.env(self._count),
                 stdout=log_file,
                 stderr=log_file,
             )

@@ -48,6 +48,9 @@ class Member:
 
     def __init__(self, kind: str, env: dict[str, str], workdir: Path, name: str) -> None:
         self.name = name
+        if env.get("BACKBURNER_DATABASE_URL", "").startswith("postgresql"):
+            # Members share the database and nothing else, as on separate hosts.
+            env = {**env, "BACKBURNER_DATA_DIR": str(workdir / f"{name}-data")}
         port = free_port() if kind == "serve" else None
         args = [kind, "--port", str(port)] if kind == "serve" else [kind]
         self.process = BackburnerProcess(
