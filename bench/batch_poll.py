@@ -38,9 +38,11 @@ import json
 import os
 import platform
 import resource
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -311,6 +313,7 @@ async def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await engine.dispose()
         await drop_database(database)
+        shutil.rmtree(data_dir_of(database), ignore_errors=True)
         emulator_process.terminate()
         emulator_process.wait(10)
     ratio = (
@@ -372,6 +375,11 @@ def write_split_body(items: int) -> Path:
     return path
 
 
+def data_dir_of(database: str) -> Path:
+    """The children's data directory: one per run, so that runs side by side do not share it."""
+    return Path(tempfile.gettempdir()) / f"backburner-bench-{database}"
+
+
 def child_settings(args: argparse.Namespace) -> Any:
     return child_loaded(args).settings
 
@@ -391,7 +399,7 @@ def child_loaded(args: argparse.Namespace) -> Any:
             "openai_base_url": args.emulator + "/v1",
             "batch_poll_concurrency": args.concurrency,
             "batch_results_chunk_size": args.chunk_size,
-            "data_dir": "/tmp/backburner-bench",
+            "data_dir": data_dir_of(args.database),
         },
         environ={},
     )

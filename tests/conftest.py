@@ -89,8 +89,3 @@ async def runtime(settings: LoadedSettings) -> AsyncIterator[Runtime]:
     async with Runtime(settings, role="worker") as rt:
         await rt.wait_ready(30)
         yield rt
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that restart PostgreSQL after every other test, which would see it go away."""
-    items.sort(key=lambda item: item.get_closest_marker("pg_restart") is not None)

@@ -1,25 +1,25 @@
 """PostgreSQL restarted under two `backburner worker` processes: exactly one leads again within
 the lease plus the retry interval.
 
-Restarting the shared server disturbs every other test using it, so this test carries the
-`pg_restart` marker and the suite runs it last (see `tests/conftest.py`).
+The server restarted is the test's own (`tests/support/private_postgres.py`): restarting the
+shared one would disturb every other test using it, in this run and in any run beside it.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.support.cluster import LEASE_S, Member, Probe, leader_env, start_members, wait_for_leader
+from tests.support.private_postgres import PrivatePostgres, private_postgres
 from tests.support.processes import wait_until
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.pg_restart]
+pytestmark = pytest.mark.acceptance
 
-RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
 RETRY_S = 1
 
 
@@ -29,15 +29,21 @@ def leading(member: Member) -> bool:
     return bool(events) and events[-1]["event"] == "leader.acquired"
 
 
-def test_after_a_postgresql_restart_exactly_one_leads_again(postgres_url: str, tmp_path: Path) -> None:
-    probe = Probe(postgres_url)
-    env = leader_env(postgres_url, tmp_path / "data", poll_lock_retry_interval_seconds=RETRY_S)
+@pytest.fixture
+def server() -> Iterator[PrivatePostgres]:
+    with private_postgres() as server:
+        yield server
+
+
+def test_after_a_postgresql_restart_exactly_one_leads_again(server: PrivatePostgres, tmp_path: Path) -> None:
+    probe = Probe(server.url)
+    env = leader_env(server.url, tmp_path / "data", poll_lock_retry_interval_seconds=RETRY_S)
     members = start_members("worker", 2, env, tmp_path)
     try:
         _, election = wait_for_leader(probe, members, 60)
         wait_until(lambda: probe.followers_waiting() == 1, 20, "the follower to wait on the lock")
 
-        subprocess.run(RESTART, check=True, capture_output=True, timeout=60)
+        server.restart()
         back_at = datetime.now(UTC)
         started = time.monotonic()
         _, new = wait_for_leader(probe, members, LEASE_S + RETRY_S + 10, above_epoch=election.epoch)
