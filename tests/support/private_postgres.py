@@ -42,10 +42,13 @@ class PrivatePostgres:
         command = [_bin(tool), *args]
         if getpass.getuser() == "root":
             command = ["runuser", "-u", OWNER, "--", *command]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        # Output goes to a file: the server started by `pg_ctl` would hold a pipe open for ever.
+        with (self.directory / "commands.log").open("ab") as log:
+            subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120)
 
     def _pg_ctl(self, action: str) -> None:
-        self._run("pg_ctl", "-D", str(self.directory / "data"), "-w", "-t", "60", "-m", "fast", action)
+        data, log = str(self.directory / "data"), str(self.directory / "server.log")
+        self._run("pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "-m", "fast", action)
 
     def start(self) -> None:
         self._pg_ctl("start")
