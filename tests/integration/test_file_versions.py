@@ -5,6 +5,7 @@ again, and racing versions leave exactly one file."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -309,3 +310,35 @@ async def test_racing_versions_leave_exactly_one_file_the_last_completed(
         for file_id in [old, first, *(file.id for _, file in works)]:
             expected = 2 if file_id == left[0] else 0
             assert await passage_count(runtime, file_id) == expected, file_id
+
+
+# --- the CLI ---------------------------------------------------------------------------------------
+
+
+def test_the_cli_uploads_new_versions(make_settings: MakeSettings, sqlite_url: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from backburner.cli import app as cli
+    from tests.support.served import served as served_over_http
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["files", "upload", *args], env={"COLUMNS": "200"})
+        return result.exit_code, result.stdout + result.stderr
+
+    note = tmp_path / "birds.md"
+    with served_over_http(settings_for(make_settings, sqlite_url)) as url:
+        note.write_bytes(document(OLD_WORDS, 1))
+        code, out = run(str(note), "--source", "docs", "--wait", "--url", url)
+        assert code == 0, out
+        note.write_bytes(document(NEW_WORDS, 2))
+        code, out = run(str(note), "--source", "docs", "--on-conflict", "replace", "--wait", "--url", url)
+        assert code == 0 and "(new version of file-" in out, out
+        new_id = out.split("uploaded ", 1)[1].split(" as ", 1)[1].split()[0]
+        code, out = run(str(note), "--source", "docs", "--replaces", new_id, "--url", url)
+        assert code == 0 and "(unchanged: the file already holds this content)" in out, out
+        code, out = run(str(note), str(note), "--source", "docs", "--replaces", new_id, "--url", url)
+        assert code == 2 and "--replaces names one file" in out, out
+        with httpx.Client(base_url=url) as http:
+            [source] = http.get("/v1/sources", params={"name": "docs"}).json()
+            listed = http.get(f"/v1/sources/{source['id']}/files").json()["files"]
+        assert [file["id"] for file in listed] == [new_id]
