@@ -91,10 +91,18 @@ class FileOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    replaces: str | None = Field(
+        description="The file this one is a new version of: it takes that file's place in search "
+        "when it completes (until then only the old file is searched)."
+    )
 
 
 class UploadOut(FileOut):
     duplicate: bool = Field(description="True when the source already held this content: this is that file.")
+    unchanged: bool = Field(
+        description="True when the file to replace already holds this content: nothing was stored "
+        "or processed, this is that file."
+    )
 
 
 class FilePage(BaseModel):
@@ -159,6 +167,7 @@ def file_out(file: FileRecord) -> dict[str, Any]:
         "updated_at": file.updated_at,
         "started_at": started_at,
         "finished_at": file.finished_at,
+        "replaces": file.replaces_file_id,
     }
 
 
@@ -244,9 +253,16 @@ _UPLOAD_BODY = {
     summary="Upload a file (multipart, field `file`); it is processed in the background",
     openapi_extra=_UPLOAD_BODY,
     responses={
-        200: {"model": UploadOut, "description": "The source already holds this content: that file"},
+        200: {
+            "model": UploadOut,
+            "description": "The source (or the file to replace) already holds this content: that file",
+        },
         400: {"description": "Empty file or malformed body"},
-        409: {"description": "Duplicate content with `duplicate_handling=error`"},
+        404: {"description": "No such source, or no file `replaces` names"},
+        409: {
+            "description": "Duplicate content with `duplicate_handling=error`, a name taken with "
+            "`on_conflict=error`, or `replaces` naming a file of another source"
+        },
         413: {"description": "Larger than `file_upload_max_bytes`"},
         415: {"description": "Unsupported type, or binary content named as text"},
         503: {"description": "The blob store does not work now (`/readyz` says why); nothing was stored"},
@@ -260,9 +276,25 @@ async def upload_file(
     organization_id: OrganizationId,
     duplicate_handling: Literal["skip", "error", "allow"] = Query(
         "skip",
-        description="Same content already in the source: return that file, refuse (409), or store anew.",
+        description="Same content already in the source: return that file, refuse (409), or store anew. "
+        "Not for a new version, whose content is compared with the file it replaces only.",
+    ),
+    replaces: str | None = Query(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Upload a new version of this file (of the same source). It is processed in "
+        "full and takes the file's place in search only when it completes; if it fails, the old "
+        "file stays. Content identical to the file's is not processed again (200, `unchanged`).",
+    ),
+    on_conflict: Literal["allow", "replace", "error"] | None = Query(
+        None,
+        description="A file of the same name already in the source: keep both (`allow`, the "
+        "default), upload a new version of the newest such file (`replace`, as `replaces` does), "
+        "or refuse (409, `error`). Not together with `replaces`.",
     ),
 ) -> Any:
+    if replaces is not None and on_conflict is not None:
+        raise HTTPException(400, "give either `replaces` or `on_conflict`, not both")
     try:
         part = await stream_file_part(request)
         result = await files.upload(
@@ -272,6 +304,8 @@ async def upload_file(
             part.content_type,
             part.chunks,
             on_duplicate=duplicate_handling,
+            replaces=replaces,
+            on_conflict=on_conflict or "allow",
         )
     except SourceNotFound as exc:
         raise _not_found(exc) from None
@@ -281,7 +315,7 @@ async def upload_file(
         raise _refused(exc) from None
     if result.duplicate:
         response.status_code = 200
-    return {**file_out(result.file), "duplicate": result.duplicate}
+    return {**file_out(result.file), "duplicate": result.duplicate, "unchanged": result.unchanged}
 
 
 @router.get(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,9 +19,17 @@ from backburner.cli_http import EXIT_SERVER_ERROR, ServerError, check, client, f
 from backburner.cli_output import print_fields, print_table
 
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 TERMINAL = ("completed", "error")
 MAX_RETRY_AFTER_S = 60.0
 SOURCES_PAGE_SIZE = 100
+
+
+class OnConflict(StrEnum):
+    ALLOW = "allow"
+    REPLACE = "replace"
+    ERROR = "error"
+
 
 files_app = typer.Typer(
     help="Upload files and follow their processing on a running server.", no_args_is_help=True
@@ -41,12 +50,14 @@ def _source_id(client: httpx.Client, name: str, *, create: bool) -> str:
     return str(_json(client.post("/v1/sources", json={"name": name}))["id"])
 
 
-def _upload_one(client: httpx.Client, source_id: str, path: Path) -> dict[str, Any]:
+def _upload_one(client: httpx.Client, source_id: str, path: Path, params: dict[str, str]) -> dict[str, Any]:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     while True:
         with path.open("rb") as handle:  # httpx streams the file object in chunks
             response = client.post(
-                f"/v1/sources/{source_id}/files", files={"file": (path.name, handle, content_type)}
+                f"/v1/sources/{source_id}/files",
+                files={"file": (path.name, handle, content_type)},
+                params=params,
             )
         if response.status_code != 429:  # over the uploads per minute: wait as told, then again
             break
@@ -67,10 +78,33 @@ def upload(
     poll_interval: Annotated[
         float, typer.Option("--poll-interval", help="Seconds between status checks.")
     ] = 0.5,
+    replaces: Annotated[
+        str | None,
+        typer.Option(
+            "--replaces",
+            help="Upload a new version of this file id (one path only): it takes the file's place "
+            "in search when it completes.",
+        ),
+    ] = None,
+    on_conflict: Annotated[
+        OnConflict | None,
+        typer.Option(
+            "--on-conflict",
+            help="A file of the same name in the source: keep both (allow), upload a new version "
+            "of it (replace), or refuse (error).",
+        ),
+    ] = None,
     url: UrlOption = DEFAULT_SERVER_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
     """Upload files to a source; exit 1 if any upload is refused or (with --wait) any file fails."""
+    if replaces is not None and len(paths) != 1:
+        fail("--replaces names one file: give exactly one path", EXIT_USAGE)
+    if replaces is not None and on_conflict is not None:
+        fail("give either --replaces or --on-conflict, not both", EXIT_USAGE)
+    params = {"replaces": replaces} if replaces is not None else {}
+    if on_conflict is not None:
+        params["on_conflict"] = on_conflict.value
     console = Console(soft_wrap=True)  # a line with an id is never broken
     failed = False
     uploaded: list[tuple[Path, dict[str, Any]]] = []
@@ -79,12 +113,12 @@ def upload(
             source_id = _source_id(session, source, create=True)
             for path in paths:
                 try:
-                    file = _upload_one(session, source_id, path)
+                    file = _upload_one(session, source_id, path, params)
                 except ServerError as exc:
                     console.print(f"[red]refused[/red] {path}: {exc}")
                     failed = True
                     continue
-                note = " (same content already uploaded)" if file.get("duplicate") else ""
+                note = _upload_note(file)
                 console.print(f"uploaded {path} as {file['id']}{note}")
                 uploaded.append((path, file))
             if wait and uploaded:
@@ -95,6 +129,16 @@ def upload(
         fail(str(exc), exc.exit_code)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _upload_note(file: dict[str, Any]) -> str:
+    if file.get("unchanged"):
+        return " (unchanged: the file already holds this content)"
+    if file.get("duplicate"):
+        return " (same content already uploaded)"
+    if file.get("replaces"):
+        return f" (new version of {file['replaces']})"
+    return ""
 
 
 def _follow(

@@ -35,7 +35,7 @@ from backburner.files.search.filters import SearchFilter
 from backburner.files.search.searcher import Searcher, SearchHit, SearchMode
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, is_timed_out
 from backburner.files.store import FileStores
-from backburner.files.store.records import FileRecord, NewFile, SourceRecord, TimeoutRule
+from backburner.files.store.records import FileNotFound, FileRecord, NewFile, SourceRecord, TimeoutRule
 from backburner.files.textcodec import BinaryContent, decode_text
 from backburner.ids import new_id
 from backburner.logs import log_event
@@ -53,6 +53,8 @@ TEXT_PARSERS = frozenset(
 )
 
 DuplicateHandling = Literal["skip", "error", "allow"]
+# A file of the same name already in the source: keep both, replace it (by a new version), refuse.
+NameConflict = Literal["allow", "replace", "error"]
 
 
 class UploadRefused(Exception):
@@ -105,10 +107,52 @@ class DuplicateFile(UploadRefused):
         super().__init__(f"this source already holds the same content as file {existing.id}")
 
 
+class ReplacedFileNotFound(UploadRefused):
+    status_code = 404
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"replaces: file {file_id} not found")
+
+
+class ReplacedFileElsewhere(UploadRefused):
+    status_code = 409
+
+    def __init__(self, replaced: FileRecord, source_id: str) -> None:
+        super().__init__(
+            f"replaces: file {replaced.id} belongs to source {replaced.source_id}, not {source_id}; "
+            "a new version is uploaded to its file's source"
+        )
+
+
+class FileNameTaken(UploadRefused):
+    status_code = 409
+
+    def __init__(self, existing: FileRecord) -> None:
+        self.existing = existing
+        super().__init__(
+            f"this source already holds a file named {existing.file_name!r} ({existing.id}); "
+            "on_conflict=replace uploads a new version of it, on_conflict=allow keeps both"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """What a new version of a file carries: the lineage it joins and the file it replaces."""
+
+    lineage_id: str
+    replaces_file_id: str
+
+    @classmethod
+    def of(cls, replaced: FileRecord) -> Version:
+        return cls(replaced.lineage_id or replaced.id, replaced.id)
+
+
 @dataclass(frozen=True)
 class UploadResult:
     file: FileRecord
     duplicate: bool
+    # The file to replace already held this content: nothing was stored, `file` is that file.
+    unchanged: bool = False
 
 
 class FileService:
@@ -168,11 +212,18 @@ class FileService:
         content: AsyncIterable[bytes],
         *,
         on_duplicate: DuplicateHandling = "skip",
+        replaces: str | None = None,
+        on_conflict: NameConflict = "allow",
+        version: Version | None = None,
     ) -> UploadResult:
         """Store an upload and record it as PENDING; raises an `UploadRefused` when refused.
 
-        A file whose content the source already holds (by SHA-256, not counting failed files)
-        is, by `on_duplicate`: returned instead (`skip`), refused (`error`) or stored anew (`allow`).
+        An ordinary upload whose content the source already holds (by SHA-256, not counting failed
+        files) is, by `on_duplicate`: returned instead (`skip`), refused (`error`) or stored anew
+        (`allow`). An upload that replaces a file (`replaces`, or `on_conflict="replace"` and a
+        file of the same name) is a new version of it (see `files/store/versions.py`); its content
+        is compared with that file's only, and the same content is that file, `unchanged`.
+        `version` makes the upload a version without naming a file (a retried version).
         """
         await self.stores.sources.get(organization_id, source_id)
         if (problem := self._storage_problem()) is not None:
@@ -182,6 +233,9 @@ class FileService:
         parser = parser_for(name, media_type)
         if parser is None:
             raise UnsupportedFileType(name, media_type)
+        replaced = await self._file_to_replace(organization_id, source_id, name, replaces, on_conflict)
+        if replaced is not None:
+            version = Version.of(replaced)
         stream = aiter(content)
         prefix = await _read_prefix(stream, SNIFF_BYTES)
         if not prefix:
@@ -201,7 +255,13 @@ class FileService:
         except BlobStoreUnavailable as exc:
             raise StorageUnavailable(str(exc)) from None
         try:
-            existing = await self.stores.catalog.find_duplicate(organization_id, source_id, info.sha256)
+            if replaced is not None and _same_content(replaced, info.sha256):
+                await self.blobs.delete(key)
+                log_event(log, logging.INFO, "file.unchanged", file_id=replaced.id, source_id=source_id)
+                return UploadResult(replaced, duplicate=True, unchanged=True)
+            existing = None
+            if version is None:
+                existing = await self.stores.catalog.find_duplicate(organization_id, source_id, info.sha256)
             if existing is not None and on_duplicate != "allow":
                 await self.blobs.delete(key)
                 if on_duplicate == "error":
@@ -218,6 +278,8 @@ class FileService:
                     size_bytes=info.size,
                     sha256=info.sha256,
                     blob_key=key,
+                    lineage_id=version.lineage_id if version else None,
+                    replaces_file_id=version.replaces_file_id if version else None,
                 ),
                 self.clock.now(),
             )
@@ -231,9 +293,30 @@ class FileService:
             file_id=file_id,
             source_id=source_id,
             size_bytes=info.size,
+            replaces=version.replaces_file_id if version else None,
         )
         self._on_new_file()
         return UploadResult(record, duplicate=False)
+
+    async def _file_to_replace(
+        self, organization_id: str, source_id: str, name: str, replaces: str | None, on_conflict: NameConflict
+    ) -> FileRecord | None:
+        """The file an upload replaces, if any; refuses a file of another source, and a name
+        already taken with `on_conflict="error"`."""
+        if replaces is not None:
+            try:
+                replaced = await self.stores.catalog.get(organization_id, replaces)
+            except FileNotFound:
+                raise ReplacedFileNotFound(replaces) from None
+            if replaced.source_id != source_id:
+                raise ReplacedFileElsewhere(replaced, source_id)
+            return replaced
+        if on_conflict == "allow":
+            return None
+        same_name = await self.stores.catalog.find_by_name(organization_id, source_id, name)
+        if same_name is not None and on_conflict == "error":
+            raise FileNameTaken(same_name)
+        return same_name
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -305,7 +388,8 @@ class FileService:
         return record
 
     async def retry_file(self, organization_id: str, file_id: str) -> FileRecord:
-        """Process a failed file again as a new file of the same source (ERROR never changes)."""
+        """Process a failed file again as a new file of the same source (ERROR never changes); a
+        failed version is retried as a version of the same file."""
         record = await self.stores.catalog.get(organization_id, file_id)
         if record.status is not FileStatus.ERROR:
             raise IllegalTransition(file_id, record.status, FileStatus.PENDING)
@@ -318,6 +402,7 @@ class FileService:
                 record.content_type,
                 content,
                 on_duplicate="allow",
+                version=_version_of_failed(record),
             )
         log_event(log, logging.INFO, "file.retried", file_id=file_id, new_file_id=result.file.id)
         return result.file
@@ -343,6 +428,17 @@ class FileService:
         """The `k` passages of the source best matching `query`, best first (see `files/search`)."""
         source = await self.stores.sources.get(organization_id, source_id)
         return await self.searcher.search(source, query, k, mode, search_filter)
+
+
+def _same_content(replaced: FileRecord, sha256: str) -> bool:
+    """Whether the replaced file holds this content already (a failed one is processed anew)."""
+    return replaced.sha256 == sha256 and replaced.status is not FileStatus.ERROR
+
+
+def _version_of_failed(failed: FileRecord) -> Version | None:
+    if failed.replaces_file_id is None:
+        return None
+    return Version(failed.lineage_id or failed.id, failed.replaces_file_id)
 
 
 _MEDIA_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")

@@ -68,10 +68,19 @@ files = Table(
     Column("finished_at", UTCDateTime()),
     # What the user should know about a processed file, e.g. pages without a text layer.
     Column("warnings", JSON),
+    # The versions of one document share a lineage (the first version's id); when one version
+    # completes it takes the place of the others (see `files/store/versions.py`).
+    Column("lineage_id", String(64)),
+    # The file this version was uploaded to replace. Until this one completes, its passages are
+    # not searched; it keeps the id afterwards, as a record.
+    Column("replaces_file_id", String(64)),
     Index("ix_files_source_id_created_at_id", "source_id", "created_at", "id"),
     Index("ix_files_source_id_sha256", "source_id", "sha256"),
     Index("ix_files_status_created_at", "status", "created_at"),
     Index("ix_files_organization_id_status", "organization_id", "status"),
+    Index("ix_files_lineage_id", "lineage_id"),
+    Index("ix_files_source_id_replaces_file_id", "source_id", "replaces_file_id"),
+    Index("ix_files_source_id_file_name", "source_id", "file_name"),
 )
 
 # When each organization last had a file claimed: claims go to the organization served longest

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.db.transactions import reading
 from backburner.files.search.filters import SearchFilter, file_conditions
+from backburner.files.store.versions import waiting_versions
 from backburner.files.tables import files, passages
 
 # (passage id, score), best first; a higher score is better.
@@ -59,7 +60,12 @@ def _scoped(
     search_filter: SearchFilter,
     postgres: bool,
 ) -> Select[Any]:
-    query = query.where(passages.c.organization_id == organization_id, passages.c.source_id == source_id)
+    query = query.where(
+        passages.c.organization_id == organization_id,
+        passages.c.source_id == source_id,
+        # Few files of a source are versions in waiting: one small index read, and no join.
+        passages.c.file_id.not_in(waiting_versions(organization_id, source_id)),
+    )
     if not search_filter.empty:
         query = query.join(files, files.c.id == passages.c.file_id).where(
             *file_conditions(search_filter, postgres)

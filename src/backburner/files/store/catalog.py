@@ -19,6 +19,7 @@ from backburner.files.store.records import (
 )
 from backburner.files.store.sources import SourceStore, bump_passages_version
 from backburner.files.store.timeouts import TimeoutStore
+from backburner.files.store.versions import searchable
 from backburner.files.tables import files, passages
 
 FILE_ORDER = Keyset(files.c.created_at, files.c.id)
@@ -44,6 +45,8 @@ class FileCatalog:
                     size_bytes=new.size_bytes,
                     sha256=new.sha256,
                     blob_key=new.blob_key,
+                    lineage_id=new.lineage_id or new.id,
+                    replaces_file_id=new.replaces_file_id,
                     status=FileStatus.PENDING.value,
                     attempts=0,
                     chunks_embedded=0,
@@ -68,6 +71,24 @@ class FileCatalog:
                         files.c.status != FileStatus.ERROR.value,
                     )
                     .order_by(files.c.created_at)
+                    .limit(1)
+                )
+            ).first()
+        return FileRecord.from_row(row) if row is not None else None
+
+    async def find_by_name(self, organization_id: str, source_id: str, file_name: str) -> FileRecord | None:
+        """The newest file of the source with this name; a version in waiting is not counted."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*FILE_COLUMNS)
+                    .where(
+                        files.c.organization_id == organization_id,
+                        files.c.source_id == source_id,
+                        files.c.file_name == file_name,
+                        searchable(),
+                    )
+                    .order_by(files.c.created_at.desc(), files.c.id.desc())
                     .limit(1)
                 )
             ).first()

@@ -20,6 +20,7 @@ from backburner.db.transactions import transaction
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, allowed_sources
 from backburner.files.store.records import FILE_COLUMNS, FileNotFound, FileRecord, Lease, LeaseLost
 from backburner.files.store.timeouts import NON_TERMINAL_VALUES, timeout_cutoff
+from backburner.files.store.versions import lock_lineage, supersede
 from backburner.files.tables import file_claim_turns, files
 
 IN_WORK_VALUES = [FileStatus.PARSING.value, FileStatus.EMBEDDING.value]
@@ -291,10 +292,17 @@ class LeaseStore:
             )
 
     async def complete(self, lease: Lease, now: datetime, *, embed_s: float, store_s: float) -> FileRecord:
-        return await self.transition(
-            lease.file_id,
-            FileStatus.COMPLETED,
-            now,
-            owner=lease.owner,
-            values={"embed_seconds": embed_s, "store_seconds": store_s},
-        )
+        """EMBEDDING -> COMPLETED; the file takes the place of the versions it supersedes."""
+        async with self.engine.begin() as conn:
+            done = await self.transition(
+                lease.file_id,
+                FileStatus.COMPLETED,
+                now,
+                owner=lease.owner,
+                values={"embed_seconds": embed_s, "store_seconds": store_s},
+                conn=conn,
+            )
+            # Only the file's own row is held while waiting: no lineage-lock holder waits for it.
+            await lock_lineage(conn, done)
+            await supersede(conn, done)
+        return done

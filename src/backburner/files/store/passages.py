@@ -18,6 +18,7 @@ from backburner.files.states import FileStatus
 from backburner.files.store.leases import held
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
 from backburner.files.store.sources import bump_passages_version
+from backburner.files.store.versions import lock_lineage, searchable, supersede
 from backburner.files.tables import files, passages
 
 VECTOR_READ_ROWS = 10_000
@@ -62,7 +63,8 @@ class PassageStore:
 
         One transaction: the file's UPDATE, fenced by the lease and the EMBEDDING status, comes
         after the INSERT, so a worker that lost its file rolls its batch back. With `finish` (the
-        file's last batch) the same UPDATE moves it to COMPLETED. Returns the new
+        file's last batch) the same UPDATE moves it to COMPLETED, and the file takes the place of
+        the versions it supersedes (`versions.supersede`). Returns the new
         `chunks_embedded`; `embed_s` and `store_s` are the file's running totals before this batch.
         """
         records = [
@@ -80,6 +82,8 @@ class PassageStore:
         started = time.perf_counter()
         try:
             async with self.engine.begin() as conn:
+                if finish:  # first, before any row this transaction writes is held
+                    await lock_lineage(conn, file)
                 inserted = len((await conn.execute(self._insert, records)).all()) if records else 0
                 progress: dict[str, Any] = {
                     "chunks_embedded": files.c.chunks_embedded + inserted,
@@ -111,6 +115,8 @@ class PassageStore:
                     raise LeaseLost(lease.file_id, lease.owner)
                 if inserted:
                     await bump_passages_version(conn, file.source_id)
+                if finish:
+                    await supersede(conn, file)
                 return int(row.chunks_embedded)
         except IntegrityError:
             # The file deleted under the batch: its passages' foreign key refused them.
@@ -128,7 +134,8 @@ class PassageStore:
     ) -> StoredVectors:
         """Every vector of the source made by `embedding_model` with `dimensions` floats, in bulk.
 
-        A vector of another model, or of another size, is never read: it could not be compared.
+        A vector of another model, or of another size, is never read: it could not be compared;
+        nor is one of a version that has not completed.
         """
         query = (
             select(passages.c.id, passages.c.file_id, passages.c.embedding)
@@ -137,6 +144,7 @@ class PassageStore:
                 passages.c.organization_id == organization_id,
                 passages.c.source_id == source_id,
                 files.c.embedding_model == embedding_model,
+                searchable(),
                 func.length(passages.c.embedding) == dimensions * 4,
             )
         )

@@ -95,6 +95,8 @@ class FileRecord:  # listings build thousands; treat it as a value all the same
     started_at: datetime | None
     finished_at: datetime | None
     warnings: list[str] | None
+    lineage_id: str | None  # None only on rows written before versions existed
+    replaces_file_id: str | None
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> FileRecord:
@@ -117,6 +119,8 @@ class NewFile:
     size_bytes: int
     sha256: str
     blob_key: str
+    lineage_id: str | None = None  # a version joins the lineage of the file it replaces
+    replaces_file_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
