@@ -4,15 +4,15 @@ Every file gets a lineage (the id of its first version; existing files start the
 when it was uploaded to replace another, that file's id. Both columns are added nullable, so
 SQLite adds them in place instead of rebuilding the table.
 
-Revision ID: 0013_file_versions
-Revises: 0012_lexical_terms
+Revision ID: 0012_file_versions
+Revises: 0011_search
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_file_versions"
-down_revision = "0011_search"  # TEMPORARY: 0012_lexical_terms once merged
+revision = "0012_file_versions"
+down_revision = "0011_search"
 branch_labels = None
 depends_on = None
 
