@@ -7,6 +7,8 @@ Revises: 0007_fair_claims
 import sqlalchemy as sa
 from alembic import op
 
+from backburner.db.toast import has_lz4
+
 revision = "0008_blobs"
 down_revision = "0007_fair_claims"
 branch_labels = None
@@ -44,10 +46,7 @@ def upgrade() -> None:
         # TOAST compresses chunks with pglz by default, which held writes of text to about
         # 21 MB/s on a 2-core machine; lz4 (PostgreSQL 14+ built with it) wrote 113 MB/s, and
         # no compression 83 MB/s (more bytes to write).
-        has_lz4 = bind.execute(
-            sa.text("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'")
-        ).scalar()
-        if has_lz4:
+        if has_lz4(bind):
             op.execute("ALTER TABLE blob_chunks ALTER COLUMN data SET COMPRESSION lz4")
         else:
             op.execute("ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL")
