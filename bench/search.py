@@ -255,7 +255,7 @@ async def run_size(database: str, n: int, queries: int, workdir: Path) -> dict[s
     try:
         source_id, indexed_s = await fill(indexed, corpus)
         if database == "postgres":
-            async with indexed.connect() as conn:
+            async with indexed.begin() as conn:  # committed: a rolled-back ANALYZE keeps no statistics
                 await conn.execute(text("ANALYZE passages"))
         harness.log(f"{database}, {n:,} passages: {queries} queries per mode")
         result = await measure_queries(indexed, source_id, corpus, queries)
