@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -238,6 +239,30 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     middle = len(ordered) // 2
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+class HealthProbe(threading.Thread):
+    """Asks a server's `/healthz` every `interval_s` until stopped: how long the loop keeps it waiting."""
+
+    def __init__(self, base_url: str, interval_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.base_url = base_url
+        self.interval_s = interval_s
+        self.samples_ms: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                client.get("/healthz").raise_for_status()
+                self.samples_ms.append((time.perf_counter() - started) * 1000)
+                self.stop.wait(self.interval_s)
 
 
 def emit(result: Mapping[str, Any]) -> None:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -59,27 +58,6 @@ async def make_keys(url: str) -> tuple[str, str]:
     return attacker, victim
 
 
-class HealthProbe(threading.Thread):
-    def __init__(self, base_url: str) -> None:
-        super().__init__(daemon=True)
-        self.base_url = base_url
-        self.samples_ms: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                client.get("/healthz").raise_for_status()
-                self.samples_ms.append((time.perf_counter() - started) * 1000)
-                self.stop.wait(HEALTHZ_INTERVAL_S)
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
-
-
 def wait_finished(client: httpx.Client, file_id: str, timeout_s: float) -> dict[str, object]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -109,7 +87,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
         server = harness.start_backburner(
             {**settings, "database_url": url}, data_dir=workdir / "data", log_path=workdir / "serve.log"
         )
-        probe = HealthProbe(server.base_url)
+        probe = harness.HealthProbe(server.base_url, HEALTHZ_INTERVAL_S)
         try:
             probe.start()
             with (
@@ -162,13 +140,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
             probe.stop.set()
             server.stop()
     return {
-        "victim_p95_s": round(percentile(victim_s, 0.95), 3),
+        "victim_p95_s": round(harness.percentile(victim_s, 0.95), 3),
         "victim_max_s": round(max(victim_s), 3),
         "bomb_error_s": outcomes,
         "bombs_within_budget": all(
             o["status"] == "error" and float(o["error_s"]) <= float(o["budget_s"]) + 5 for o in outcomes
         ),
-        "healthz_p99_ms": round(percentile(probe.samples_ms, 0.99), 1),
+        "healthz_p99_ms": round(harness.percentile(probe.samples_ms, 0.99), 1),
         "healthz_samples": len(probe.samples_ms),
         "idle_cpu_after_s": round(idle_cpu, 3),
         "machine_load": harness.machine_load(),
