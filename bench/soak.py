@@ -8,8 +8,9 @@ broken PDFs among them), LLM batches of both providers, and searches; a request 
 hangs is tried again on another instance (batches with the same `Idempotency-Key`). Every 10 to
 20 s one fault strikes: an instance is SIGKILLed and started again, frozen with SIGSTOP for 5 s,
 or some instances' database connections are ended with `pg_terminate_backend`. After
-`--minutes`, the faults stop, the workload stops, and the run waits for quiet (every file and
-batch finished, every completion delivered); then the database is checked. Prints:
+`--minutes`, and once at least `--faults` faults have struck, the faults stop, the workload
+stops, and the run waits for quiet (every file and batch finished, every completion
+delivered); then the database is checked. Prints:
 
     {"minutes", "instances", "faults": {"sigkill", "sigstop", "terminate_backend"},
      "files": {"uploaded", "completed", "error_expected", "error_unexpected", "stuck"},
@@ -19,7 +20,7 @@ batch finished, every completion delivered); then the database is checked. Print
 Goals: `error_unexpected`, `stuck`, `passages_duplicated`, `missing`, `duplicated`,
 `overlapping_leader_runs` and `completions_undelivered` all 0.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--instances 3] [--quick]
+    .venv/bin/python bench/soak.py [--minutes 10] [--instances 3] [--faults 0] [--quick]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import httpx
 UPLOAD_TIMEOUT_S = 20.0
 REQUEST_TIMEOUT_S = 10.0
 QUIET_TIMEOUT_S = 600.0
+FAULTS_TIMEOUT_S = 300.0
 SIGSTOP_S = 5.0
 EMULATOR_FAULT_EVERY_S = 4.0
 EMULATOR_FAULTS = [
@@ -251,9 +253,18 @@ async def submit_batch(cluster: Cluster, tally: Tally, rng: random.Random) -> No
 
 
 async def inject_faults(
-    cluster: Cluster, tally: Tally, stop: asyncio.Event, db: str, rng: random.Random
+    cluster: Cluster,
+    tally: Tally,
+    stop: asyncio.Event,
+    db: str,
+    rng: random.Random,
+    enough: tuple[int, asyncio.Event],
 ) -> None:
+    """A fault every 10 to 20 s until `stop`; sets `enough`'s event once that many have struck."""
+    wanted, struck = enough
     while not stop.is_set():
+        if sum(tally.faults.values()) >= wanted:
+            struck.set()
         try:
             await asyncio.wait_for(stop.wait(), rng.uniform(10, 20))
             return
@@ -416,17 +427,21 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         assert first is not None
         async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as client:
             source = (await client.post("/v1/sources", json={"name": "soak"})).json()["id"]
-        stop = asyncio.Event()
+        stop, enough = asyncio.Event(), asyncio.Event()
         workers = [
             asyncio.create_task(workload(cluster, tally, stop, source, random.Random(rng.random())))
             for _ in range(args.concurrency)
         ]
         helpers = [
-            asyncio.create_task(inject_faults(cluster, tally, stop, db, random.Random(rng.random()))),
+            asyncio.create_task(
+                inject_faults(cluster, tally, stop, db, random.Random(rng.random()), (args.faults, enough))
+            ),
             asyncio.create_task(emulator_faults(emulator.base_url, stop, random.Random(rng.random()))),
             asyncio.create_task(sample_memory(cluster, tally, stop)),
         ]
         await asyncio.sleep(args.minutes * 60)
+        # On a busy machine restarts take longer and fewer faults fit in the time.
+        await asyncio.wait_for(enough.wait(), FAULTS_TIMEOUT_S)
         stop.set()
         await asyncio.gather(*workers, *helpers)
         for instance in cluster.instances:  # every instance back, for the wait for quiet
@@ -470,6 +485,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--instances", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="Workload loops running at once.")
+    parser.add_argument("--faults", type=int, default=0, help="Run on past --minutes until this many faults.")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--quick", action="store_true", help="20 seconds with 2 instances (tests).")
     parser.add_argument("--keep", action="store_true", help="Keep the logs (path on stderr).")

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.acceptance
 @pytest.mark.timeout(SOAK_TIMEOUT_S + 60)
 def test_ninety_seconds_of_faults_lose_nothing() -> None:
     done = subprocess.run(
-        [sys.executable, str(BENCH / "soak.py"), "--minutes", "1.5"],
+        [sys.executable, str(BENCH / "soak.py"), "--minutes", "1.5", "--faults", "3"],
         capture_output=True,
         text=True,
         timeout=SOAK_TIMEOUT_S,
