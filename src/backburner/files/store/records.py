@@ -56,6 +56,8 @@ class SourceRecord:
     created_at: datetime
     # Bumped with every write or delete of the source's passages.
     passages_version: int = 0
+    # The model whose vectors search compares; None: the deployment's configured model.
+    embedding_model: str | None = None
 
 
 def queued_seconds(created_at: datetime, started_at: datetime | None) -> float | None:
