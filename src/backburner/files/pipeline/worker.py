@@ -35,6 +35,7 @@ from typing import Literal
 from backburner.clock import Clock
 from backburner.files.blobs import BlobNotFound, BlobStore, local_path
 from backburner.files.embedding.embedders import EmbeddingError
+from backburner.files.embedding.models import SourceEmbedders
 from backburner.files.embedding.strategy import ChunkEmbedder
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.budget import FileBudget, over_budget
@@ -145,7 +146,7 @@ class FileWorker:
         passages: PassageStore,
         blobs: BlobStore,
         pool: ProcessPool,
-        embedder: ChunkEmbedder,
+        embedders: SourceEmbedders,
         config: WorkerConfig,
         clock: Clock,
         metrics: FileMetrics,
@@ -158,7 +159,7 @@ class FileWorker:
         self.passages = passages
         self.blobs = blobs
         self.pool = pool
-        self.embedder = embedder
+        self.embedders = embedders
         self.config = config
         self.clock = clock
         self.metrics = metrics
@@ -285,11 +286,12 @@ class FileWorker:
                 raise
             raise ParseError(message) from None
         self._observe_parsed(document.parse_s, document.chunk_s)
+        embedder = await self.embedders.for_file(file)
         file = await self.leases.start_embedding(
             lease,
             self._progress(active),
             total_chunks=len(document.texts),
-            embedding_model=self.embedder.model,
+            embedding_model=embedder.model,
             parse_s=document.parse_s,
             chunk_s=document.chunk_s,
             warnings=document.warnings,
@@ -301,14 +303,14 @@ class FileWorker:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
         if todo:
             # The last batch completes the file.
-            embed_s, store_s = await self._embed_and_store(file, active, todo)
+            embed_s, store_s = await self._embed_and_store(file, active, todo, embedder)
         else:
             embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
             await self.leases.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
         self._observe_completed(file, len(document.texts), embed_s, store_s)
 
     async def _embed_and_store(
-        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText]
+        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText], embedder: ChunkEmbedder
     ) -> tuple[float, float]:
         """Embed batches a few ahead of the writes; each write is one transaction. Returns the
         file's running (embed, store) seconds."""
@@ -343,7 +345,9 @@ class FileWorker:
 
         try:
             for number, batch in enumerate(batches):
-                task = asyncio.create_task(self._embed(batch), name=f"{self.name}.embed:{file.id}:{number}")
+                task = asyncio.create_task(
+                    self._embed(batch, embedder), name=f"{self.name}.embed:{file.id}:{number}"
+                )
                 in_flight.append((batch, task))
                 if len(in_flight) >= self.config.embed_batches_in_flight:
                     await write_next()
@@ -353,9 +357,9 @@ class FileWorker:
             await cancel_and_wait(*(task for _, task in in_flight))
         return embed_s, store_s
 
-    async def _embed(self, batch: list[IndexedText]) -> tuple[list[bytes], float]:
+    async def _embed(self, batch: list[IndexedText], embedder: ChunkEmbedder) -> tuple[list[bytes], float]:
         started = time.perf_counter()
-        vectors = await self.embedder.embed_packed([text for _, text in batch])
+        vectors = await embedder.embed_packed([text for _, text in batch])
         if len(vectors) != len(batch):
             raise EmbeddingError(f"asked for {len(batch)} embeddings, got {len(vectors)}")
         return vectors, time.perf_counter() - started
