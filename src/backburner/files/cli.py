@@ -311,8 +311,10 @@ def reembed(
     console = Console(soft_wrap=True)
     try:
         with client(url, api_key) as session:
-            source_id = _source_id(session, source, create=False)
-            path = f"/v1/sources/{source_id}/reembed"
+            named = _json(session.get("/v1/sources", params={"name": source}))
+            if not named:
+                raise ServerError(f"no source named {source!r}", EXIT_USAGE)
+            path = f"/v1/sources/{named[0]['id']}/reembed"
             estimate = _refusal_is_usage(session.post(path, json={"model": to, "dry_run": True}))
             console.print(_estimate_line(source, estimate))
             if not yes and not typer.confirm("Start the re-embedding?", default=False):
