@@ -24,6 +24,7 @@ from backburner.files.states import FileStatus
 from backburner.files.store.reembeds import ReembedStore
 from backburner.files.tables import passage_vectors, passages
 from tests.conftest import MakeSettings
+from tests.support.embedding_endpoint import EmbeddingEndpoint
 from tests.support.files import filler_paragraphs, served, wait_file, wait_for
 from tests.support.processes import BackburnerProcess, free_port, wait_until
 
@@ -354,3 +355,45 @@ async def _done_in_database(database_url: str, source_id: str) -> int:
         return await store.passage_count(source_id) - lacking
     finally:
         await engine.dispose()
+
+
+async def test_reembedding_to_another_model_of_an_openai_compatible_endpoint(
+    make_settings: MakeSettings, database_url: str
+) -> None:
+    """With `embedder: openai`, any model of the endpoint can be the target; the price table
+    gives the cost, and the new vectors are keyed by the new model's name."""
+    with EmbeddingEndpoint() as endpoint:
+        loaded = make_settings(
+            database_url=database_url,
+            embedder="openai",
+            embedding_base_url=endpoint.base_url,
+            embedding_model="small-v1",
+            batch_prices={"large-v2": {"input": 0.13, "output": 0}},
+            **SMALL_CHUNKS,
+            **FAST,
+        )
+        async with served(loaded) as (_, client, runtime):
+            source_id = str((await client.post("/v1/sources", json={"name": "docs"})).json()["id"])
+            file_id = await _upload(client, source_id, "notes.txt", _corpus(20, seed=8))
+            assert (await wait_file(runtime, file_id)).status is FileStatus.COMPLETED
+            before = await _vector_search(client, source_id)
+            path = f"/v1/sources/{source_id}/reembed"
+            estimate = (await client.post(path, json={"model": "large-v2", "dry_run": True})).json()
+            assert estimate["from_model"] == "small-v1" and estimate["passages"] > 0
+            assert estimate["cost_usd"] == pytest.approx(estimate["tokens"] * 0.13 / 1e6, abs=1e-6)
+            refused = await client.post(path, json={"model": "bad model name"})
+            assert refused.status_code == 400 and "unknown embedding model" in refused.json()["detail"]
+            requests_before = endpoint.requests
+            assert (await client.post(path, json={"model": "large-v2"})).status_code == 202
+
+            async def switched() -> bool:
+                return bool((await client.get(path)).json()["status"] == "completed")
+
+            await wait_for(switched, 60, "the switch")
+            assert endpoint.requests > requests_before
+            progress = (await client.get(path)).json()
+            assert progress["active_model"] == "large-v2" and progress["done"] == progress["total"]
+            assert await _vector_counts(database_url, source_id) == {"large-v2": progress["total"]}
+            # The endpoint's vectors do not depend on the model name: the same ranking, now
+            # from the vectors keyed by the new model.
+            assert [i for i, _ in await _vector_search(client, source_id)] == [i for i, _ in before]

@@ -87,7 +87,10 @@ class ReembedWorker:
     async def step(self) -> bool:
         """Embed one chunk of some running job, or switch a job that has none left. True if a
         chunk was done (there may be more at once)."""
-        for job in await self.store.running():
+        jobs = await self.store.running()
+        # In random order: a large source's job never holds back another tenant's.
+        self._random.shuffle(jobs)
+        for job in jobs:
             embedder = self._embedder(job)
             if embedder is None:
                 continue
