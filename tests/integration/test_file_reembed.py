@@ -176,8 +176,9 @@ async def test_reembedding_estimates_refuses_bad_input_and_switches_when_every_p
         seen: list[dict[str, Any]] = []
 
         async def switched() -> bool:
-            progress = (await client.get(path)).json()
             ranking = await _vector_search(client, source_id)
+            # Read after the search: still running then means it ran before the switch.
+            progress = (await client.get(path)).json()
             seen.append(progress)
             if progress["status"] == "running":
                 assert progress["active_model"] == OLD and progress["done"] <= progress["total"]
@@ -307,8 +308,9 @@ def test_reembedding_killed_mid_way_resumes_in_another_process_and_switches_once
 
         def switched() -> bool:
             assert second is not None
-            progress = second.get(path).json()
             ranking = _search_ranking(second.url, source_id)
+            # Read after the search: still running then means it ran before the switch.
+            progress = second.get(path).json()
             seen.append(progress)
             if progress["status"] == "running":
                 # Search answers throughout, from the old model's vectors only.

@@ -23,7 +23,7 @@ from backburner.files.embedding.strategy import (
     embedder_options,
 )
 from backburner.files.pool.process_pool import ProcessPool
-from backburner.files.store.records import FileRecord
+from backburner.files.store.records import FileRecord, SourceModel
 from backburner.files.store.sources import SourceStore
 from backburner.settings import Settings
 
@@ -119,6 +119,14 @@ class EmbeddingModels:
                 await built.query.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class EmbedderChoice:
+    chunks: ChunkEmbedder
+    # The source's model it was chosen by, for `LeaseStore.start_embedding` to check; None for a
+    # resumed file, which keeps its model.
+    source_model: SourceModel | None
+
+
 class SourceEmbedders:
     """The embedder a file's passages are made with: its source's active model, read when the
     file starts embedding; a resumed file keeps the model its stored passages were made with."""
@@ -127,8 +135,9 @@ class SourceEmbedders:
         self.models = models
         self.sources = sources
 
-    async def for_file(self, file: FileRecord) -> ChunkEmbedder:
+    async def for_file(self, file: FileRecord) -> EmbedderChoice:
         if file.embedding_model is not None and file.chunks_embedded:
-            return self.models.get(file.embedding_model).chunks
+            return EmbedderChoice(self.models.get(file.embedding_model).chunks, None)
         source_model = await self.sources.active_model(file.source_id)
-        return self.models.get(self.models.active(source_model)).chunks
+        chunks = self.models.get(self.models.active(source_model)).chunks
+        return EmbedderChoice(chunks, SourceModel(source_model))

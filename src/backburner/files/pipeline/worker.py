@@ -51,6 +51,7 @@ from backburner.files.store.records import (
     Lease,
     LeaseLost,
     PassageRow,
+    SourceModelChanged,
     queued_seconds,
 )
 from backburner.logs import describe_error, log_event
@@ -286,16 +287,23 @@ class FileWorker:
                 raise
             raise ParseError(message) from None
         self._observe_parsed(document.parse_s, document.chunk_s)
-        embedder = await self.embedders.for_file(file)
-        file = await self.leases.start_embedding(
-            lease,
-            self._progress(active),
-            total_chunks=len(document.texts),
-            embedding_model=embedder.model,
-            parse_s=document.parse_s,
-            chunk_s=document.chunk_s,
-            warnings=document.warnings,
-        )
+        while True:  # again if the source switched models meanwhile (a re-embedding)
+            choice = await self.embedders.for_file(file)
+            embedder = choice.chunks
+            try:
+                file = await self.leases.start_embedding(
+                    lease,
+                    self._progress(active),
+                    total_chunks=len(document.texts),
+                    embedding_model=embedder.model,
+                    parse_s=document.parse_s,
+                    chunk_s=document.chunk_s,
+                    warnings=document.warnings,
+                    source_model=choice.source_model,
+                )
+                break
+            except SourceModelChanged:
+                continue
         # `chunks_embedded` counts the stored passages (both change in one transaction).
         stored = await self.passages.stored_chunk_indexes(file.id) if file.chunks_embedded else set()
         todo = [(index, text) for index, text in enumerate(document.texts) if index not in stored]

@@ -80,9 +80,8 @@ class ReembedService:
         return await self.progress(organization_id, source_id)
 
     async def progress(self, organization_id: str, source_id: str) -> ReembedProgress:
-        source = await self.sources.get(organization_id, source_id)
-        active = self.models.active(source.embedding_model)
-        job = await self.store.get(organization_id, source_id)
+        source_model, job = await self.store.with_active_model(organization_id, source_id)
+        active = self.models.active(source_model)
         total = await self.store.passage_count(source_id)
         if job is None:
             return ReembedProgress(source_id, "none", None, None, active, 0, total, None, None)

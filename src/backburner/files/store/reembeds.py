@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.files.states import FileStatus
+from backburner.files.store.records import SourceNotFound
 from backburner.files.tables import files, passage_vectors, passages, reembed_leases, source_reembeds, sources
 
 CHUNK_PASSAGES = 64
@@ -136,6 +137,29 @@ class ReembedStore:
                 )
             ).first()
         return _job(row) if row is not None else None
+
+    async def with_active_model(
+        self, organization_id: str, source_id: str
+    ) -> tuple[str | None, ReembedJob | None]:
+        """The source's active model and its latest job, read in one statement so that they
+        agree (a switch changes both in one transaction); SourceNotFound if there is no source."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(sources.c.embedding_model.label("active_model"), source_reembeds)
+                    .select_from(
+                        sources.outerjoin(source_reembeds, source_reembeds.c.source_id == sources.c.id)
+                    )
+                    .where(sources.c.organization_id == organization_id, sources.c.id == source_id)
+                )
+            ).first()
+        if row is None:
+            raise SourceNotFound(source_id)
+        job = None
+        if row.status is not None:
+            fields = {name: getattr(row, name) for name in ReembedJob.__slots__}
+            job = ReembedJob(**fields | {"status": ReembedStatus(row.status)})
+        return row.active_model, job
 
     async def running(self) -> list[ReembedJob]:
         async with self.engine.connect() as conn:
@@ -302,6 +326,9 @@ class ReembedStore:
             .where(lacks_vector(job.source_id, job.model))
         )
         async with self.engine.begin() as conn:
+            # The source's row first: a file starting to embed meanwhile either committed
+            # before (and is seen in work below) or reads the new model after this commits.
+            await conn.execute(select(sources.c.id).where(sources.c.id == job.source_id).with_for_update())
             switched = await conn.execute(
                 update(source_reembeds)
                 .where(
