@@ -250,7 +250,8 @@ class ReembedStore:
         now: datetime,
     ) -> None:
         """One transaction, fenced by the chunk's lease: a worker whose lease was taken over
-        writes nothing. A passage deleted meanwhile is skipped."""
+        writes nothing. A passage deleted meanwhile (its file was) refuses the whole chunk with
+        an IntegrityError; the chunk is claimed again without it."""
         async with self.engine.begin() as conn:
             held = await conn.execute(
                 delete(reembed_leases)
@@ -263,20 +264,6 @@ class ReembedStore:
             )
             if held.first() is None:
                 raise ChunkLeaseLost(lease)
-            ids = [passage_id for passage_id, _ in vectors]
-            alive = (
-                set(
-                    (
-                        await conn.execute(
-                            select(passages.c.id).where(passages.c.id.in_(ids)).with_for_update()
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
-                if ids
-                else set()
-            )
             rows = [
                 {
                     "passage_id": passage_id,
@@ -287,7 +274,6 @@ class ReembedStore:
                     "created_at": now,
                 }
                 for passage_id, vector in vectors
-                if passage_id in alive
             ]
             if rows:
                 await conn.execute(
