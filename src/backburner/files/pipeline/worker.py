@@ -5,9 +5,9 @@ Each worker is one named task that processes one file at a time:
     claim (lease) -> PARSING -> parse + chunk (CPU pool) -> EMBEDDING -> embed in batches, each
     batch stored with its progress in one fenced transaction -> COMPLETED
 
-Embedding goes through one interface (`ChunkEmbedder`): `hash` vectors are made in the process
-pool, remote embedders are called from the loop; either way a few batches are embedded ahead of
-the write in progress.
+Embedding goes through one interface (`ChunkEmbedder`), of the model the file's source searches
+with: `hash` vectors are made in the process pool, remote embedders are called from the loop;
+either way a few batches are embedded ahead of the write in progress.
 
 A sibling task renews the lease every `file_lease_seconds / 3`; when the lease is lost (the file
 was reclaimed, timed out or deleted) or the file made no progress for the stall timeout, it
