@@ -6,15 +6,15 @@ so SQLite adds it in place. A passage's vector made at ingestion stays in `passa
 (its model is the file's `embedding_model`); vectors of any other model live in `passage_vectors`,
 keyed by (passage, model).
 
-Revision ID: 0013_reembed
-Revises: 0012_file_versions
+Revision ID: 0014_reembed
+Revises: 0013_passage_compression
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_reembed"
-down_revision = "0012_file_versions"
+revision = "0014_reembed"
+down_revision = "0013_passage_compression"
 branch_labels = None
 depends_on = None
 
