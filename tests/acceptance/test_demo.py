@@ -3,6 +3,7 @@ it and every process it started (the server's pool processes included)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def test_the_demo_shows_the_product_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
         assert "Traceback" not in "".join(lines)
     finally:
         if demo.poll() is None:
+            # Its children run in sessions of their own: a failed test stops them too.
+            for leftover in psutil.Process(demo.pid).children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    leftover.kill()
             demo.kill()
             demo.wait()
         reader.join(10)
