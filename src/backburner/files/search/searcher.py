@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,15 +46,13 @@ class Searcher:
         self,
         engine: AsyncEngine,
         passages: PassageStore,
-        query_embedder: Callable[[str | None], Embedder],
+        embedder: Embedder,
         vectors: VectorIndex,
         lexical: LexicalIndex,
     ) -> None:
         self.engine = engine
         self.passages = passages
-        # The embedder of a source's active model (None: the configured one); the query is
-        # embedded with it, and only vectors of its model are read.
-        self.query_embedder = query_embedder
+        self.embedder = embedder
         self.vectors = vectors
         self.lexical = lexical
 
@@ -109,8 +106,7 @@ class Searcher:
     async def _vector(
         self, source: SourceRecord, query: str, search_filter: SearchFilter, limit: int
     ) -> Ranking:
-        embedder = self.query_embedder(source.embedding_model)
-        [query_vector] = await embedder.embed([query])
+        [query_vector] = await self.embedder.embed([query])
         allowed = None
         if not search_filter.empty:
             allowed = await allowed_file_ids(self.engine, source.organization_id, source.id, search_filter)
@@ -120,7 +116,7 @@ class Searcher:
             source.organization_id,
             source.id,
             source.passages_version,
-            embedder.model,
+            self.embedder.model,
             query_vector,
             allowed,
             limit,
