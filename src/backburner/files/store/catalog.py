@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.db.keyset import Keyset
@@ -60,38 +61,38 @@ class FileCatalog:
 
     async def find_duplicate(self, organization_id: str, source_id: str, sha256: str) -> FileRecord | None:
         """A file of the source with the same content that did not fail (a failed one may be retried)."""
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*FILE_COLUMNS)
-                    .where(
-                        files.c.organization_id == organization_id,
-                        files.c.source_id == source_id,
-                        files.c.sha256 == sha256,
-                        files.c.status != FileStatus.ERROR.value,
-                    )
-                    .order_by(files.c.created_at)
-                    .limit(1)
-                )
-            ).first()
-        return FileRecord.from_row(row) if row is not None else None
+        return await self._first(
+            organization_id,
+            source_id,
+            (files.c.sha256 == sha256, files.c.status != FileStatus.ERROR.value),
+            (files.c.created_at,),
+        )
 
     async def find_by_name(self, organization_id: str, source_id: str, file_name: str) -> FileRecord | None:
         """The newest file of the source with this name; a version in waiting is not counted."""
+        return await self._first(
+            organization_id,
+            source_id,
+            (files.c.file_name == file_name, searchable()),
+            (files.c.created_at.desc(), files.c.id.desc()),
+        )
+
+    async def _first(
+        self,
+        organization_id: str,
+        source_id: str,
+        conditions: tuple[ColumnElement[bool], ...],
+        order: tuple[ColumnElement[Any], ...],
+    ) -> FileRecord | None:
+        """The source's first file by `order` among those meeting `conditions`."""
+        query = (
+            select(*FILE_COLUMNS)
+            .where(files.c.organization_id == organization_id, files.c.source_id == source_id, *conditions)
+            .order_by(*order)
+            .limit(1)
+        )
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(*FILE_COLUMNS)
-                    .where(
-                        files.c.organization_id == organization_id,
-                        files.c.source_id == source_id,
-                        files.c.file_name == file_name,
-                        searchable(),
-                    )
-                    .order_by(files.c.created_at.desc(), files.c.id.desc())
-                    .limit(1)
-                )
-            ).first()
+            row = (await conn.execute(query)).first()
         return FileRecord.from_row(row) if row is not None else None
 
     async def get(self, organization_id: str, file_id: str) -> FileRecord:
