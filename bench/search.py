@@ -190,7 +190,7 @@ async def measure_queries(engine: AsyncEngine, source_id: str, corpus: Corpus, c
     stores = FileStores.on(engine)
     embedder = GivenEmbedder()
     searcher = Searcher(
-        engine, stores.passages, embedder, VectorIndex(stores.passages), lexical_index(engine)
+        engine, stores.passages, lambda _model: embedder, VectorIndex(stores.passages), lexical_index(engine)
     )
     queries = corpus.queries(count)
 

@@ -334,6 +334,13 @@ class Settings(BaseSettings):
         None, "embeddings", "Key of the embeddings endpoint.", secret=True
     )
     embedding_batch_size: int = _field(128, "embeddings", "Texts per embeddings request.", gt=0, le=2048)
+    reembed_passages_per_second: float | None = _field(
+        None,
+        "embeddings",
+        "Most passages one instance re-embeds per second (unset: as fast as the embedder goes), "
+        "so that a re-embedding leaves room for ingestion within the provider's rate limits.",
+        gt=0,
+    )
     redis_url: str | None = _field(
         None, "embeddings", "Redis URL for the embedding cache (process memory when unset).", secret=True
     )

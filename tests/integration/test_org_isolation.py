@@ -152,7 +152,9 @@ async def test_another_organization_gets_404_for_every_object_route(
             # Every request carries what any of these routes needs (a query, a file), so only
             # the ownership of the id can refuse it.
             kwargs: dict[str, Any] = {"params": {"q": "walrus"}}
-            if method == "POST":
+            if method == "POST" and template.endswith("/reembed"):
+                kwargs["json"] = {"model": "hash-512"}
+            elif method == "POST":
                 kwargs["files"] = {"file": ("note.txt", NOTE, "text/plain")}
             response = await globex.client.request(method, path, **kwargs)
             assert response.status_code == 404, (method, path, response.status_code, response.text)
@@ -160,13 +162,15 @@ async def test_another_organization_gets_404_for_every_object_route(
             unknown = await globex.client.request(method, re.sub(r"\{[^}]+\}", "nope-1", template), **kwargs)
             assert unknown.status_code == 404, (method, template, unknown.text)
 
-        # Nothing of acme's changed: not cancelled, not deleted, no file added to its source.
+        # Nothing of acme's changed: not cancelled, not deleted, no file added to its source, not
+        # re-embedded.
         assert (await acme.client.get(f"/v1/batches/{batch['id']}")).json()["cancel_requested_at"] is None
         kept = await acme.client.get(f"/v1/files/{file_id}")
         assert kept.status_code == 200 and kept.json()["status"] == "completed"
         listed = (await acme.client.get(f"/v1/sources/{source_id}/files")).json()["files"]
         assert [f["id"] for f in listed] == [file_id]
         assert (await acme.client.get(f"/v1/batches/{batch['id']}/results")).status_code == 200
+        assert (await acme.client.get(f"/v1/sources/{source_id}/reembed")).json()["status"] == "none"
 
 
 async def test_listings_searches_and_names_are_per_organization(

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from backburner import __version__
-from backburner.api import admin_scheduler, admin_watchdog, batches, files, health
+from backburner.api import admin_scheduler, admin_watchdog, batches, files, health, reembed
 from backburner.api.docs import install_docs
 from backburner.api.errors import ErrorsMiddleware, install_error_handlers
 from backburner.api.headers import SecurityHeadersMiddleware, add_cors
@@ -56,6 +56,7 @@ def create_app(loaded: LoadedSettings, *, on_fatal: Callable[[str], None] | None
     app.include_router(batches.router)
     app.include_router(batches.admin_router)
     app.include_router(files.router)
+    app.include_router(reembed.router)
     app.include_router(schedules.router)
     app.include_router(admin_scheduler.router)
     app.include_router(admin_watchdog.router)

@@ -15,6 +15,7 @@ from backburner.batches.component import BatchesComponent
 from backburner.clock import Clock
 from backburner.dashboard.view import DashboardSources
 from backburner.files.component import FileProcessing
+from backburner.files.reembed.service import ReembedService
 from backburner.files.service import FileService
 from backburner.monitoring.metrics import Metrics
 from backburner.monitoring.threadpool import InstrumentedThreadPoolExecutor
@@ -76,6 +77,10 @@ def get_file_processing(request: Request) -> FileProcessing:
 
 def get_file_service(request: Request) -> FileService:
     return get_file_processing(request).service
+
+
+def get_reembed_service(request: Request) -> ReembedService:
+    return get_file_processing(request).reembed
 
 
 def get_scheduler(request: Request) -> SchedulerService:

@@ -16,6 +16,7 @@ from backburner.api.upload_stream import MultipartError, stream_file_part
 from backburner.db.keyset import InvalidCursor
 from backburner.files.blobs import BlobNotFound
 from backburner.files.embedding.embedders import EmbeddingError
+from backburner.files.embedding.models import UnknownModel
 from backburner.files.search.filters import SearchFilter
 from backburner.files.search.searcher import SearchHit, SearchMode
 from backburner.files.service import FileService, StorageUnavailable, UploadRefused
@@ -461,6 +462,8 @@ async def search(
         raise _not_found(exc) from None
     except EmbeddingError as exc:
         raise HTTPException(502, f"the query could not be embedded: {exc}") from None
+    except UnknownModel as exc:  # the source moved to a model this instance's settings cannot build
+        raise HTTPException(503, f"the source's embedding model is not available here: {exc}") from None
     return {"query": q, "mode": mode.value, "results": [search_result(hit) for hit in hits]}
 
 

@@ -291,3 +291,80 @@ def status(
     for warning in file.get("warnings") or []:
         fields.append(("warning", warning))
     print_fields(f"File {file_id}", fields)
+
+
+@files_app.command("reembed")
+def reembed(
+    source: Annotated[str, typer.Option("--source", help="The source's name.")],
+    to: Annotated[str, typer.Option("--to", help="The target model, e.g. hash-512 or an endpoint's model.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Start without asking.")] = False,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Start and return; do not follow.")] = False,
+    poll_interval: Annotated[
+        float, typer.Option("--poll-interval", help="Seconds between progress checks.")
+    ] = 0.5,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Re-embed a source with another model: print the estimate, start it in the background and
+    follow it until search switches to the new model. Ctrl-C stops following, not the work.
+    Exits 2 when the source or the model is refused, 1 when not confirmed."""
+    console = Console(soft_wrap=True)
+    try:
+        with client(url, api_key) as session:
+            named = _json(session.get("/v1/sources", params={"name": source}))
+            if not named:
+                raise ServerError(f"no source named {source!r}", EXIT_USAGE)
+            path = f"/v1/sources/{named[0]['id']}/reembed"
+            estimate = _refusal_is_usage(session.post(path, json={"model": to, "dry_run": True}))
+            console.print(_estimate_line(source, estimate))
+            if not yes and not typer.confirm("Start the re-embedding?", default=False):
+                console.print("nothing started")
+                raise typer.Exit(EXIT_FAILED)
+            started = _refusal_is_usage(session.post(path, json={"model": to}))
+            console.print(f"started re-embedding {source!r} to {started['model']}")
+            if no_wait:
+                console.print(f"follow it with GET {path}")
+                return
+            try:
+                _follow_reembed(session, path, started, console, poll_interval)
+            except KeyboardInterrupt:
+                console.print("stopped following; the re-embedding goes on in the background")
+    except httpx.HTTPError as exc:
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
+    except ServerError as exc:
+        fail(str(exc), exc.exit_code)
+
+
+def _refusal_is_usage(response: httpx.Response) -> Any:
+    """As `check`, but a refusal of the request (4xx) exits 2: the input was wrong."""
+    try:
+        return check(response)
+    except ServerError as exc:
+        if 400 <= response.status_code < 500:
+            raise ServerError(str(exc), EXIT_USAGE) from None
+        raise
+
+
+def _estimate_line(source: str, estimate: dict[str, Any]) -> str:
+    cost = estimate["cost_usd"]
+    priced = f"about ${cost:.4f}" if cost is not None else f"cost unknown (no price for {estimate['model']})"
+    return (
+        f"{source}: {estimate['from_model']} -> {estimate['model']}: {estimate['passages']} passages, "
+        f"about {estimate['tokens']} tokens, {priced}"
+    )
+
+
+def _follow_reembed(
+    client: httpx.Client, path: str, state: dict[str, Any], console: Console, poll_interval: float
+) -> None:
+    """Until the source searches with the target model, with one progress bar."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("passages"))
+    with Progress(*columns, TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"re-embedding to {state['model']}", total=state["total"])
+        while True:
+            progress.update(task, total=state["total"], completed=state["done"])
+            if state["status"] != "running":
+                break
+            time.sleep(poll_interval)
+            state = _json(client.get(path))
+    console.print(f"[green]switched[/green]: search now uses {state['active_model']}")

@@ -28,10 +28,13 @@ from backburner.files.blobs.factory import warn_about_sharing
 from backburner.files.blobs.health import BlobStoreHealth
 from backburner.files.blobs.references import BlobReferences
 from backburner.files.blobs.sweeper import BlobSweeper, BlobSweepMetrics, sweep_cutoff
+from backburner.files.embedding.models import EmbeddingModels, SourceEmbedders
 from backburner.files.embedding.strategy import Embedding, build_embedding
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.worker import FileWorker, StopReason, WorkerConfig
 from backburner.files.pool.process_pool import ProcessPool
+from backburner.files.reembed.service import ReembedService
+from backburner.files.reembed.worker import ReembedConfig, ReembedWorker
 from backburner.files.search.lexical import lexical_index
 from backburner.files.search.searcher import Searcher
 from backburner.files.search.vectors import VectorIndex
@@ -92,6 +95,8 @@ class FileProcessing:
         )
         claim_lock = asyncio.Lock()
         self.embedding: Embedding = build_embedding(settings, self.pool)
+        self.models = EmbeddingModels(settings, self.pool, self.embedding)
+        source_embedders = SourceEmbedders(self.models, self.stores.sources)
         self.sweeper = FileSweeper(
             self.stores.timeouts, self.config, clock, self.metrics, settings.file_sweep_interval_seconds
         )
@@ -103,7 +108,7 @@ class FileProcessing:
                 passages=self.stores.passages,
                 blobs=self.blobs,
                 pool=self.pool,
-                embedder=self.embedding.chunks,
+                embedders=source_embedders,
                 config=self.config,
                 clock=clock,
                 metrics=self.metrics,
@@ -119,7 +124,7 @@ class FileProcessing:
             searcher=Searcher(
                 engine,
                 self.stores.passages,
-                self.embedding.query,
+                self.models.query_embedder,
                 VectorIndex(self.stores.passages),
                 lexical_index(engine),
             ),
@@ -128,6 +133,26 @@ class FileProcessing:
             on_new_file=self.wake,
             on_stop_file=lambda file_id: self.stop_file(file_id, "deleted"),
             storage_problem=lambda: self.blob_health.problem,
+        )
+        # One per instance that processes files: a chunk is small, and the embedder batches.
+        self.reembed_workers = []
+        if settings.file_processing_workers:
+            self.reembed_workers.append(
+                ReembedWorker(
+                    name="files.reembed",
+                    instance_id=instance_id,
+                    store=self.stores.reembeds,
+                    models=self.models,
+                    config=ReembedConfig.from_settings(settings),
+                    clock=clock,
+                )
+            )
+        self.reembed = ReembedService(
+            sources=self.stores.sources,
+            store=self.stores.reembeds,
+            models=self.models,
+            clock=clock,
+            on_start=self.wake_reembed,
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stack = AsyncExitStack()
@@ -147,6 +172,8 @@ class FileProcessing:
             self._tasks.append(asyncio.create_task(self._supervise(worker), name=worker.name))
         if self.workers:
             self._tasks.append(asyncio.create_task(self._watch_stops(), name="files.stop_watch"))
+        for reembed_worker in self.reembed_workers:
+            self._tasks.append(asyncio.create_task(self._supervise(reembed_worker), name=reembed_worker.name))
         self._tasks.append(asyncio.create_task(self._refresh_status_gauge(), name="files.status_gauge"))
         log_event(
             log, logging.INFO, "files.started", workers=len(self.workers), processes=self.pool.processes
@@ -159,6 +186,7 @@ class FileProcessing:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         self.pool.close()
+        await self.models.aclose()
         await self.embedding.aclose()
         await self._stack.aclose()
         log_event(log, logging.INFO, "files.stopped")
@@ -167,11 +195,15 @@ class FileProcessing:
         for worker in self.workers:
             worker.wake()
 
+    def wake_reembed(self) -> None:
+        for worker in self.reembed_workers:
+            worker.wake()
+
     def stop_file(self, file_id: str, reason: StopReason) -> None:
         for worker in self.workers:
             worker.cancel_file(file_id, reason)
 
-    async def _supervise(self, worker: FileWorker) -> None:
+    async def _supervise(self, worker: FileWorker | ReembedWorker) -> None:
         """Run a worker; a bug that escapes it is logged and the worker starts again."""
         while True:
             try:

@@ -31,6 +31,9 @@ sources = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     # Bumped with every write or delete of the source's passages (see `files/search/vectors.py`).
     Column("passages_version", BigInteger, nullable=False, default=0, server_default="0"),
+    # The model whose vectors search compares; NULL: the deployment's configured model. Changed
+    # only by a re-embedding that gave every passage a vector of the new one.
+    Column("embedding_model", String(200)),
     UniqueConstraint("organization_id", "name"),
 )
 
@@ -111,4 +114,43 @@ passages = Table(
     Index("ix_passages_source_id", "source_id"),
     # Its full-text index is kept by the database, outside this metadata (migration 0011):
     # `passages_fts` (FTS5) on SQLite, the generated column `search_vector` on PostgreSQL.
+)
+
+# Vectors of models other than the one a passage was ingested with (`files.embedding_model`),
+# made by re-embedding; one per (passage, model), so vectors of two models never mix.
+passage_vectors = Table(
+    "passage_vectors",
+    metadata,
+    Column("passage_id", PassageId, ForeignKey("passages.id", ondelete="CASCADE"), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("source_id", String(64), nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_passage_vectors_source_id_model", "source_id", "model"),
+)
+
+# The latest re-embedding of each source: `running` until the switch, then `completed`.
+source_reembeds = Table(
+    "source_reembeds",
+    metadata,
+    Column("source_id", String(64), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("organization_id", String(64), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("from_model", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Index("ix_source_reembeds_status", "status"),
+)
+
+# Chunks of a running re-embedding (passage ids `bucket * size` and on) claimed by a worker; an
+# expired lease is taken over by anyone.
+reembed_leases = Table(
+    "reembed_leases",
+    metadata,
+    Column("source_id", String(64), ForeignKey("sources.id", ondelete="CASCADE"), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("owner", String(200), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
 )

@@ -5,9 +5,9 @@ Each worker is one named task that processes one file at a time:
     claim (lease) -> PARSING -> parse + chunk (CPU pool) -> EMBEDDING -> embed in batches, each
     batch stored with its progress in one fenced transaction -> COMPLETED
 
-Embedding goes through one interface (`ChunkEmbedder`): `hash` vectors are made in the process
-pool, remote embedders are called from the loop; either way a few batches are embedded ahead of
-the write in progress.
+Embedding goes through one interface (`ChunkEmbedder`), of the model the file's source searches
+with: `hash` vectors are made in the process pool, remote embedders are called from the loop;
+either way a few batches are embedded ahead of the write in progress.
 
 A sibling task renews the lease every `file_lease_seconds / 3`; when the lease is lost (the file
 was reclaimed, timed out or deleted) or the file made no progress for the stall timeout, it
@@ -35,6 +35,7 @@ from typing import Literal
 from backburner.clock import Clock
 from backburner.files.blobs import BlobNotFound, BlobStore, local_path
 from backburner.files.embedding.embedders import EmbeddingError
+from backburner.files.embedding.models import SourceEmbedders
 from backburner.files.embedding.strategy import ChunkEmbedder
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.budget import FileBudget, over_budget
@@ -50,6 +51,7 @@ from backburner.files.store.records import (
     Lease,
     LeaseLost,
     PassageRow,
+    SourceModelChanged,
     queued_seconds,
 )
 from backburner.logs import describe_error, log_event
@@ -145,7 +147,7 @@ class FileWorker:
         passages: PassageStore,
         blobs: BlobStore,
         pool: ProcessPool,
-        embedder: ChunkEmbedder,
+        embedders: SourceEmbedders,
         config: WorkerConfig,
         clock: Clock,
         metrics: FileMetrics,
@@ -158,7 +160,7 @@ class FileWorker:
         self.passages = passages
         self.blobs = blobs
         self.pool = pool
-        self.embedder = embedder
+        self.embedders = embedders
         self.config = config
         self.clock = clock
         self.metrics = metrics
@@ -285,15 +287,23 @@ class FileWorker:
                 raise
             raise ParseError(message) from None
         self._observe_parsed(document.parse_s, document.chunk_s)
-        file = await self.leases.start_embedding(
-            lease,
-            self._progress(active),
-            total_chunks=len(document.texts),
-            embedding_model=self.embedder.model,
-            parse_s=document.parse_s,
-            chunk_s=document.chunk_s,
-            warnings=document.warnings,
-        )
+        while True:  # again if the source switched models meanwhile (a re-embedding)
+            choice = await self.embedders.for_file(file)
+            embedder = choice.chunks
+            try:
+                file = await self.leases.start_embedding(
+                    lease,
+                    self._progress(active),
+                    total_chunks=len(document.texts),
+                    embedding_model=embedder.model,
+                    parse_s=document.parse_s,
+                    chunk_s=document.chunk_s,
+                    warnings=document.warnings,
+                    source_model=choice.source_model,
+                )
+                break
+            except SourceModelChanged:
+                continue
         # `chunks_embedded` counts the stored passages (both change in one transaction).
         stored = await self.passages.stored_chunk_indexes(file.id) if file.chunks_embedded else set()
         todo = [(index, text) for index, text in enumerate(document.texts) if index not in stored]
@@ -301,14 +311,14 @@ class FileWorker:
             log_event(log, logging.INFO, "file.resumed", file_id=file.id, stored=len(stored), todo=len(todo))
         if todo:
             # The last batch completes the file.
-            embed_s, store_s = await self._embed_and_store(file, active, todo)
+            embed_s, store_s = await self._embed_and_store(file, active, todo, embedder)
         else:
             embed_s, store_s = file.embed_seconds or 0.0, file.store_seconds or 0.0
             await self.leases.complete(lease, self._progress(active), embed_s=embed_s, store_s=store_s)
         self._observe_completed(file, len(document.texts), embed_s, store_s)
 
     async def _embed_and_store(
-        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText]
+        self, file: FileRecord, active: ActiveFile, todo: Sequence[IndexedText], embedder: ChunkEmbedder
     ) -> tuple[float, float]:
         """Embed batches a few ahead of the writes; each write is one transaction. Returns the
         file's running (embed, store) seconds."""
@@ -343,7 +353,9 @@ class FileWorker:
 
         try:
             for number, batch in enumerate(batches):
-                task = asyncio.create_task(self._embed(batch), name=f"{self.name}.embed:{file.id}:{number}")
+                task = asyncio.create_task(
+                    self._embed(batch, embedder), name=f"{self.name}.embed:{file.id}:{number}"
+                )
                 in_flight.append((batch, task))
                 if len(in_flight) >= self.config.embed_batches_in_flight:
                     await write_next()
@@ -353,9 +365,9 @@ class FileWorker:
             await cancel_and_wait(*(task for _, task in in_flight))
         return embed_s, store_s
 
-    async def _embed(self, batch: list[IndexedText]) -> tuple[list[bytes], float]:
+    async def _embed(self, batch: list[IndexedText], embedder: ChunkEmbedder) -> tuple[list[bytes], float]:
         started = time.perf_counter()
-        vectors = await self.embedder.embed_packed([text for _, text in batch])
+        vectors = await embedder.embed_packed([text for _, text in batch])
         if len(vectors) != len(batch):
             raise EmbeddingError(f"asked for {len(batch)} embeddings, got {len(vectors)}")
         return vectors, time.perf_counter() - started

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -46,13 +47,15 @@ class Searcher:
         self,
         engine: AsyncEngine,
         passages: PassageStore,
-        embedder: Embedder,
+        query_embedder: Callable[[str | None], Embedder],
         vectors: VectorIndex,
         lexical: LexicalIndex,
     ) -> None:
         self.engine = engine
         self.passages = passages
-        self.embedder = embedder
+        # The embedder of a source's active model (None: the configured one); the query is
+        # embedded with it, and only vectors of its model are read.
+        self.query_embedder = query_embedder
         self.vectors = vectors
         self.lexical = lexical
 
@@ -106,7 +109,8 @@ class Searcher:
     async def _vector(
         self, source: SourceRecord, query: str, search_filter: SearchFilter, limit: int
     ) -> Ranking:
-        [query_vector] = await self.embedder.embed([query])
+        embedder = self.query_embedder(source.embedding_model)
+        [query_vector] = await embedder.embed([query])
         allowed = None
         if not search_filter.empty:
             allowed = await allowed_file_ids(self.engine, source.organization_id, source.id, search_filter)
@@ -116,7 +120,7 @@ class Searcher:
             source.organization_id,
             source.id,
             source.passages_version,
-            self.embedder.model,
+            embedder.model,
             query_vector,
             allowed,
             limit,

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backburner.files.store.catalog import FileCatalog
 from backburner.files.store.leases import LeaseStore
 from backburner.files.store.passages import PassageStore
+from backburner.files.store.reembeds import ReembedStore
 from backburner.files.store.sources import SourceStore
 from backburner.files.store.timeouts import TimeoutStore
 
@@ -19,6 +20,7 @@ class FileStores:
     catalog: FileCatalog
     leases: LeaseStore
     passages: PassageStore
+    reembeds: ReembedStore
     timeouts: TimeoutStore
 
     @classmethod
@@ -29,5 +31,6 @@ class FileStores:
             catalog=FileCatalog(engine, sources, timeouts),
             leases=LeaseStore(engine),
             passages=PassageStore(engine),
+            reembeds=ReembedStore(engine),
             timeouts=timeouts,
         )

@@ -18,10 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.db.transactions import transaction
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, allowed_sources
-from backburner.files.store.records import FILE_COLUMNS, FileNotFound, FileRecord, Lease, LeaseLost
+from backburner.files.store.records import (
+    FILE_COLUMNS,
+    FileNotFound,
+    FileRecord,
+    Lease,
+    LeaseLost,
+    SourceModel,
+    SourceModelChanged,
+)
 from backburner.files.store.timeouts import NON_TERMINAL_VALUES, timeout_cutoff
 from backburner.files.store.versions import lock_lineage, supersede
-from backburner.files.tables import file_claim_turns, files
+from backburner.files.tables import file_claim_turns, files, sources
 
 IN_WORK_VALUES = [FileStatus.PARSING.value, FileStatus.EMBEDDING.value]
 # Organizations tried per claim: more than one, since a concurrent claim (on PostgreSQL) may
@@ -267,8 +275,15 @@ class LeaseStore:
         parse_s: float,
         chunk_s: float,
         warnings: list[str] | None = None,
+        source_model: SourceModel | None = None,
     ) -> FileRecord:
-        """PARSING -> EMBEDDING with the chunk count; for a resumed EMBEDDING file, the same figures."""
+        """PARSING -> EMBEDDING with the chunk count; for a resumed EMBEDDING file, the same figures.
+
+        With `source_model` (the source's active model the embedder was chosen by), the file's
+        row is written, then the source's row is read with a share lock: a re-embedding's switch
+        (which locks that row first, see `ReembedStore.switch`) either saw this file in work and
+        waits for it, or came first and this raises `SourceModelChanged`, writing nothing.
+        """
         values = {
             "total_chunks": total_chunks,
             "embedding_model": embedding_model,
@@ -286,10 +301,20 @@ class LeaseStore:
                 )
             ).first()
             if row is not None:
-                return FileRecord.from_row(row)
-            return await self.transition(
-                lease.file_id, FileStatus.EMBEDDING, now, owner=lease.owner, values=values, conn=conn
-            )
+                started = FileRecord.from_row(row)
+            else:
+                started = await self.transition(
+                    lease.file_id, FileStatus.EMBEDDING, now, owner=lease.owner, values=values, conn=conn
+                )
+            if source_model is not None:
+                current = await conn.scalar(
+                    select(sources.c.embedding_model)
+                    .where(sources.c.id == started.source_id)
+                    .with_for_update(read=True)
+                )
+                if current != source_model.name:
+                    raise SourceModelChanged(started.source_id)
+            return started
 
     async def complete(self, lease: Lease, now: datetime, *, embed_s: float, store_s: float) -> FileRecord:
         """EMBEDDING -> COMPLETED; the file takes the place of the versions it supersedes."""

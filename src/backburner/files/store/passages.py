@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, func, select, update
+from sqlalchemy import Insert, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,7 +19,7 @@ from backburner.files.store.leases import held
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
 from backburner.files.store.sources import bump_passages_version
 from backburner.files.store.versions import lock_lineage, searchable, supersede
-from backburner.files.tables import files, passages
+from backburner.files.tables import files, passage_vectors, passages
 
 VECTOR_READ_ROWS = 10_000
 
@@ -132,12 +132,13 @@ class PassageStore:
     async def vectors(
         self, organization_id: str, source_id: str, embedding_model: str, dimensions: int
     ) -> StoredVectors:
-        """Every vector of the source made by `embedding_model` with `dimensions` floats, in bulk.
+        """Every vector of the source made by `embedding_model` with `dimensions` floats, in bulk:
+        those made at ingestion with that model, and those re-embedding made with it.
 
         A vector of another model, or of another size, is never read: it could not be compared;
         nor is one of a version that has not completed.
         """
-        query = (
+        ingested = (
             select(passages.c.id, passages.c.file_id, passages.c.embedding)
             .join(files, files.c.id == passages.c.file_id)
             .where(
@@ -148,6 +149,20 @@ class PassageStore:
                 func.length(passages.c.embedding) == dimensions * 4,
             )
         )
+        reembedded = (
+            select(passages.c.id, passages.c.file_id, passage_vectors.c.embedding)
+            .join(files, files.c.id == passages.c.file_id)
+            .join(passage_vectors, passage_vectors.c.passage_id == passages.c.id)
+            .where(
+                passages.c.organization_id == organization_id,
+                passages.c.source_id == source_id,
+                passage_vectors.c.model == embedding_model,
+                files.c.embedding_model != embedding_model,
+                searchable(),
+                func.length(passage_vectors.c.embedding) == dimensions * 4,
+            )
+        )
+        query = union_all(ingested, reembedded)
         ids: list[int] = []
         file_ids: list[str] = []
         vectors: list[bytes] = []

@@ -35,6 +35,20 @@ class DuplicateSource(ValueError):
         super().__init__(f"a source named {name!r} already exists")
 
 
+class SourceModelChanged(Exception):
+    """The source switched embedding models while a file was starting to embed: choose again."""
+
+    def __init__(self, source_id: str) -> None:
+        super().__init__(f"source {source_id} switched embedding models")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceModel:
+    """A source's `embedding_model` as read (None: the deployment's configured model)."""
+
+    name: str | None
+
+
 class LeaseLost(Exception):
     """The worker no longer holds the file: reclaimed, finished elsewhere, timed out or deleted."""
 
@@ -56,6 +70,8 @@ class SourceRecord:
     created_at: datetime
     # Bumped with every write or delete of the source's passages.
     passages_version: int = 0
+    # The model whose vectors search compares; None: the deployment's configured model.
+    embedding_model: str | None = None
 
 
 def queued_seconds(created_at: datetime, started_at: datetime | None) -> float | None:

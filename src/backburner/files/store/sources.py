@@ -81,3 +81,11 @@ class SourceStore:
         if row is None:
             raise SourceNotFound(source_id)
         return SourceRecord(**row._mapping)
+
+    async def active_model(self, source_id: str) -> str | None:
+        """The source's own embedding model; None: the deployment's configured one."""
+        async with self.engine.connect() as conn:
+            model: str | None = await conn.scalar(
+                select(sources.c.embedding_model).where(sources.c.id == source_id)
+            )
+            return model
