@@ -68,4 +68,22 @@ def create_sqlite_engine(url: str) -> AsyncEngine:
         read_only = connection.get_execution_options().get(READ_ONLY, False)
         connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
+    @event.listens_for(engine.sync_engine, "invalidate")
+    def _on_invalidate(dbapi_connection: Any, _record: Any, _exception: BaseException | None) -> None:
+        roll_back_before_close(dbapi_connection.driver_connection)
+
     return engine
+
+
+def roll_back_before_close(driver: Any) -> None:
+    """Queue a rollback on an aiosqlite connection's thread, ahead of the close that follows.
+
+    SQLAlchemy invalidates a connection whose statement was cancelled (a task cancelled while it
+    waited on the database) and closes it. Closing a sqlite3 connection while a cursor of it is
+    still referenced (the cancelled statement's, from its traceback) leaves the connection open
+    as a "zombie" until that cursor is collected, and with it the transaction's write lock:
+    every other writer then waited out the busy timeout.
+    """
+    raw, queue = getattr(driver, "_connection", None), getattr(driver, "_tx", None)
+    if raw is not None and queue is not None:
+        queue.put_nowait((None, raw.rollback))

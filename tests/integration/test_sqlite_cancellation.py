@@ -1,0 +1,74 @@
+"""A task cancelled while its statement runs inside a SQLite write transaction must not keep the
+write lock: SQLAlchemy invalidates such a connection, and a sqlite3 connection closed while the
+cancelled statement's cursor is still referenced stays open, lock and all, until it is collected."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from backburner.db.engine import create_sqlite_engine
+
+# Long enough to be cancelled while it runs, short enough to end soon after on a busy machine.
+SLOW_SELECT = (
+    "WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 3000000) SELECT count(*) FROM c"
+)
+DEADLINE_S = 30.0
+
+
+def _write_lock_is_held(path: Path) -> bool:
+    probe = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        probe.execute("BEGIN IMMEDIATE")
+        probe.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as exc:
+        assert "locked" in str(exc)
+        return True
+    finally:
+        probe.close()
+
+
+def _write(path: Path, timeout_s: float) -> None:
+    writer = sqlite3.connect(path, timeout=timeout_s, isolation_level=None)
+    try:
+        writer.execute("INSERT INTO t VALUES (2)")
+    finally:
+        writer.close()
+
+
+async def test_a_statement_cancelled_in_a_write_transaction_does_not_keep_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db.sqlite"
+    engine = create_sqlite_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+
+        async def write_then_read_slowly() -> None:
+            async with engine.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+                await conn.exec_driver_sql(SLOW_SELECT)
+
+        task = asyncio.create_task(write_then_read_slowly())
+        deadline = time.monotonic() + DEADLINE_S
+        while not await asyncio.to_thread(_write_lock_is_held, path):
+            assert not task.done() and time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as cancelled:
+            await task
+        assert cancelled.value.__traceback__ is not None  # kept, and with it the statement's cursor
+
+        # Another writer gets the lock once the cancelled statement has ended, not after the
+        # busy timeout, and the cancelled transaction's row is gone.
+        await asyncio.to_thread(_write, path, DEADLINE_S)
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("SELECT x FROM t")).scalars().all() == [2]
+    finally:
+        await engine.dispose()
