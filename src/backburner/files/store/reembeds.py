@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.db.transactions import reading
 from backburner.files.states import FileStatus
 from backburner.files.store.records import SourceNotFound
 from backburner.files.tables import files, passage_vectors, passages, reembed_leases, source_reembeds, sources
@@ -127,7 +128,7 @@ class ReembedStore:
         return ReembedJob(source_id, organization_id, model, from_model, ReembedStatus.RUNNING, now, None)
 
     async def get(self, organization_id: str, source_id: str) -> ReembedJob | None:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(source_reembeds).where(
@@ -143,7 +144,7 @@ class ReembedStore:
     ) -> tuple[str | None, ReembedJob | None]:
         """The source's active model and its latest job, read in one statement so that they
         agree (a switch changes both in one transaction); SourceNotFound if there is no source."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(sources.c.embedding_model.label("active_model"), source_reembeds)
@@ -162,7 +163,7 @@ class ReembedStore:
         return row.active_model, job
 
     async def running(self) -> list[ReembedJob]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(source_reembeds)
                 .where(source_reembeds.c.status == ReembedStatus.RUNNING.value)
@@ -174,7 +175,7 @@ class ReembedStore:
 
     async def lacking(self, source_id: str, model: str) -> tuple[int, int]:
         """(passages of the source without a vector of `model`, their characters)."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(func.count(), func.coalesce(func.sum(func.length(passages.c.text)), 0))
@@ -185,7 +186,7 @@ class ReembedStore:
         return int(row[0]), int(row[1])
 
     async def passage_count(self, source_id: str) -> int:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             found = await conn.scalar(
                 select(func.count()).select_from(passages).where(passages.c.source_id == source_id)
             )
@@ -196,7 +197,7 @@ class ReembedStore:
     async def open_chunks(self, source_id: str, model: str, limit: int) -> list[int]:
         """Buckets that still have passages without a vector of `model`, lowest first."""
         bucket = (passages.c.id // CHUNK_PASSAGES).label("bucket")
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(bucket)
                 .select_from(_passages_of_files())
@@ -228,7 +229,7 @@ class ReembedStore:
 
     async def chunk_passages(self, lease: ChunkLease, model: str) -> list[PassageText]:
         first = lease.bucket * CHUNK_PASSAGES
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(passages.c.id, passages.c.text)
                 .select_from(_passages_of_files())
