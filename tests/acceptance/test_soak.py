@@ -1,33 +1,23 @@
-"""The soak, 90 seconds of it: several instances on PostgreSQL, each with its own data
-directory, a mixed workload and faults; nothing may be lost, stuck, doubled or run twice."""
+"""The soak in its quick mode, run on until three faults have struck: two instances on
+PostgreSQL, each with its own data directory, a mixed workload and faults; nothing may be lost,
+stuck, doubled or run twice."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.support.benchmarks import run_quick
+
 SOAK_TIMEOUT_S = 900
+FAULTS = 3
 
 pytestmark = pytest.mark.acceptance
 
 
 @pytest.mark.timeout(SOAK_TIMEOUT_S + 60)
-def test_ninety_seconds_of_faults_lose_nothing() -> None:
-    done = subprocess.run(
-        [sys.executable, str(BENCH / "soak.py"), "--minutes", "1.5", "--faults", "3"],
-        capture_output=True,
-        text=True,
-        timeout=SOAK_TIMEOUT_S,
-        cwd=BENCH.parent,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout)
-    assert sum(result["faults"].values()) >= 3, result["faults"]
+def test_a_soak_with_faults_loses_nothing() -> None:
+    result = run_quick("soak", "--faults", str(FAULTS), timeout_s=SOAK_TIMEOUT_S)
+    assert sum(result["faults"].values()) >= FAULTS, result["faults"]
     files, items = result["files"], result["batch_items"]
     assert files["uploaded"] > 0 and items["expected"] > 0, result
     assert (files["error_unexpected"], files["stuck"]) == (0, 0), result
