@@ -40,3 +40,10 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     never holds back a writer (on PostgreSQL reads take none anyway)."""
     async with engine.connect() as conn:
         yield await conn.execution_options(**{READ_ONLY: True})
+
+
+def reading_within(
+    engine: AsyncEngine, conn: AsyncConnection | None
+) -> AbstractAsyncContextManager[AsyncConnection]:
+    """The caller's transaction, or a new connection for reads only."""
+    return nullcontext(conn) if conn is not None else reading(engine)

@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.db.keyset import Keyset
+from backburner.db.transactions import reading
 from backburner.files.states import FileStatus
 from backburner.files.store.records import (
     FILE_COLUMNS,
@@ -91,12 +92,12 @@ class FileCatalog:
             .order_by(*order)
             .limit(1)
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (await conn.execute(query)).first()
         return FileRecord.from_row(row) if row is not None else None
 
     async def get(self, organization_id: str, file_id: str) -> FileRecord:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(*FILE_COLUMNS).where(
@@ -145,7 +146,7 @@ class FileCatalog:
         query = select(files.c.status, func.count()).group_by(files.c.status)
         if organization_id is not None:
             query = query.where(files.c.organization_id == organization_id)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(query)
             counts = {status: 0 for status in FileStatus}
             for status, count in result:
@@ -160,7 +161,7 @@ class FileCatalog:
             files.c.organization_id == organization_id,
             files.c.status.in_([FileStatus.PARSING.value, FileStatus.EMBEDDING.value]),
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             total = (await conn.execute(select(func.count()).select_from(files).where(*where))).scalar_one()
             rows = await conn.execute(
                 select(*FILE_COLUMNS)
@@ -178,7 +179,7 @@ class FileCatalog:
             .order_by(files.c.updated_at.desc(), files.c.id)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return [FileRecord.from_row(row) for row in await conn.execute(query)]
 
     async def delete(self, organization_id: str, file_id: str) -> FileRecord:

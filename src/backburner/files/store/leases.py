@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Insert, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from backburner.db.transactions import transaction
+from backburner.db.transactions import reading, transaction
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, allowed_sources
 from backburner.files.store.records import (
     FILE_COLUMNS,
@@ -168,7 +168,7 @@ class LeaseStore:
     async def held_of(self, leases: list[Lease]) -> set[str]:
         """The ids of the files whose lease among `leases` is still held."""
         owners = {lease.file_id: lease.owner for lease in leases}
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(
                 select(files.c.id, files.c.lease_owner).where(
                     files.c.id.in_(list(owners)), files.c.status.in_(NON_TERMINAL_VALUES)

@@ -43,7 +43,7 @@ class PassageStore:
         self._insert = _insert_skipping_stored(engine.dialect.name == "postgresql").returning(passages.c.id)
 
     async def stored_chunk_indexes(self, file_id: str) -> set[int]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             result = await conn.execute(select(passages.c.chunk_index).where(passages.c.file_id == file_id))
             return {int(index) for (index,) in result}
 
@@ -125,7 +125,7 @@ class PassageStore:
             raise LeaseLost(lease.file_id, lease.owner) from None
 
     async def _file_exists(self, file_id: str) -> bool:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             found = await conn.execute(select(files.c.id).where(files.c.id == file_id))
             return found.first() is not None
 

@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.db.keyset import Keyset
-from backburner.db.transactions import transaction
+from backburner.db.transactions import reading, reading_within
 from backburner.files.store.records import DuplicateSource, SourceNotFound, SourceRecord
 from backburner.files.tables import sources
 
@@ -63,14 +63,14 @@ class SourceStore:
         query = select(sources)
         if name is not None:
             query = query.where(sources.c.name == name)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await SOURCE_ORDER.page(conn, query, scope, limit=limit, cursor=after)
         return [SourceRecord(**row._mapping) for row in rows]
 
     async def get(
         self, organization_id: str, source_id: str, *, conn: AsyncConnection | None = None
     ) -> SourceRecord:
-        async with transaction(self.engine, conn) as tx:
+        async with reading_within(self.engine, conn) as tx:
             row = (
                 await tx.execute(
                     select(sources).where(
@@ -84,7 +84,7 @@ class SourceStore:
 
     async def active_model(self, source_id: str) -> str | None:
         """The source's own embedding model; None: the deployment's configured one."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             model: str | None = await conn.scalar(
                 select(sources.c.embedding_model).where(sources.c.id == source_id)
             )
