@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backburner.files.blobs.base import BlobNotFound, BlobStore, BlobStoreUnavailable
-from backburner.files.blobs.local import remove_files_older_than
+from backburner.files.blobs.local import open_for_writing, remove_files_older_than
 
 COPY_PREFIX = "backburner-blob-"
 
@@ -110,7 +110,7 @@ async def _require_file(store: BlobStore, key: str, path: Path) -> None:
 
 
 async def _copy(store: BlobStore, key: str, target: Path) -> None:
-    out = await asyncio.to_thread(target.open, "wb")  # truncates what a failed attempt wrote
+    out = await open_for_writing(target)  # truncates what a failed attempt wrote
     try:
         async for chunk in store.open(key):
             await asyncio.to_thread(out.write, chunk)

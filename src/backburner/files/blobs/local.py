@@ -57,7 +57,7 @@ class LocalBlobStore(BlobStore):
         temp_dir = self.root / TEMP_DIR
         temp = temp_dir / f"{uuid.uuid4().hex}.part"
         await asyncio.to_thread(temp_dir.mkdir, parents=True, exist_ok=True)
-        out = await asyncio.to_thread(temp.open, "wb")
+        out = await open_for_writing(temp)
         meter = StreamMeter(key, max_bytes, expected_sha256)
         buffer: list[bytes] = []
         buffered = 0
@@ -136,6 +136,22 @@ class LocalBlobStore(BlobStore):
         if not await asyncio.to_thread(os.access, self.root, os.W_OK):
             return f"the blob directory {self.root} is not writable"
         return None
+
+
+async def open_for_writing(path: Path) -> BinaryIO:
+    """`path` opened for writing (truncated) in a thread. If the caller is cancelled meanwhile,
+    the file the thread opens anyway is closed, not left to the garbage collector."""
+    opening: asyncio.Future[BinaryIO] = asyncio.ensure_future(asyncio.to_thread(path.open, "wb"))
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        opening.add_done_callback(_close_opened)
+        raise
+
+
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 def _mtime(seconds: float) -> datetime:
