@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from backburner.api.deps import get_organization_id, get_reembed_service
 from backburner.api.files import SourceId
 from backburner.files.embedding.embedders import EmbedderConfigError, EmbedderUnavailable
 from backburner.files.embedding.models import UnknownModel
-from backburner.files.reembed.service import AlreadyActive, ReembedEstimate, ReembedProgress, ReembedService
+from backburner.files.reembed.service import AlreadyActive, ReembedService
 from backburner.files.store.records import SourceNotFound
 from backburner.files.store.reembeds import ReembedRunning
 
@@ -53,31 +54,6 @@ class ReembedProgressOut(BaseModel):
     finished_at: datetime | None
 
 
-def _estimate_out(estimate: ReembedEstimate) -> dict[str, Any]:
-    return {
-        "source_id": estimate.source_id,
-        "model": estimate.model,
-        "from_model": estimate.from_model,
-        "passages": estimate.passages,
-        "tokens": estimate.tokens,
-        "cost_usd": estimate.cost_usd,
-    }
-
-
-def _progress_out(progress: ReembedProgress) -> dict[str, Any]:
-    return {
-        "source_id": progress.source_id,
-        "status": progress.status,
-        "model": progress.model,
-        "from_model": progress.from_model,
-        "active_model": progress.active_model,
-        "done": progress.done,
-        "total": progress.total,
-        "started_at": progress.started_at,
-        "finished_at": progress.finished_at,
-    }
-
-
 @router.post(
     "/sources/{source_id}/reembed",
     summary="Estimate (dry_run) or start re-embedding a source with another model",
@@ -98,7 +74,7 @@ async def start_reembed(
 ) -> Any:
     try:
         if body.dry_run:
-            return _estimate_out(await service.estimate(organization_id, source_id, body.model))
+            return asdict(await service.estimate(organization_id, source_id, body.model))
         progress = await service.start(organization_id, source_id, body.model)
     except SourceNotFound as exc:
         raise HTTPException(404, str(exc)) from None
@@ -107,7 +83,7 @@ async def start_reembed(
     except (AlreadyActive, ReembedRunning) as exc:
         raise HTTPException(409, str(exc)) from None
     response.status_code = 202
-    return _progress_out(progress)
+    return asdict(progress)
 
 
 @router.get(
@@ -117,6 +93,6 @@ async def start_reembed(
 )
 async def reembed_progress(source_id: SourceId, service: Reembedding, organization_id: OrganizationId) -> Any:
     try:
-        return _progress_out(await service.progress(organization_id, source_id))
+        return asdict(await service.progress(organization_id, source_id))
     except SourceNotFound as exc:
         raise HTTPException(404, str(exc)) from None
