@@ -211,10 +211,10 @@ async def test_reembedding_estimates_refuses_bad_input_and_switches_when_every_p
 # --- real processes: a SIGKILL mid-way, another process resumes ----------------------------------
 
 
-def _env(database_url: str, tmp_path: Path, port: int) -> dict[str, str]:
+def _env(database_url: str, data_dir: Path, port: int) -> dict[str, str]:
     values = {
         "database_url": database_url,
-        "data_dir": str(tmp_path / "data"),
+        "data_dir": str(data_dir),
         "port": str(port),
         "log_format": "json",
         "file_poll_interval_seconds": "0.1",
@@ -270,7 +270,11 @@ def test_reembedding_killed_mid_way_resumes_in_another_process_and_switches_once
 ) -> None:
     first_port, second_port = free_port(), free_port()
     first = BackburnerProcess(
-        ["serve"], _env(database_url, tmp_path, first_port), tmp_path, tmp_path / "first.log", port=first_port
+        ["serve"],
+        _env(database_url, tmp_path / "first", first_port),
+        tmp_path,
+        tmp_path / "first.log",
+        port=first_port,
     )
     second: BackburnerProcess | None = None
     try:
@@ -302,7 +306,7 @@ def test_reembedding_killed_mid_way_resumes_in_another_process_and_switches_once
 
         second = BackburnerProcess(
             ["serve"],
-            _env(database_url, tmp_path, second_port),
+            _env(database_url, tmp_path / "second", second_port),
             tmp_path,
             tmp_path / "second.log",
             port=second_port,
