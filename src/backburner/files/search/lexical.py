@@ -2,7 +2,7 @@
 
 Both rankings reward the rare words of a query: FTS5's BM25 on SQLite; on PostgreSQL, whose
 `ts_rank` has no notion of how rare a word is, each term is weighted by its inverse document
-frequency among the passages that match.
+frequency among the passages that match (`TsvectorIndex`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,14 @@ from sqlalchemy import (
     Select,
     cast,
     column,
+    distinct,
     func,
+    literal,
     literal_column,
     select,
     table,
+    text,
+    union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -117,9 +121,23 @@ class Fts5Index:
 
 _CONFIG: ColumnElement[Any] = literal_column("'english'::regconfig")
 _VECTOR: ColumnElement[Any] = literal_column("passages.search_vector")
+# The most `ts_rank(vector, query, 1)` adds to a passage's score: each term gives at most its
+# weight (0.1 for the `D` of every lexeme `to_tsvector` writes) times sum(1/i^2) / (pi^2/6) < 1,
+# averaged over the terms, then divided by log2(length + 1) >= 1.
+_MAX_TERM_FREQUENCY_SCORE = 0.1
 
 
 class TsvectorIndex:
+    """BM25-like: the sum of the idf of the terms a passage holds, plus `ts_rank` within a term.
+
+    The idf needs each term's count of matches, and only the passages the GIN index returns per
+    term are read for it: their ids, never their `tsvector` (read, it is a detoasted kilobyte and
+    more per row). `ts_rank` is then computed only for the passages whose idf sum can still reach
+    the top `limit`: those within `_MAX_TERM_FREQUENCY_SCORE` of the `limit`-th best. Against
+    scoring every match with `ts_rank` and a flag per term, the same ranking in 19.9 ms instead of
+    66.8 ms at the median (100,000 passages; `bench/search.py`'s queries).
+    """
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -131,25 +149,45 @@ class TsvectorIndex:
         search_filter: SearchFilter,
         limit: int,
     ) -> Ranking:
-        if not terms:
+        if not terms or limit < 1:
             return []
-        # One plain query per term (`plainto_tsquery` reads no operators), joined by OR.
+        # One plain query per term (`plainto_tsquery` reads no operators).
         queries: list[ColumnElement[Any]] = [func.plainto_tsquery(_CONFIG, term) for term in terms]
-        any_term = reduce(lambda a, b: a.op("||")(b), queries)
-        hits = [cast(_VECTOR.bool_op("@@")(q), Integer).label(f"h{i}") for i, q in enumerate(queries)]
-        matched = select(passages.c.id, func.ts_rank(_VECTOR, any_term, 1).label("tf"), *hits).where(
-            _VECTOR.bool_op("@@")(any_term)
+        scans = [
+            _scoped(
+                select(passages.c.id, literal(i).label("term")).where(_VECTOR.bool_op("@@")(q)),
+                organization_id,
+                source_id,
+                search_filter,
+                postgres=True,
+            )
+            for i, q in enumerate(queries)
+        ]
+        hits = union_all(*scans).cte("hits")
+        frequency = (
+            select(hits.c.term, cast(func.count(), Float).label("df")).group_by(hits.c.term).cte("frequency")
         )
-        found = _scoped(matched, organization_id, source_id, search_filter, postgres=True).cte("found")
-        total = cast(func.count().over(), Float)
-        weights: list[ColumnElement[float]] = []
-        for i in range(len(terms)):
-            hit = found.c[f"h{i}"]
-            df = cast(func.sum(hit).over(), Float)
-            # BM25's idf over the matching passages: a word every match holds weighs little.
-            weights.append(hit * func.ln(1.0 + (total - df + 0.5) / (df + 0.5)))
-        score = (reduce(lambda a, b: a + b, weights) + found.c.tf).label("score")
-        scored = select(found.c.id, score).subquery()
-        query = select(scored.c.id, scored.c.score).order_by(scored.c.score.desc(), scored.c.id).limit(limit)
+        matched = select(cast(func.count(distinct(hits.c.id)), Float)).scalar_subquery()
+        # BM25's idf over the matching passages: a word every match holds weighs little.
+        idf = func.ln(1.0 + (matched - frequency.c.df + 0.5) / (frequency.c.df + 0.5))
+        summed = (
+            select(hits.c.id, func.sum(idf).label("idf"))
+            .select_from(hits.join(frequency, frequency.c.term == hits.c.term))
+            .group_by(hits.c.id)
+            .cte("summed")
+        )
+        cutoff = select(summed.c.idf).order_by(summed.c.idf.desc()).offset(limit - 1).limit(1).scalar_subquery()
+        reachable = summed.c.idf >= func.coalesce(cutoff, literal(float("-inf"), Float)) - _MAX_TERM_FREQUENCY_SCORE
+        any_term = reduce(lambda a, b: a.op("||")(b), queries)
+        score = (summed.c.idf + func.ts_rank(_VECTOR, any_term, 1)).label("score")
+        query = (
+            select(summed.c.id, score)
+            .join(passages, passages.c.id == summed.c.id)
+            .where(reachable)
+            .order_by(score.desc(), summed.c.id)
+            .limit(limit)
+        )
         async with reading(self.engine) as conn:
+            # Parallel workers cost more to start than these scans take: 35.7 ms against 19.9.
+            await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
             return [(int(row.id), float(row.score)) for row in await conn.execute(query)]
