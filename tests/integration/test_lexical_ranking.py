@@ -51,7 +51,8 @@ async def test_the_ranking_equals_scoring_every_match(postgres_url: str) -> None
         stores = FileStores.on(engine)
         now = datetime.now(UTC)
         await stores.sources.create(ORG, "src", "src", None, now)
-        await stores.catalog.create(NewFile("file-1", ORG, "src", "a.txt", "text/plain", 1, "0" * 64, "x"), now)
+        new_file = NewFile("file-1", ORG, "src", "a.txt", "text/plain", 1, "0" * 64, "x")
+        await stores.catalog.create(new_file, now)
         rng = random.Random(4)
         rows = [
             {

@@ -176,14 +176,17 @@ class TsvectorIndex:
             .group_by(hits.c.id)
             .cte("summed")
         )
-        cutoff = select(summed.c.idf).order_by(summed.c.idf.desc()).offset(limit - 1).limit(1).scalar_subquery()
-        reachable = summed.c.idf >= func.coalesce(cutoff, literal(float("-inf"), Float)) - _MAX_TERM_FREQUENCY_SCORE
+        # The `limit`-th best idf sum: a passage below it by more than `ts_rank` can add is out.
+        cutoff = (
+            select(summed.c.idf).order_by(summed.c.idf.desc()).offset(limit - 1).limit(1).scalar_subquery()
+        )
+        lowest = func.coalesce(cutoff, literal(float("-inf"), Float)) - _MAX_TERM_FREQUENCY_SCORE
         any_term = reduce(lambda a, b: a.op("||")(b), queries)
         score = (summed.c.idf + func.ts_rank(_VECTOR, any_term, 1)).label("score")
         query = (
             select(summed.c.id, score)
             .join(passages, passages.c.id == summed.c.id)
-            .where(reachable)
+            .where(summed.c.idf >= lowest)
             .order_by(score.desc(), summed.c.id)
             .limit(limit)
         )
