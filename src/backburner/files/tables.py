@@ -109,7 +109,8 @@ passages = Table(
     Column("embedding", LargeBinary, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     # A resumed file inserts with ON CONFLICT DO NOTHING on this key: never a passage twice.
-    # (On PostgreSQL the migration also sets toast_tuple_target: rows stay uncompressed.)
+    # On PostgreSQL the text, vector and full-text vector live out of line (migration 0015): a
+    # row is its ids, and a lexical search reads 50 to a page.
     UniqueConstraint("file_id", "chunk_index"),
     Index("ix_passages_source_id", "source_id"),
     # Its full-text index is kept by the database, outside this metadata (migration 0011):
