@@ -35,9 +35,12 @@ services:
 	@bash scripts/ensure-services.sh
 
 # The dashboard's browser test drives Debian's Chromium; nothing is downloaded by a test tool.
+# Two `make test` at once (two checkouts) install it one after the other, not both at once.
+HAVE_BROWSER := command -v chromium >/dev/null && command -v chromedriver >/dev/null
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get -qq -o DPkg::Lock::Timeout=600
 browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+	@$(HAVE_BROWSER) || flock /tmp/backburner-browser-install.lock sh -c '$(HAVE_BROWSER) || \
+	  ($(APT_GET) update && $(APT_GET) install -y chromium chromium-driver)'
 
 test: install-dev services browser
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
