@@ -154,7 +154,10 @@ def demo(
     """Start the emulator and a server, submit a batch per provider, upload and search sample files."""
     from backburner.demo.run import DemoFailed, run_demo
 
-    signal.signal(signal.SIGTERM, _interrupt)  # stop as on Ctrl-C
+    # Ctrl-C stops the demo even where its parent ignored SIGINT (a background job of a script
+    # does): Python then leaves SIGINT ignored, and the demo asks for Ctrl-C. SIGTERM alike.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     try:
         run_demo("127.0.0.1", port, emulator_port, data_dir)
     except DemoFailed as exc:

@@ -23,17 +23,12 @@ DEADLINE_S = 180
 
 def test_the_demo_shows_the_product_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port, emulator_port = free_port(), free_port()
+    command = [sys.executable, "-m", "backburner", "demo", "--port", str(port)]
+    command += ["--emulator-port", str(emulator_port)]
+    # Started with SIGINT ignored, as a script's background job is (a test run started with `&`):
+    # Ctrl-C must stop the demo all the same. `exec` keeps the pid, and the ignored signal.
     demo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "backburner",
-            "demo",
-            "--port",
-            str(port),
-            "--emulator-port",
-            str(emulator_port),
-        ],
+        ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
