@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from backburner.files.blobs.base import BlobNotFound, BlobStore, BlobStoreUnavailable
-from backburner.files.blobs.local import open_for_writing, remove_files_older_than
+from backburner.files.blobs.local import close_in_thread, open_for_writing, remove_files_older_than
 
 COPY_PREFIX = "backburner-blob-"
 
@@ -115,4 +115,4 @@ async def _copy(store: BlobStore, key: str, target: Path) -> None:
         async for chunk in store.open(key):
             await asyncio.to_thread(out.write, chunk)
     finally:
-        await asyncio.to_thread(out.close)
+        await close_in_thread(out)

@@ -74,7 +74,7 @@ class LocalBlobStore(BlobStore):
                     await asyncio.to_thread(_write_and_hash, out, meter.digest.update, buffer)
                 await asyncio.to_thread(_flush, out, self._fsync)
             finally:
-                await asyncio.to_thread(out.close)
+                await close_in_thread(out)
             info = meter.finish()
             await asyncio.to_thread(_move_into_place, temp, final)
         except BaseException:
@@ -93,7 +93,7 @@ class LocalBlobStore(BlobStore):
             while chunk := await asyncio.to_thread(handle.read, chunk_bytes):
                 yield chunk
         finally:
-            await asyncio.to_thread(handle.close)
+            await close_in_thread(handle)
 
     async def stat(self, key: str) -> BlobStat | None:
         path = self.path_for(key)
@@ -147,6 +147,12 @@ async def open_for_writing(path: Path) -> BinaryIO:
     except asyncio.CancelledError:
         opening.add_done_callback(_close_opened)
         raise
+
+
+async def close_in_thread(handle: BinaryIO) -> None:
+    """Close `handle` in a thread. A caller cancelled meanwhile does not cancel the close: on a
+    busy thread pool the close would still be queued, and would then never run."""
+    await asyncio.shield(asyncio.to_thread(handle.close))
 
 
 def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
