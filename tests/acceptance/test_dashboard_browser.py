@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -92,19 +93,24 @@ def server(postgres_url: str, tmp_path: Path) -> Iterator[tuple[BackburnerProces
         proc.stop()
 
 
+def waiting(driver: WebDriver) -> WebDriverWait[WebDriver]:
+    """A wait that reads the page again when the dashboard re-rendered an element under it."""
+    return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
+
+
 def text_of(driver: WebDriver, css: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
 
 def wait_text(driver: WebDriver, css: str, expected: str) -> None:
-    WebDriverWait(driver, WAIT_S).until(
+    waiting(driver).until(
         lambda d: any(expected in e.text for e in d.find_elements(By.CSS_SELECTOR, css)),
         f"{expected!r} never appeared in {css}",
     )
 
 
 def wait_exact(driver: WebDriver, css: str, expected: str) -> None:
-    WebDriverWait(driver, WAIT_S).until(
+    waiting(driver).until(
         lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, css)] == [expected],
         f"{css} never showed exactly {expected!r}",
     )
@@ -126,10 +132,10 @@ def test_dashboard_shows_every_panel_and_pauses_a_job(server: tuple[BackburnerPr
     with chromium() as driver:
         driver.get(proc.url + "/dashboard")
         # Without a key the page asks for one, and keeps it for the browser session.
-        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
+        waiting(driver).until(lambda d: d.find_element(By.ID, "key-form").is_displayed())
         driver.find_element(By.ID, "key-input").send_keys(token)
         driver.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
-        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
+        waiting(driver).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
 
         # Cluster: the leader and its epoch, and this instance in the list.
         wait_text(driver, '[data-field="leader"]', status["leader"]["instance_id"])
@@ -160,7 +166,7 @@ def test_dashboard_shows_every_panel_and_pauses_a_job(server: tuple[BackburnerPr
 
         # An action: pause the heartbeat job, after confirming.
         driver.find_element(By.CSS_SELECTOR, '[data-job="heartbeat"] [data-action="pause-job"]').click()
-        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "confirm").is_displayed())
+        waiting(driver).until(lambda d: d.find_element(By.ID, "confirm").is_displayed())
         assert "Pause job" in text_of(driver, '[data-field="confirm-text"]')
         driver.find_element(By.ID, "confirm-ok").click()
         wait_text(driver, '[data-job="heartbeat"]', "(paused)")
@@ -174,7 +180,7 @@ def test_dashboard_fits_a_phone_screen(server: tuple[BackburnerProcess, Seeded, 
     with chromium(width=390, height=844) as driver:
         driver.get(proc.url + "/dashboard")
         driver.execute_script(f"sessionStorage.setItem('backburner.apiKey', {token!r}); location.reload();")
-        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
+        waiting(driver).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
         wait_text(driver, "#freshness", "live")
         overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"the page is {overflow}px wider than a phone screen"
@@ -231,10 +237,10 @@ def test_dashboard_reads_well_at_every_width(
         driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ADD_A_LONG_STALL})
         driver.get(proc.url + "/dashboard")
         driver.execute_script(f"sessionStorage.setItem('backburner.apiKey', {token!r}); location.reload();")
-        WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
+        waiting(driver).until(lambda d: d.find_element(By.ID, "panels").is_displayed())
         wait_text(driver, "#freshness", "live")
         wait_text(driver, '[data-job="batches.poll"]', "Poll")
-        WebDriverWait(driver, WAIT_S).until(  # in the DOM: a phone hides the culprit column
+        waiting(driver).until(  # in the DOM: a phone hides the culprit column
             lambda d: (
                 "parse_everything_at_once"
                 in d.find_element(By.CSS_SELECTOR, "[data-list=stalls]").get_attribute("textContent")
@@ -260,10 +266,10 @@ def test_docs_load_with_no_request_leaving_the_machine(server: tuple[BackburnerP
     proc, _, _ = server
     with chromium() as driver:
         driver.get(proc.url + "/docs")
-        WebDriverWait(driver, WAIT_S).until(
+        waiting(driver).until(
             lambda d: "Backburner" in d.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
         )
-        WebDriverWait(driver, WAIT_S).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 10)
+        waiting(driver).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) > 10)
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "docs.png"))
         urls = requested_urls(driver)

@@ -174,7 +174,8 @@ async def test_a_stalled_file_is_taken_back_then_failed_after_its_attempts(
         failed = await wait_file(runtime, record.id, timeout_s=20)
         assert (failed.status, failed.attempts) == (FileStatus.ERROR, 2)
         assert failed.error_message == stall_message(0.02, 2)
-        assert component(runtime).metrics.stalls._value.get() >= 2
+        # The final attempt stalled; an earlier one may instead have lost its lease on a busy host.
+        assert component(runtime).metrics.stalls._value.get() >= 1
 
 
 async def test_429_and_500_answers_are_retried_and_the_file_completes(
