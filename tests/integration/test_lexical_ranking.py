@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backburner.db.engine import create_engine_for_url
 from backburner.files.search.filters import SearchFilter
@@ -25,12 +26,12 @@ ORG = "org-default"
 VOCABULARY = [f"word{chr(97 + i)}" for i in range(26)]
 
 
-async def _reference(conn: object, terms: list[str], limit: int) -> list[tuple[int, float]]:
+async def _reference(conn: AsyncConnection, terms: list[str], limit: int) -> list[tuple[int, float]]:
     """Every passage holding a term, scored in full: idf of each term held, plus `ts_rank`."""
     hits = ", ".join(f"(search_vector @@ plainto_tsquery('english', :t{i}))::int" for i in range(len(terms)))
     any_term = " || ".join(f"plainto_tsquery('english', :t{i})" for i in range(len(terms)))
     rows = (
-        await conn.execute(  # type: ignore[attr-defined]
+        await conn.execute(
             text(
                 f"SELECT id, ts_rank(search_vector, {any_term}, 1), {hits} FROM passages "
                 f"WHERE search_vector @@ ({any_term})"

@@ -134,8 +134,8 @@ class TsvectorIndex:
     term are read for it: their ids, never their `tsvector` (read, it is a detoasted kilobyte and
     more per row). `ts_rank` is then computed only for the passages whose idf sum can still reach
     the top `limit`: those within `_MAX_TERM_FREQUENCY_SCORE` of the `limit`-th best. Against
-    scoring every match with `ts_rank` and a flag per term, the same ranking in 19.9 ms instead of
-    66.8 ms at the median (100,000 passages; `bench/search.py`'s queries).
+    scoring every match with `ts_rank` and a flag per term, the same ranking in 23 ms instead of
+    127 ms at the median (100,000 passages; `bench/search.py`'s queries).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
