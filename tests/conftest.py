@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import io
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +93,39 @@ async def runtime(settings: LoadedSettings) -> AsyncIterator[Runtime]:
     async with Runtime(settings, role="worker") as rt:
         await rt.wait_ready(30)
         yield rt
+
+
+LEFTOVER_CANCEL_WAIT_S = 10.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            # First, so that its check runs after every other fixture of the test has stopped.
+            item.fixturenames.insert(0, "tasks_end_with_their_test")
+
+
+@pytest.fixture
+async def tasks_end_with_their_test() -> AsyncIterator[None]:
+    """Fails a test that leaves a task running after it and its fixtures have stopped, naming the
+    task and where it waits. Left alone, such a task is cancelled only when the event loop
+    closes, and one that does not end on cancel then hangs the run with no clue to its owner."""
+    before = asyncio.all_tasks()
+    yield
+    this = asyncio.current_task()
+    left = [task for task in asyncio.all_tasks() - before if task is not this and not task.done()]
+    if not left:
+        return
+    stacks = io.StringIO()
+    for task in left:
+        task.print_stack(file=stacks)
+        task.cancel()
+    _, pending = await asyncio.wait(left, timeout=LEFTOVER_CANCEL_WAIT_S)
+    report = (
+        f"{len(left)} task(s) outlived the test, {len(pending)} of them still running "
+        f"{LEFTOVER_CANCEL_WAIT_S:.0f} s after a cancel:\n{stacks.getvalue()}"
+    )
+    # Also printed: if a task ignores its cancel, closing the loop hangs, and pytest then reports
+    # only that timeout, with what this teardown printed.
+    print(report, file=sys.stderr)
+    pytest.fail(report)
