@@ -95,6 +95,7 @@ async def runtime(settings: LoadedSettings) -> AsyncIterator[Runtime]:
         yield rt
 
 
+LEFTOVER_GRACE_S = 5.0  # a task may still be ending on its own, a connection closing
 LEFTOVER_CANCEL_WAIT_S = 10.0
 
 
@@ -114,6 +115,9 @@ async def tasks_end_with_their_test() -> AsyncIterator[None]:
     yield
     this = asyncio.current_task()
     left = [task for task in asyncio.all_tasks() - before if task is not this and not task.done()]
+    if left:
+        _, pending = await asyncio.wait(left, timeout=LEFTOVER_GRACE_S)
+        left = list(pending)
     if not left:
         return
     stacks = io.StringIO()
@@ -122,8 +126,8 @@ async def tasks_end_with_their_test() -> AsyncIterator[None]:
         task.cancel()
     _, pending = await asyncio.wait(left, timeout=LEFTOVER_CANCEL_WAIT_S)
     report = (
-        f"{len(left)} task(s) outlived the test, {len(pending)} of them still running "
-        f"{LEFTOVER_CANCEL_WAIT_S:.0f} s after a cancel:\n{stacks.getvalue()}"
+        f"{len(left)} task(s) outlived the test by {LEFTOVER_GRACE_S:.0f} s, {len(pending)} of them still "
+        f"running {LEFTOVER_CANCEL_WAIT_S:.0f} s after a cancel:\n{stacks.getvalue()}"
     )
     # Also printed: if a task ignores its cancel, closing the loop hangs, and pytest then reports
     # only that timeout, with what this teardown printed.

@@ -72,3 +72,22 @@ async def test_a_statement_cancelled_in_a_write_transaction_does_not_keep_the_wr
             assert (await conn.exec_driver_sql("SELECT x FROM t")).scalars().all() == [2]
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_stopped_while_it_closes_does_not_hang_its_close(tmp_path: Path) -> None:
+    """What SQLAlchemy does to a connection whose statement was cancelled, when it is itself
+    interrupted: close it in a task of its own, then stop its thread."""
+    engine = create_sqlite_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        raw = await engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            assert driver is not None
+            closing = asyncio.create_task(driver.close())
+            await asyncio.sleep(0)  # the close is queued on the connection's thread
+            driver.stop()
+            await asyncio.wait_for(closing, DEADLINE_S)
+        finally:
+            raw.invalidate()
+    finally:
+        await engine.dispose()

@@ -47,6 +47,7 @@ def create_sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        stop_at_most_once(dbapi_connection.driver_connection)
         # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -87,3 +88,25 @@ def roll_back_before_close(driver: Any) -> None:
     raw, queue = getattr(driver, "_connection", None), getattr(driver, "_tx", None)
     if raw is not None and queue is not None:
         queue.put_nowait((None, raw.rollback))
+
+
+def stop_at_most_once(driver: Any) -> None:
+    """Make an aiosqlite connection's `stop` queue its thread's end only once; later calls return
+    None, which `close` does not wait on.
+
+    SQLAlchemy terminates a connection whose statement was cancelled by closing it in a shielded
+    task, and calls `stop` as well if it is interrupted meanwhile. That task's `close` then calls
+    `stop` a second time and waits for an answer from a thread that has already ended: the task
+    never finishes, and the event loop hangs on it when it closes (at shutdown, or a test's end).
+    """
+    stop = driver.stop
+    stopped = False
+
+    def stop_once() -> Any:
+        nonlocal stopped
+        if stopped:
+            return None
+        stopped = True
+        return stop()
+
+    driver.stop = stop_once
