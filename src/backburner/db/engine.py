@@ -91,22 +91,20 @@ def roll_back_before_close(driver: Any) -> None:
 
 
 def stop_at_most_once(driver: Any) -> None:
-    """Make an aiosqlite connection's `stop` queue its thread's end only once; later calls return
-    None, which `close` does not wait on.
+    """Make an aiosqlite connection's `stop` queue its thread's end only once; a later call returns
+    the first call's future, which is answered when the thread ends.
 
     SQLAlchemy terminates a connection whose statement was cancelled by closing it in a shielded
     task, and calls `stop` as well if it is interrupted meanwhile. That task's `close` then calls
-    `stop` a second time and waits for an answer from a thread that has already ended: the task
-    never finishes, and the event loop hangs on it when it closes (at shutdown, or a test's end).
+    `stop` again, and waited for an answer from a thread that had already ended: the task never
+    finished, and the event loop hung on it when it closed (at shutdown, or at a test's end).
     """
     stop = driver.stop
-    stopped = False
+    first: list[Any] = []
 
     def stop_once() -> Any:
-        nonlocal stopped
-        if stopped:
-            return None
-        stopped = True
-        return stop()
+        if not first:
+            first.append(stop())
+        return first[0]
 
     driver.stop = stop_once
