@@ -22,7 +22,13 @@ Figures per database and size:
 - `ingest_slowdown`: 1 - (throughput with the lexical index / throughput without it): the same
   rows written again into a database whose index is removed (SQLite: the FTS5 triggers dropped;
   PostgreSQL: the generated `tsvector` column and its GIN index dropped). `ingest_rows_per_s`
-  is the throughput with the index.
+  is the throughput with the index. This is the write path alone, where the whole cost falls.
+- `ingest_end_to_end` (per database, beside the sizes): what the index costs a user's ingest,
+  upload to searchable. `bench/files.py`'s corpus (`--ingest-mb`, 160 files and 6 PDFs at
+  40 MB) is uploaded through the API of a `backburner serve` with the product's defaults (the
+  `hash` embedder), into a fresh database with the index and one without, the two taking turns
+  over `--ingest-rounds`: `mb_per_s`, `plain_mb_per_s` and `slowdown` (1 - indexed / plain
+  throughput), medians of the rounds.
 - `parallel`: a `backburner serve` on the filled database answers 20 searches at a time through
   its API (`hybrid`, the `hash` embedder embedding each query; a first search loads the
   vectors), while `/healthz` is asked every 50 ms: `search_p50_ms`, and `healthz_p99_ms` and
@@ -33,6 +39,7 @@ Goals: at 100,000 passages `p50_ms` <= 50 and `p99_ms` <= 200; at 1,000,000 `p50
 with 20 searches at a time.
 
     .venv/bin/python bench/search.py [--sizes 100000,1000000] [--databases sqlite,postgres]
+                                     [--ingest-rounds 3] [--ingest-mb 40]
     .venv/bin/python bench/search.py --quick     # 2,000 passages: a check that it runs
 """
 
@@ -51,6 +58,8 @@ from typing import Any
 import harness
 import httpx
 import numpy as np
+from corpus import MB, generate_corpus
+from files import ingest as upload_to_searchable
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -317,13 +326,70 @@ async def run_size(database: str, n: int, queries: int, workdir: Path) -> dict[s
     return result
 
 
+async def ingest_once(database: str, indexed: bool, corpus: list[Path], workdir: Path) -> float:
+    """Seconds from the first upload until every file is finished, on a fresh database."""
+    engine, url = await new_engine(database, workdir, "ingest")
+    try:
+        if not indexed:
+            await drop_lexical_index(engine)
+        await engine.dispose()
+        server = harness.start_backburner(
+            {"database_url": url.replace("+aiosqlite", "").replace("+asyncpg", "")},
+            data_dir=workdir / "data",
+            log_path=workdir / "serve.log",
+        )
+        try:
+            run = await asyncio.to_thread(upload_to_searchable, server, corpus)
+        finally:
+            server.stop()
+        if run.errors:
+            raise RuntimeError(f"{run.errors} files ended in ERROR; see {workdir}")
+        return run.seconds
+    finally:
+        await close(engine, database, url)
+
+
+async def measure_ingest_end_to_end(
+    database: str, corpus: list[Path], rounds: int, workdir: Path
+) -> dict[str, Any]:
+    seconds: dict[str, list[float]] = {"indexed": [], "plain": []}
+    for number in range(rounds):
+        for side in ("indexed", "plain") if number % 2 == 0 else ("plain", "indexed"):
+            directory = workdir / f"ingest-{database}-{side}-{number}"
+            directory.mkdir()
+            seconds[side].append(await ingest_once(database, side == "indexed", corpus, directory))
+            harness.log(f"{database} ingest round {number + 1}/{rounds}, {side}: {seconds[side][-1]:.2f} s")
+    mb = sum(path.stat().st_size for path in corpus) / MB
+    slowdowns = [1 - p / i for i, p in zip(seconds["indexed"], seconds["plain"], strict=True)]
+    return {
+        "mb": round(mb, 2),
+        "rounds": rounds,
+        "mb_per_s": round(mb / harness.median(seconds["indexed"]), 2),
+        "plain_mb_per_s": round(mb / harness.median(seconds["plain"]), 2),
+        "slowdown": round(harness.median(slowdowns), 3),
+        "round_slowdowns": [round(value, 3) for value in slowdowns],
+    }
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = [2000] if args.quick else [int(size) for size in args.sizes.split(",")]
+    sizes = [2000] if args.quick else [int(size) for size in args.sizes.split(",") if size]
     queries = 20 if args.quick else args.queries
-    result: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-search-") as workdir:
+    ingest_mb, ingest_files, ingest_pdfs = (1.0, 8, 1) if args.quick else (args.ingest_mb, 160, 6)
+    ingest_rounds = 1 if args.quick else args.ingest_rounds
+    result: dict[str, Any] = {"ingest_end_to_end": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        workdir = Path(tmp)
+        corpus_dir = workdir / "corpus"
+        corpus_dir.mkdir()
+        corpus = (
+            generate_corpus(corpus_dir, ingest_mb, ingest_files, ingest_pdfs, seed=7) if ingest_rounds else []
+        )
         for database in args.databases.split(","):
-            result[database] = {str(n): await run_size(database, n, queries, Path(workdir)) for n in sizes}
+            result[database] = {str(n): await run_size(database, n, queries, workdir) for n in sizes}
+            if ingest_rounds:
+                result["ingest_end_to_end"][database] = await measure_ingest_end_to_end(
+                    database, corpus, ingest_rounds, workdir
+                )
     result["machine"] = harness.machine_load()
     return result
 
@@ -335,7 +401,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated passage counts")
     parser.add_argument("--databases", default="sqlite,postgres")
     parser.add_argument("--queries", type=int, default=100, help="queries per mode and size")
-    parser.add_argument("--quick", action="store_true", help="2,000 passages, 20 queries")
+    parser.add_argument("--ingest-rounds", type=int, default=3, help="0 leaves out the end-to-end ingest")
+    parser.add_argument(
+        "--ingest-mb", type=float, default=40.0, help="size of the end-to-end ingest's corpus"
+    )
+    parser.add_argument("--quick", action="store_true", help="2,000 passages, 20 queries, a 1 MB ingest")
     return parser.parse_args()
 
 

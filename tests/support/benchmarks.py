@@ -42,7 +42,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
         "max_rss_mb",
     },
     "blobs": {"local", "database", "s3"},
-    "search": {"sqlite", "postgres"},
+    "search": {"sqlite", "postgres", "ingest_end_to_end"},
     "retrieval": {"recall_at_5"},
 }
 QUICK_TIMEOUT_S = 600
