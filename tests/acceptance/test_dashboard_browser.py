@@ -98,6 +98,16 @@ def waiting(driver: WebDriver) -> WebDriverWait[WebDriver]:
     return WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,))
 
 
+def click(driver: WebDriver, css: str) -> None:
+    """Click an element, finding it again if the dashboard re-rendered it before the click."""
+
+    def clicked(d: WebDriver) -> bool:
+        d.find_element(By.CSS_SELECTOR, css).click()
+        return True
+
+    waiting(driver).until(clicked, f"could not click {css}")
+
+
 def text_of(driver: WebDriver, css: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, css).text)
 
@@ -148,7 +158,7 @@ def test_dashboard_shows_every_panel_and_pauses_a_job(server: tuple[BackburnerPr
         wait_exact(driver, '[data-count="anthropic running"] b', "2")
         wait_exact(driver, '[data-count="openai completed"] b', "2")
         wait_text(driver, f'[data-batch="{seeded.running_batch_id}"]', "anthropic")
-        driver.find_element(By.CSS_SELECTOR, f'[data-batch="{seeded.running_batch_id}"] a').click()
+        click(driver, f'[data-batch="{seeded.running_batch_id}"] a')
         wait_text(driver, "#batch-detail", f"Batch {seeded.running_batch_id}")
         # Files: counts, progress bars of the ones in progress, recent errors with their messages.
         # Seeded statuses go round (completed, error, embedding, parsing, pending).
@@ -165,10 +175,10 @@ def test_dashboard_shows_every_panel_and_pauses_a_job(server: tuple[BackburnerPr
         driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
 
         # An action: pause the heartbeat job, after confirming.
-        driver.find_element(By.CSS_SELECTOR, '[data-job="heartbeat"] [data-action="pause-job"]').click()
+        click(driver, '[data-job="heartbeat"] [data-action="pause-job"]')
         waiting(driver).until(lambda d: d.find_element(By.ID, "confirm").is_displayed())
         assert "Pause job" in text_of(driver, '[data-field="confirm-text"]')
-        driver.find_element(By.ID, "confirm-ok").click()
+        click(driver, "#confirm-ok")
         wait_text(driver, '[data-job="heartbeat"]', "(paused)")
         jobs = httpx.get(proc.url + "/api/admin/scheduler/status", headers=headers).json()["jobs"]
         assert next(job for job in jobs if job["id"] == "heartbeat")["paused"] is True

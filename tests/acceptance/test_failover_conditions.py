@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backburner.leader.lease import lock_key
-from tests.support.cluster import Probe, leader_env, start_members, wait_for_leader
+from tests.support.cluster import START_DEADLINE_S, Probe, leader_env, start_members, wait_for_leader
 from tests.support.processes import free_port, wait_until
 from tests.support.tcpproxy import ThreadedTcpProxy
 
@@ -26,7 +26,7 @@ def test_database_unreachable_at_start_is_retried_until_it_answers(postgres_url:
     env = leader_env(via_port(postgres_url, proxy.proxy.listen_port), tmp_path / "data")
     [member] = start_members("worker", 1, env, tmp_path)
     try:
-        wait_until(lambda: len(member.events("db.unavailable")) >= 2, 20, "two logged retries")
+        wait_until(lambda: len(member.events("db.unavailable")) >= 2, START_DEADLINE_S, "two logged retries")
         assert member.alive()
         assert "refused" in member.events("db.unavailable")[0]["error"].lower()
         proxy.start()
@@ -43,7 +43,11 @@ def test_a_refused_lock_connection_is_logged_and_retried(postgres_url: str, tmp_
     )
     [member] = start_members("worker", 1, env, tmp_path)
     try:
-        wait_until(lambda: len(member.events("leader.connection_failed")) >= 2, 20, "two logged retries")
+        wait_until(
+            lambda: len(member.events("leader.connection_failed")) >= 2,
+            START_DEADLINE_S,
+            "two logged retries",
+        )
         failure = member.events("leader.connection_failed")[0]
         assert failure["stage"] == "connect" and failure["retry_in_s"] == 1.0
         assert member.alive()
@@ -85,7 +89,9 @@ def test_a_foreign_session_holding_the_lock_is_named_and_waited_for(
         )
         members = start_members("worker", 1, leader_env(postgres_url, tmp_path / "data"), tmp_path)
         [member] = members
-        waiting = wait_until(lambda: member.events("leader.waiting"), 20, "a leader.waiting line")[0]
+        waiting = wait_until(
+            lambda: member.events("leader.waiting"), START_DEADLINE_S, "a leader.waiting line"
+        )[0]
         assert waiting["level"] == "WARNING"
         assert waiting["holder_application"] == "someone-else" and waiting["foreign_holder"] is True
         assert probe.election() is None and member.alive()

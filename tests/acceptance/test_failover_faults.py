@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backburner.scheduler.runs import overlapping_runs
-from tests.support.cluster import LEASE_S, Probe, leader_env, start_members, wait_for_leader
+from tests.support.cluster import LEASE_S, START_DEADLINE_S, Probe, leader_env, start_members, wait_for_leader
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -23,7 +23,9 @@ def test_a_frozen_leader_is_replaced_and_after_it_thaws_it_steps_down_fenced_out
     members = start_members("worker", 2, leader_env(postgres_url, tmp_path / "data"), tmp_path)
     try:
         leader, election = wait_for_leader(probe, members, 60)
-        wait_until(lambda: probe.followers_waiting() == 1, 20, "the follower to wait on the lock")
+        wait_until(
+            lambda: probe.followers_waiting() == 1, START_DEADLINE_S, "the follower to wait on the lock"
+        )
 
         frozen_at = datetime.now(UTC)
         leader.signal(signal.SIGSTOP)  # longer than the lease: until the follower has taken over
@@ -57,7 +59,9 @@ def test_terminating_the_lock_session_moves_the_lead_within_the_lease(
     members = start_members("worker", 2, leader_env(postgres_url, tmp_path / "data"), tmp_path)
     try:
         leader, election = wait_for_leader(probe, members, 60)
-        wait_until(lambda: probe.followers_waiting() == 1, 20, "the follower to wait on the lock")
+        wait_until(
+            lambda: probe.followers_waiting() == 1, START_DEADLINE_S, "the follower to wait on the lock"
+        )
 
         cut_at = datetime.now(UTC)
         assert probe.terminate_lock_session(leader.instance_id)

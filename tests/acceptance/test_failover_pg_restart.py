@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import LEASE_S, Member, Probe, leader_env, start_members, wait_for_leader
+from tests.support.cluster import (
+    LEASE_S,
+    START_DEADLINE_S,
+    Member,
+    Probe,
+    leader_env,
+    start_members,
+    wait_for_leader,
+)
 from tests.support.private_postgres import PrivatePostgres, private_postgres
 from tests.support.processes import wait_until
 
@@ -41,7 +49,9 @@ def test_after_a_postgresql_restart_exactly_one_leads_again(server: PrivatePostg
     members = start_members("worker", 2, env, tmp_path)
     try:
         _, election = wait_for_leader(probe, members, 60)
-        wait_until(lambda: probe.followers_waiting() == 1, 20, "the follower to wait on the lock")
+        wait_until(
+            lambda: probe.followers_waiting() == 1, START_DEADLINE_S, "the follower to wait on the lock"
+        )
 
         server.restart()
         back_at = datetime.now(UTC)

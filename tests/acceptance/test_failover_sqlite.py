@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import Probe, leader_env, start_members, wait_for_leader
+from tests.support.cluster import START_DEADLINE_S, Probe, leader_env, start_members, wait_for_leader
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -23,7 +23,11 @@ def test_two_processes_on_one_sqlite_file_one_leads_and_the_other_takes_over(
     try:
         leader, election = wait_for_leader(probe, members, 60)
         follower = next(m for m in members if m is not leader)
-        wait_until(lambda: follower.events("leader.waiting"), 20, "the follower to wait on the file lock")
+        wait_until(
+            lambda: follower.events("leader.waiting"),
+            START_DEADLINE_S,
+            "the follower to wait on the file lock",
+        )
         assert not follower.events("leader.acquired")
         assert {r.instance_id for r in probe.runs()} == {leader.instance_id}
 

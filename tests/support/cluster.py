@@ -24,6 +24,9 @@ from backburner.scheduler.runs import RunRecord
 from tests.support.processes import BackburnerProcess, free_port, wait_until
 
 LEASE_S = 3.0
+# How long a new process may take to log its first events on a busy machine (a deadline: the
+# waits end as soon as the line is there).
+START_DEADLINE_S = 60.0
 ELECTION = "backburner-scheduler"
 
 
@@ -78,7 +81,7 @@ class Member:
             records = self.events("runtime.starting")
             return str(records[0]["instance_id"]) if records else None
 
-        return str(wait_until(started, 20, f"{self.name} to log its instance id"))
+        return str(wait_until(started, START_DEADLINE_S, f"{self.name} to log its instance id"))
 
     def alive(self) -> bool:
         return self.process.popen.poll() is None

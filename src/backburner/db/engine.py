@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +100,13 @@ def stop_at_most_once(driver: Any) -> None:
     `stop` again, and waited for an answer from a thread that had already ended: the task never
     finished, and the event loop hung on it when it closed (at shutdown, or at a test's end).
     """
-    stop = driver.stop
+    stop = type(driver).stop
+    connection = weakref.ref(driver)  # not the driver itself: it holds this function
     first: list[Any] = []
 
     def stop_once() -> Any:
         if not first:
-            first.append(stop())
+            first.append(stop(connection()))
         return first[0]
 
     driver.stop = stop_once
