@@ -26,6 +26,7 @@ from backburner.clock import Clock, SystemClock
 from backburner.db import migrate
 from backburner.db.engine import create_engine
 from backburner.db.errors import permanent_problem
+from backburner.db.transactions import reading
 from backburner.files.component import FileProcessing
 from backburner.instance import make_instance_id
 from backburner.logs import describe_error, log_event
@@ -228,7 +229,7 @@ class Runtime:
         return dict(zip(names, results, strict=True))
 
     async def _check_database(self) -> CheckResult:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             await conn.execute(text("SELECT 1"))
         return CheckResult(True)
 

@@ -12,6 +12,7 @@ from backburner.auth.principal import Principal
 from backburner.auth.tables import api_keys
 from backburner.auth.tokens import Token, hash_secret, new_token, parse_token, secret_matches
 from backburner.db.tables import organizations
+from backburner.db.transactions import reading
 from backburner.ids import new_id
 
 
@@ -93,7 +94,7 @@ async def list_keys(engine: AsyncEngine) -> list[KeyInfo]:
         .join(organizations, organizations.c.id == api_keys.c.organization_id)
         .order_by(api_keys.c.created_at)
     )
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         rows = (await conn.execute(query)).mappings().all()
     return [
         KeyInfo(
@@ -133,7 +134,7 @@ async def authenticate(engine: AsyncEngine, token_text: str) -> Principal | None
         api_keys.c.is_deployment_admin,
         api_keys.c.secret_hash,
     ).where(api_keys.c.id == token.key_id, api_keys.c.revoked_at.is_(None))
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         row = (await conn.execute(query)).first()
     if row is None or not secret_matches(token.secret, row.secret_hash):
         return None

@@ -56,6 +56,7 @@ from backburner.batches.tables import (
 from backburner.batches.validation import PartPlan, Row, Submission
 from backburner.db.keyset import Keyset
 from backburner.db.tables import DEFAULT_ORGANIZATION_ID
+from backburner.db.transactions import reading
 from backburner.db.types import UTCDateTime
 
 KEPT_CYCLES = 100
@@ -267,7 +268,7 @@ class BatchStore:
 
     async def _find(self, organization_id: str, condition: ColumnElement[bool]) -> Batch | None:
         """The organization's one logical batch that meets `condition` (an id or a unique key)."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(llm_batches).where(
@@ -280,13 +281,13 @@ class BatchStore:
         return None if row is None else _batch(row)
 
     async def _batches(self, query: Any) -> list[Batch]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_batch(r) for r in rows]
 
     async def unit(self, unit_id: str) -> Batch | None:
         """A batch or a part by id, whatever its organization (for the jobs)."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (await conn.execute(select(llm_batches).where(llm_batches.c.id == unit_id))).one_or_none()
         return None if row is None else _batch(row)
 
@@ -310,7 +311,7 @@ class BatchStore:
         query = select(llm_batches)
         if status is not None:
             query = query.where(llm_batches.c.status == status)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await BATCH_ORDER.page(conn, query, scope, limit=limit, cursor=before_id)
         return [_batch(r) for r in rows]
 
@@ -335,7 +336,7 @@ class BatchStore:
         if after_custom_id is not None:
             query = query.where(llm_batch_items.c.custom_id > after_custom_id)
         query = query.order_by(llm_batch_items.c.custom_id).limit(limit)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [ItemRow(r.custom_id, r.status, r.result, r.error) for r in rows]
 
@@ -355,7 +356,7 @@ class BatchStore:
                 .order_by(llm_batch_items.c.position)
                 .limit(page_size)
             )
-            async with self.engine.connect() as conn:
+            async with reading(self.engine) as conn:
                 rows = (await conn.execute(query)).all()
             if not rows:
                 return
@@ -363,11 +364,11 @@ class BatchStore:
             after = rows[-1].position
 
     async def item_status_counts(self, batch_id: str) -> dict[str, int]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return await _item_counts(conn, batch_id)
 
     async def usage(self, batch_id: str) -> list[UsageRow]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (
                 await conn.execute(
                     select(llm_batch_usage)
@@ -391,7 +392,7 @@ class BatchStore:
         ).group_by(u.provider, u.model)
         if organization_id is not None:
             query = query.where(u.organization_id == organization_id)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query.order_by(u.provider, u.model))).all()
         return [UsageRow(str(r[0]), str(r[1]), *(int(v or 0) for v in r[2:])) for r in rows]
 
@@ -450,7 +451,7 @@ class BatchStore:
     async def known_provider_batch_ids(self, provider: str, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(llm_batches.c.provider_batch_id).where(
                     llm_batches.c.provider == provider, llm_batches.c.provider_batch_id.in_(list(ids))
@@ -485,7 +486,7 @@ class BatchStore:
             .order_by(llm_batches.c.ended_at)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             return [str(r[0]) for r in await conn.execute(query)]
 
     async def counts_by_provider_status(
@@ -498,7 +499,7 @@ class BatchStore:
         )
         if organization_id is not None:
             query = query.where(llm_batches.c.organization_id == organization_id)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [(r[0], r[1], int(r[2])) for r in rows]
 
@@ -540,7 +541,7 @@ class BatchStore:
 
     async def last_cycle(self) -> CycleRecord | None:
         query = select(llm_batch_poll_cycles).order_by(llm_batch_poll_cycles.c.id.desc()).limit(1)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (await conn.execute(query)).one_or_none()
         if row is None:
             return None
@@ -564,13 +565,13 @@ class BatchStore:
             .order_by(llm_batch_deliveries.c.next_attempt_at)
             .limit(limit)
         )
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [Delivery(**r._mapping) for r in rows]
 
     async def deliveries(self, batch_id: str) -> list[Delivery]:
         query = select(llm_batch_deliveries).where(llm_batch_deliveries.c.batch_id == batch_id)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = (await conn.execute(query.order_by(llm_batch_deliveries.c.channel))).all()
         return [Delivery(**r._mapping) for r in rows]
 

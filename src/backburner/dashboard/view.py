@@ -17,6 +17,7 @@ from backburner.batches.component import BatchesComponent
 from backburner.batches.diagnostics import counts_by_provider, cycle_view, running_view
 from backburner.batches.domain import POLLED_STATUSES, BatchStatus
 from backburner.clock import Clock, iso_or_none
+from backburner.db.transactions import reading
 from backburner.files.component import FileProcessing
 from backburner.monitoring.watchdog import Watchdog
 from backburner.scheduler import runs
@@ -87,7 +88,7 @@ async def _scheduler_panels(
         heartbeat_interval_s=settings.instance_heartbeat_interval_seconds,
     )
     job_ids = [job["id"] for job in status["jobs"]]
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         history = await runs.recent_runs(conn, job_ids, RUN_HISTORY_LENGTH)
     jobs = [
         {

@@ -11,6 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.db.transactions import reading
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Arbitrary constant: concurrent instances starting on PostgreSQL migrate one at a time.
 MIGRATION_LOCK_KEY = 0x6262_6D69_6772
@@ -40,7 +42,7 @@ def _upgrade_sync(connection: Connection, revision: str) -> None:
 
 
 async def current_revisions(engine: AsyncEngine) -> set[str]:
-    async with engine.connect() as conn:
+    async with reading(engine) as conn:
         return await conn.run_sync(lambda c: set(MigrationContext.configure(c).get_current_heads()))
 
 

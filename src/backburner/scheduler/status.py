@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.clock import iso_or_none
+from backburner.db.transactions import reading
 from backburner.leader import store as leader_store
 from backburner.logs import describe_error
 from backburner.membership import store as membership_store
@@ -55,7 +56,7 @@ async def scheduler_status(
     last: dict[str, runs.RunRecord] = {}
     paused: set[str] = set()
     try:
-        async with engine.connect() as conn:
+        async with reading(engine) as conn:
             election = await leader_store.read_election(conn, service.election)
             last = await runs.last_runs(conn, [spec.id for spec in specs])
             paused = await runs.paused_jobs(conn)

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.db.tables import organizations
+from backburner.db.transactions import reading
 from backburner.schedules.policies import Active, CatchUp, Overlap, Policy, RunOutcome
 from backburner.schedules.specs import Spec
 from backburner.schedules.tables import schedule_runs, schedules
@@ -224,7 +225,7 @@ class ScheduleStore:
             await conn.execute(insert(schedules).values(schedule_values(record)))
 
     async def get(self, organization_id: str, schedule_id: str) -> ScheduleRecord:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             row = (
                 await conn.execute(
                     select(schedules).where(
@@ -239,7 +240,7 @@ class ScheduleStore:
     async def page(self, organization_id: str, *, limit: int, after: str | None) -> list[ScheduleRecord]:
         """Schedules of the organization, oldest first, after the schedule `after`."""
         query = select(schedules).where(schedules.c.organization_id == organization_id)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             if after is not None:
                 cursor = (
                     await conn.execute(
@@ -298,7 +299,7 @@ class ScheduleStore:
         )
         if before is not None:
             query = query.where(schedule_runs.c.fire_time < before)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(query.order_by(schedule_runs.c.fire_time.desc()).limit(limit))
             return [RunRecord.from_row(row) for row in rows]
 
@@ -306,7 +307,7 @@ class ScheduleStore:
 
     async def counts(self, organization_id: str) -> dict[str, int]:
         """Schedules by state: active (fires to come), paused, ended."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(
                     schedules.c.paused,
@@ -323,7 +324,7 @@ class ScheduleStore:
             return counts
 
     async def soonest(self, organization_id: str, limit: int) -> list[ScheduleRecord]:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(schedules)
                 .where(schedules.c.organization_id == organization_id, schedules.c.due_at.is_not(None))
@@ -334,7 +335,7 @@ class ScheduleStore:
 
     async def recent_runs(self, organization_id: str, limit: int) -> list[tuple[RunRecord, str]]:
         """The latest runs of the organization with their schedule's name."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(
                 select(schedule_runs, schedules.c.name.label("schedule_name"))
                 .join(schedules, schedules.c.id == schedule_runs.c.schedule_id)

@@ -22,7 +22,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from backburner.clock import Clock
-from backburner.db.transactions import redoable_transaction
+from backburner.db.transactions import reading, redoable_transaction
 from backburner.files.blobs.base import (
     READ_CHUNK_BYTES,
     BlobEntry,
@@ -123,7 +123,7 @@ class DatabaseBlobStore(BlobStore):
 
     async def open(self, key: str, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncGenerator[bytes, None]:
         validate_key(key)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             found = (
                 await conn.execute(select(blobs.c.id, blobs.c.chunk_count).where(blobs.c.key == key))
             ).first()
@@ -132,7 +132,7 @@ class DatabaseBlobStore(BlobStore):
         blob_id, count = found
         query = select(blob_chunks.c.data).where(blob_chunks.c.blob_id == blob_id)
         for seq in range(count):
-            async with self.engine.connect() as conn:
+            async with reading(self.engine) as conn:
                 data = (await conn.execute(query.where(blob_chunks.c.seq == seq))).scalar()
             if data is None:  # deleted or replaced while being read
                 raise BlobNotFound(key, self.name)
@@ -145,7 +145,7 @@ class DatabaseBlobStore(BlobStore):
 
     async def stat(self, key: str) -> BlobStat | None:
         validate_key(key)
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             found = (
                 await conn.execute(
                     select(blobs.c.size_bytes, blobs.c.sha256, blobs.c.stored_at).where(blobs.c.key == key)
@@ -161,7 +161,7 @@ class DatabaseBlobStore(BlobStore):
     async def list_blobs(self, prefix: str, older_than: datetime) -> AsyncIterator[list[BlobEntry]]:
         after = ""
         while True:
-            async with self.engine.connect() as conn:
+            async with reading(self.engine) as conn:
                 rows = (
                     await conn.execute(
                         select(blobs.c.key, blobs.c.stored_at)
@@ -180,7 +180,7 @@ class DatabaseBlobStore(BlobStore):
             after = rows[-1][0]
 
     async def remove_stale_uploads(self, older_than: datetime) -> int:
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             stale = (
                 await conn.execute(
                     select(blobs.c.id).where(blobs.c.key.is_(None), blobs.c.started_at < older_than)

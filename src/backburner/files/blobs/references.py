@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from backburner.db.transactions import reading
 from backburner.files.tables import files
 
 PAGE_SIZE = 500
@@ -35,13 +36,13 @@ class BlobReferences:
         """Those of `keys` that some file owns."""
         if not keys:
             return set()
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             rows = await conn.execute(select(files.c.blob_key).where(files.c.blob_key.in_(list(keys))))
             return {key for (key,) in rows}
 
     async def totals(self) -> tuple[int, int]:
         """Files and the bytes of their blobs."""
-        async with self.engine.connect() as conn:
+        async with reading(self.engine) as conn:
             count, size = (
                 await conn.execute(select(func.count(), func.coalesce(func.sum(files.c.size_bytes), 0)))
             ).one()
@@ -59,7 +60,7 @@ class BlobReferences:
             files.c.sha256,
         ).order_by(files.c.id)
         while True:
-            async with self.engine.connect() as conn:
+            async with reading(self.engine) as conn:
                 rows = (await conn.execute(query.where(files.c.id > after).limit(page_size))).all()
             if not rows:
                 return

@@ -1,0 +1,65 @@
+"""On SQLite, requests that only read answer while another connection holds the write lock: a
+worker storing a batch of passages must not hold back an API key's check, `/readyz` or a
+listing for up to the busy timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from backburner.api.app import create_app
+from backburner.auth import store
+from backburner.clock import utcnow
+from backburner.db.engine import SQLITE_BUSY_TIMEOUT_MS
+from tests.conftest import MakeSettings
+
+READ_ONLY_PATHS = [
+    "/readyz",
+    "/metrics",
+    "/v1/batches",
+    "/v1/sources",
+    "/v1/schedules",
+    "/api/admin/batch-jobs",
+    "/api/admin/scheduler/status",
+    "/api/admin/dashboard",
+]
+# Well inside the busy timeout: a reader that waited for the lock would run past it.
+DEADLINE_S = SQLITE_BUSY_TIMEOUT_MS / 1000 / 3
+
+
+@pytest.fixture
+async def keyed_app(make_settings: MakeSettings, sqlite_url: str) -> AsyncIterator[FastAPI]:
+    app = create_app(make_settings(database_url=sqlite_url, auth_mode="keys"))
+    async with app.router.lifespan_context(app):
+        await app.state.runtime.wait_ready(30)
+        yield app
+
+
+async def test_reads_answer_while_another_connection_writes(keyed_app: FastAPI, sqlite_url: str) -> None:
+    _, token = await store.create_key(
+        keyed_app.state.runtime.engine, organization="acme", name="acme", is_admin=True, now=utcnow()
+    )
+    transport = httpx.ASGITransport(app=keyed_app)
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as caller:
+        for path in READ_ONLY_PATHS:  # each answers before the lock is taken
+            assert (await caller.get(path)).status_code == 200, path
+        # Another connection's open write transaction, as a worker's that is storing passages.
+        writer = sqlite3.connect(Path(sqlite_url.split("///", 1)[1]), isolation_level=None, timeout=5)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE organizations SET name = name")
+            for path in READ_ONLY_PATHS:
+                try:
+                    response = await asyncio.wait_for(caller.get(path), DEADLINE_S)
+                except TimeoutError:
+                    pytest.fail(f"{path} waited {DEADLINE_S:.0f} s for the write lock")
+                assert response.status_code == 200, (path, response.text)
+        finally:
+            writer.close()
