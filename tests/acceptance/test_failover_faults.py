@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backburner.scheduler.runs import overlapping_runs
-from tests.support.cluster import LEASE_S, START_DEADLINE_S, Probe, leader_env, start_members, wait_for_leader
+from tests.support.cluster import LEASE_S, Probe, leader_env, start_members, wait_for_leader
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.acceptance
@@ -23,9 +23,7 @@ def test_a_frozen_leader_is_replaced_and_after_it_thaws_it_steps_down_fenced_out
     members = start_members("worker", 2, leader_env(postgres_url, tmp_path / "data"), tmp_path)
     try:
         leader, election = wait_for_leader(probe, members, 60)
-        wait_until(
-            lambda: probe.followers_waiting() == 1, START_DEADLINE_S, "the follower to wait on the lock"
-        )
+        probe.wait_for_one_follower("the follower to wait on the lock")
 
         frozen_at = datetime.now(UTC)
         leader.signal(signal.SIGSTOP)  # longer than the lease: until the follower has taken over
@@ -42,7 +40,7 @@ def test_a_frozen_leader_is_replaced_and_after_it_thaws_it_steps_down_fenced_out
         stepped = leader.events("leader.stepped_down")
         assert stepped and stepped[-1]["epoch"] == election.epoch
         assert leader.alive()  # and goes back to following
-        wait_until(lambda: probe.followers_waiting() == 1, 10, "the old leader to wait on the lock again")
+        probe.wait_for_one_follower("the old leader to wait on the lock again")
 
         runs = probe.runs()
         assert {r.epoch for r in runs} >= {election.epoch, new.epoch}
@@ -59,9 +57,7 @@ def test_terminating_the_lock_session_moves_the_lead_within_the_lease(
     members = start_members("worker", 2, leader_env(postgres_url, tmp_path / "data"), tmp_path)
     try:
         leader, election = wait_for_leader(probe, members, 60)
-        wait_until(
-            lambda: probe.followers_waiting() == 1, START_DEADLINE_S, "the follower to wait on the lock"
-        )
+        probe.wait_for_one_follower("the follower to wait on the lock")
 
         cut_at = datetime.now(UTC)
         assert probe.terminate_lock_session(leader.instance_id)
@@ -72,7 +68,7 @@ def test_terminating_the_lock_session_moves_the_lead_within_the_lease(
         lost = wait_until(lambda: leader.events("leader.lost"), 5, "the old leader to notice")[0]
         assert lost["reason"] == "connection_lost"
         assert wait_until(lambda: leader.events("leader.stepped_down"), 5, "the old leader to step down")
-        wait_until(lambda: probe.followers_waiting() == 1, 10, "the old leader to wait on the lock again")
+        probe.wait_for_one_follower("the old leader to wait on the lock again")
         assert overlapping_runs(probe.runs()) == []
     finally:
         for member in members:

@@ -16,7 +16,6 @@ import pytest
 
 from tests.support.cluster import (
     LEASE_S,
-    START_DEADLINE_S,
     Member,
     Probe,
     leader_env,
@@ -24,7 +23,6 @@ from tests.support.cluster import (
     wait_for_leader,
 )
 from tests.support.private_postgres import PrivatePostgres, private_postgres
-from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.acceptance
 
@@ -49,9 +47,7 @@ def test_after_a_postgresql_restart_exactly_one_leads_again(server: PrivatePostg
     members = start_members("worker", 2, env, tmp_path)
     try:
         _, election = wait_for_leader(probe, members, 60)
-        wait_until(
-            lambda: probe.followers_waiting() == 1, START_DEADLINE_S, "the follower to wait on the lock"
-        )
+        probe.wait_for_one_follower("the follower to wait on the lock")
 
         server.restart()
         back_at = datetime.now(UTC)
@@ -60,7 +56,7 @@ def test_after_a_postgresql_restart_exactly_one_leads_again(server: PrivatePostg
         # Everyone lost its session; the first to reconnect leads (backoff capped at the retry interval).
         assert (new.acquired_at - back_at).total_seconds() <= LEASE_S + RETRY_S + 1
         assert all(m.events("leader.connection_failed") or m.events("leader.lost") for m in members)
-        wait_until(lambda: probe.followers_waiting() == 1, 10, "the other instance to wait on the lock")
+        probe.wait_for_one_follower("the other instance to wait on the lock")
         assert sum(leading(m) for m in members) == 1
         assert all(m.alive() for m in members)
         assert time.monotonic() - started < 60

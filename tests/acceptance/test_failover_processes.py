@@ -78,7 +78,7 @@ def test_three_instances_one_leader_then_sigkill_and_sigterm_move_the_lead(
         assert (first_run.started_at - killed_at).total_seconds() < 5
 
         # SIGTERM: the last instance leads within 2 s; the stopped one exits 0.
-        wait_until(lambda: probe.followers_waiting() == 1, 10, "the last follower to wait on the lock")
+        probe.wait_for_one_follower("the last follower to wait on the lock")
         termed_at = datetime.now(UTC)
         successor.signal(signal.SIGTERM)
         last, final = wait_for_leader(probe, members, 5, above_epoch=election.epoch)

@@ -189,6 +189,10 @@ class Probe:
     def followers_waiting(self) -> int:
         return sum(1 for row in self.lock_sessions() if row["wait_event_type"] == "Lock")
 
+    def wait_for_one_follower(self, what: str) -> None:
+        """Until one instance waits on the leader's lock: both sides of the election are settled."""
+        wait_until(lambda: self.followers_waiting() == 1, START_DEADLINE_S, what)
+
     def terminate_lock_session(self, instance_id: str) -> bool:
         rows = self.rows(
             "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE application_name = $1",
