@@ -103,6 +103,13 @@ async def status(
     )
 
 
+JOB_ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Not a deployment admin key: the job runs for every organization"},
+    404: {"description": "No such job"},
+    503: {"description": "The scheduler has not started yet"},
+}
+
+
 class JobPauseState(BaseModel):
     id: str
     paused: bool
@@ -123,11 +130,7 @@ async def _set_paused(
     "/api/admin/scheduler/jobs/{job_id}/pause",
     summary="Pause a job on every instance: the leader skips its ticks until it is resumed",
     response_model=JobPauseState,
-    responses={
-        403: {"description": "Not a deployment admin key: the job runs for every organization"},
-        404: {"description": "No such job"},
-        503: {"description": "The scheduler has not started yet"},
-    },
+    responses=JOB_ACTION_RESPONSES,
     dependencies=[Depends(require_deployment_admin)],
 )
 async def pause_job(
@@ -143,11 +146,7 @@ async def pause_job(
     "/api/admin/scheduler/jobs/{job_id}/resume",
     summary="Resume a paused job",
     response_model=JobPauseState,
-    responses={
-        403: {"description": "Not a deployment admin key: the job runs for every organization"},
-        404: {"description": "No such job"},
-        503: {"description": "The scheduler has not started yet"},
-    },
+    responses=JOB_ACTION_RESPONSES,
     dependencies=[Depends(require_deployment_admin)],
 )
 async def resume_job(
