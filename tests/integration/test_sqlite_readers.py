@@ -50,11 +50,17 @@ async def test_reads_answer_while_another_connection_writes(keyed_app: FastAPI, 
     async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as caller:
         for path in READ_ONLY_PATHS:  # each answers before the lock is taken
             assert (await caller.get(path)).status_code == 200, path
-        # Another connection's open write transaction, as a worker's that is storing passages.
-        writer = sqlite3.connect(Path(sqlite_url.split("///", 1)[1]), isolation_level=None, timeout=5)
+        # Another connection's open write transaction, as a worker's that is storing passages. It
+        # waits for the lock in a thread: the app's own writers need the event loop to let go of it.
+        writer = sqlite3.connect(
+            Path(sqlite_url.split("///", 1)[1]),
+            isolation_level=None,
+            timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,
+        )
         try:
-            writer.execute("BEGIN IMMEDIATE")
-            writer.execute("UPDATE organizations SET name = name")
+            await asyncio.to_thread(writer.execute, "BEGIN IMMEDIATE")
+            await asyncio.to_thread(writer.execute, "UPDATE organizations SET name = name")
             for path in READ_ONLY_PATHS:
                 try:
                     response = await asyncio.wait_for(caller.get(path), DEADLINE_S)
