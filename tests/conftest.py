@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.db.engine import create_engine
+from backburner.db.engine import create_engine, wait_for_stopped_connections
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings, load_settings
 from tests.support.databases import PostgresDatabases, SqliteDatabases
@@ -110,7 +110,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 async def tasks_end_with_their_test() -> AsyncIterator[None]:
     """Fails a test that leaves a task running after it and its fixtures have stopped, naming the
     task and where it waits. Left alone, such a task is cancelled only when the event loop
-    closes, and one that does not end on cancel then hangs the run with no clue to its owner."""
+    closes, and one that does not end on cancel then hangs the run with no clue to its owner.
+    Then waits for the threads of stopped SQLite connections to end while the loop is open."""
     before = asyncio.all_tasks()
     yield
     this = asyncio.current_task()
@@ -119,6 +120,7 @@ async def tasks_end_with_their_test() -> AsyncIterator[None]:
         _, pending = await asyncio.wait(left, timeout=LEFTOVER_GRACE_S)
         left = list(pending)
     if not left:
+        await _wait_for_stopped_sqlite_connections()
         return
     stacks = io.StringIO()
     for task in left:
@@ -132,4 +134,11 @@ async def tasks_end_with_their_test() -> AsyncIterator[None]:
     # Also printed: if a task ignores its cancel, closing the loop hangs, and pytest then reports
     # only that timeout, with what this teardown printed.
     print(report, file=sys.stderr)
+    await _wait_for_stopped_sqlite_connections()
     pytest.fail(report)
+
+
+async def _wait_for_stopped_sqlite_connections() -> None:
+    """A stopped SQLite connection's thread answers this test's loop once its queue drains; if the
+    loop closed first, the thread would die with "Event loop is closed" during a later test."""
+    assert await wait_for_stopped_connections(), "a stopped SQLite connection's thread is still running"

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backburner.batches.component import BatchesComponent
 from backburner.clock import Clock, SystemClock
 from backburner.db import migrate
-from backburner.db.engine import create_engine
+from backburner.db.engine import create_engine, dispose
 from backburner.db.errors import permanent_problem
 from backburner.db.transactions import reading
 from backburner.files.component import FileProcessing
@@ -105,7 +105,7 @@ class Runtime:
                 "may submit batches, read every file and use the admin routes; "
                 "set auth_mode=keys to require keys",
             )
-        self._stack.push_async_callback(self.engine.dispose)
+        self._stack.push_async_callback(dispose, self.engine)
         self.watchdog = start_watchdog(self.settings, self.metrics.registry)
         self._stack.callback(self.watchdog.stop)
         self._startup_task = asyncio.create_task(self._start_background(), name="runtime.startup")

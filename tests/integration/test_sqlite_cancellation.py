@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backburner.db.engine import create_sqlite_engine
+from backburner.db.engine import create_sqlite_engine, dispose
 
 # Long enough to be cancelled while it runs, short enough to end soon after on a busy machine.
 SLOW_SELECT = (
@@ -91,3 +91,23 @@ async def test_a_connection_stopped_while_it_closes_does_not_hang_its_close(tmp_
             raw.invalidate()
     finally:
         await engine.dispose()
+
+
+async def test_disposing_waits_for_a_stopped_connections_thread_to_answer(tmp_path: Path) -> None:
+    """A connection stopped without waiting (as SQLAlchemy terminates one) still owes its loop the
+    answers queued before the stop; disposing of the engine waits for them, so that the loop does
+    not close first and the thread does not die with "Event loop is closed"."""
+    engine = create_sqlite_engine(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    raw = await engine.raw_connection()
+    try:
+        driver = raw.driver_connection
+        assert driver is not None
+        thread = driver._thread
+        running = asyncio.ensure_future(driver.execute(SLOW_SELECT))
+        await asyncio.sleep(0)  # the statement is queued on the connection's thread
+        driver.stop()
+        await dispose(engine)
+        assert not thread.is_alive()
+        assert running.done()
+    finally:
+        raw.invalidate()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 import weakref
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backburner.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Threads of SQLite connections stopped without waiting for them (terminated by SQLAlchemy). Each
+# still owes an answer to its event loop, and dies with "Event loop is closed" if that loop closes
+# first (aiosqlite#241): they are waited for before the loop may close (`wait_for_stopped_connections`).
+_STOPPED_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+STOPPED_CONNECTIONS_WAIT_S = 10.0
 # An execution option: the connection only reads (see `db.transactions.reading`).
 READ_ONLY = "backburner_read_only"
 
@@ -106,7 +114,31 @@ def stop_at_most_once(driver: Any) -> None:
 
     def stop_once() -> Any:
         if not first:
-            first.append(stop(connection()))
+            live = connection()
+            assert live is not None  # the caller holds it
+            first.append(stop(live))
+            _STOPPED_THREADS.add(live._thread)
         return first[0]
 
     driver.stop = stop_once
+
+
+async def wait_for_stopped_connections(timeout_s: float = STOPPED_CONNECTIONS_WAIT_S) -> bool:
+    """Wait until the threads of stopped SQLite connections have ended (each after the statements
+    queued before its stop); False if one is still running after `timeout_s`."""
+    threads = [thread for thread in list(_STOPPED_THREADS) if thread.is_alive()]
+    if threads:
+        await asyncio.to_thread(_join, threads, timeout_s)
+    return not any(thread.is_alive() for thread in threads)
+
+
+def _join(threads: list[threading.Thread], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
+async def dispose(engine: AsyncEngine) -> None:
+    """Close the engine's connections, and wait for those that were stopped to end."""
+    await engine.dispose()
+    await wait_for_stopped_connections()
