@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from backburner.db.engine import create_sqlite_engine, dispose
+from backburner.db.engine import create_sqlite_engine, dispose, sqlite_connector, wait_for_stopped_connections
 
 # Long enough to be cancelled while it runs, short enough to end soon after on a busy machine.
 SLOW_SELECT = (
@@ -111,3 +113,29 @@ async def test_disposing_waits_for_a_stopped_connections_thread_to_answer(tmp_pa
         assert running.done()
     finally:
         raw.invalidate()
+
+
+class _SlowToOpen(sqlite3.Connection):
+    """A connection that takes a while to open, on the connection's own thread."""
+
+    opening = threading.Event()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        _SlowToOpen.opening.set()
+        time.sleep(0.5)
+        super().__init__(*args, **kwargs)
+
+
+async def test_a_connection_cancelled_while_it_opens_is_waited_for(tmp_path: Path) -> None:
+    """aiosqlite stops the thread of a connect that is cancelled, without waiting for it."""
+    connect = sqlite_connector(str(tmp_path / "db.sqlite"), factory=_SlowToOpen)
+    before = set(threading.enumerate())
+    _SlowToOpen.opening.clear()
+    opening = asyncio.ensure_future(connect())
+    assert await asyncio.to_thread(_SlowToOpen.opening.wait, DEADLINE_S)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    (thread,) = [t for t in set(threading.enumerate()) - before if "_connection_worker_thread" in t.name]
+    assert await wait_for_stopped_connections()
+    assert not thread.is_alive()

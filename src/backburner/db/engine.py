@@ -6,9 +6,11 @@ import asyncio
 import threading
 import time
 import weakref
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -16,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from backburner.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-# Threads of SQLite connections stopped without waiting for them (terminated by SQLAlchemy). Each
+# Threads of SQLite connections stopped without waiting for them (terminated by SQLAlchemy, or
+# cancelled while they opened). Each
 # still owes an answer to its event loop, and dies with "Event loop is closed" if that loop closes
 # first (aiosqlite#241): they are waited for before the loop may close (`wait_for_stopped_connections`).
 _STOPPED_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
@@ -52,11 +55,15 @@ def create_sqlite_engine(url: str) -> AsyncEngine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(
+        url,
+        async_creator=sqlite_connector(
+            database or ":memory:", timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+        ),
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        stop_at_most_once(dbapi_connection.driver_connection)
         # Let SQLAlchemy's "begin" event below issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -85,6 +92,19 @@ def create_sqlite_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def sqlite_connector(database: str, **kwargs: Any) -> Callable[[], Awaitable[aiosqlite.Connection]]:
+    """Opens aiosqlite connections as SQLAlchemy would, with `stop` wrapped before the connection
+    opens: a connect that is cancelled stops its thread too (`stop_at_most_once`)."""
+
+    async def connect() -> aiosqlite.Connection:
+        driver = aiosqlite.connect(database, **kwargs)
+        driver._thread.daemon = True  # as SQLAlchemy does: an unclosed connection never holds up exit
+        stop_at_most_once(driver)
+        return await driver
+
+    return connect
+
+
 def roll_back_before_close(driver: Any) -> None:
     """Queue a rollback on an aiosqlite connection's thread, ahead of the close that follows.
 
@@ -107,6 +127,7 @@ def stop_at_most_once(driver: Any) -> None:
     task, and calls `stop` as well if it is interrupted meanwhile. That task's `close` then calls
     `stop` again, and waited for an answer from a thread that had already ended: the task never
     finished, and the event loop hung on it when it closed (at shutdown, or at a test's end).
+    The thread is recorded, to be waited for (`wait_for_stopped_connections`).
     """
     stop = type(driver).stop
     connection = weakref.ref(driver)  # not the driver itself: it holds this function
