@@ -114,13 +114,19 @@ async def tasks_end_with_their_test() -> AsyncIterator[None]:
     Then waits for the threads of stopped SQLite connections to end while the loop is open."""
     before = asyncio.all_tasks()
     yield
+    try:
+        await _no_task_left(before)
+    finally:
+        await _wait_for_stopped_sqlite_connections()
+
+
+async def _no_task_left(before: set[asyncio.Task[Any]]) -> None:
     this = asyncio.current_task()
     left = [task for task in asyncio.all_tasks() - before if task is not this and not task.done()]
     if left:
         _, pending = await asyncio.wait(left, timeout=LEFTOVER_GRACE_S)
         left = list(pending)
     if not left:
-        await _wait_for_stopped_sqlite_connections()
         return
     stacks = io.StringIO()
     for task in left:
@@ -134,7 +140,6 @@ async def tasks_end_with_their_test() -> AsyncIterator[None]:
     # Also printed: if a task ignores its cancel, closing the loop hangs, and pytest then reports
     # only that timeout, with what this teardown printed.
     print(report, file=sys.stderr)
-    await _wait_for_stopped_sqlite_connections()
     pytest.fail(report)
 
 

@@ -14,14 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import (
-    LEASE_S,
-    Member,
-    Probe,
-    leader_env,
-    start_members,
-    wait_for_leader,
-)
+from tests.support.cluster import LEASE_S, Member, Probe, leader_env, start_members, wait_for_leader
 from tests.support.private_postgres import PrivatePostgres, private_postgres
 
 pytestmark = pytest.mark.acceptance

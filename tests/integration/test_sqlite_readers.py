@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
+from sqlalchemy.engine import make_url
 
-from backburner.api.app import create_app
 from backburner.auth import store
 from backburner.clock import utcnow
 from backburner.db.engine import SQLITE_BUSY_TIMEOUT_MS
 from tests.conftest import MakeSettings
+from tests.support.files import served
 
 READ_ONLY_PATHS = [
     "/readyz",
@@ -33,27 +30,20 @@ READ_ONLY_PATHS = [
 DEADLINE_S = SQLITE_BUSY_TIMEOUT_MS / 1000 / 3
 
 
-@pytest.fixture
-async def keyed_app(make_settings: MakeSettings, sqlite_url: str) -> AsyncIterator[FastAPI]:
-    app = create_app(make_settings(database_url=sqlite_url, auth_mode="keys"))
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(30)
-        yield app
-
-
-async def test_reads_answer_while_another_connection_writes(keyed_app: FastAPI, sqlite_url: str) -> None:
-    _, token = await store.create_key(
-        keyed_app.state.runtime.engine, organization="acme", name="acme", is_admin=True, now=utcnow()
-    )
-    transport = httpx.ASGITransport(app=keyed_app)
-    headers = {"authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers) as caller:
+async def test_reads_answer_while_another_connection_writes(
+    make_settings: MakeSettings, sqlite_url: str
+) -> None:
+    async with served(make_settings(database_url=sqlite_url, auth_mode="keys")) as (_, caller, runtime):
+        _, token = await store.create_key(
+            runtime.engine, organization="acme", name="acme", is_admin=True, now=utcnow()
+        )
+        caller.headers["authorization"] = f"Bearer {token}"
         for path in READ_ONLY_PATHS:  # each answers before the lock is taken
             assert (await caller.get(path)).status_code == 200, path
         # Another connection's open write transaction, as a worker's that is storing passages. It
         # waits for the lock in a thread: the app's own writers need the event loop to let go of it.
         writer = sqlite3.connect(
-            Path(sqlite_url.split("///", 1)[1]),
+            str(make_url(sqlite_url).database),
             isolation_level=None,
             timeout=SQLITE_BUSY_TIMEOUT_MS / 1000,
             check_same_thread=False,

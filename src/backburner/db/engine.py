@@ -19,9 +19,9 @@ from backburner.settings import Settings
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Threads of SQLite connections stopped without waiting for them (terminated by SQLAlchemy, or
-# cancelled while they opened). Each
-# still owes an answer to its event loop, and dies with "Event loop is closed" if that loop closes
-# first (aiosqlite#241): they are waited for before the loop may close (`wait_for_stopped_connections`).
+# cancelled while they opened). Each still owes an answer to its event loop, and dies with "Event
+# loop is closed" if that loop closes first (aiosqlite#241): they are waited for before the loop
+# may close (`wait_for_stopped_connections`).
 _STOPPED_THREADS: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 STOPPED_CONNECTIONS_WAIT_S = 10.0
 # An execution option: the connection only reads (see `db.transactions.reading`).
