@@ -17,6 +17,9 @@ Figures per database and size:
 - `p50_ms`, `p99_ms`: latency of `hybrid` searches (the default mode), k = 10, one at a time,
   after a first search that loads the source's vectors (`cold_ms`); `vector_p50_ms` and
   `lexical_p50_ms` for each ranking alone;
+- `refresh_ms`: the first `hybrid` search after another file of 1,000 passages was written to
+  the source (median of 5 such files), as while files are being ingested; `cold_ms` is the
+  same search reading every vector;
 - `recall_at_10`: overlap of `vector` mode's top 10 with an exact float64 numpy search over the
   same vectors, averaged over the queries;
 - `ingest_slowdown`: 1 - (throughput with the lexical index / throughput without it): the same
@@ -82,6 +85,7 @@ VOCABULARY = 30_000
 SEED = 18
 STOP_WORDS = 100
 PARALLEL = 20
+REFRESH_FILES = 5
 RULES = ClaimRules(lease_s=3600, max_attempts=3, timeout_minutes=10_000, org_cap=1000, owner_prefix="")
 
 
@@ -141,20 +145,26 @@ class Corpus:
 
 async def fill(engine: AsyncEngine, corpus: Corpus) -> tuple[str, float]:
     """The source's id, and the seconds spent in `store_batch` (what ingest pays for the index)."""
+    source = await FileStores.on(engine).sources.create(ORG, "bench", "bench", None, datetime.now(UTC))
+    return source.id, await write_files(engine, source.id, corpus, first_file=0)
+
+
+async def write_files(engine: AsyncEngine, source_id: str, corpus: Corpus, first_file: int) -> float:
+    """Writes the corpus into the source as files numbered from `first_file`, as workers do;
+    returns the seconds spent in `store_batch`."""
     stores = FileStores.on(engine)
     now = datetime.now(UTC)
-    source = await stores.sources.create(ORG, "bench", "bench", None, now)
     store_s = 0.0
     file = None
     lease = None
     for start, texts, vectors in corpus.batches():
         if start % PER_FILE == 0:
-            number = start // PER_FILE
+            number = first_file + start // PER_FILE
             await stores.catalog.create(
                 NewFile(
                     f"file-{number:07d}",
                     ORG,
-                    source.id,
+                    source_id,
                     f"doc-{number}.txt",
                     "text/plain",
                     1,
@@ -181,9 +191,9 @@ async def fill(engine: AsyncEngine, corpus: Corpus) -> tuple[str, float]:
             lease, file, rows, now, lease_s=3600, embed_s=0, store_s=0, finish=last
         )
         store_s += time.perf_counter() - started
-        if start % (BATCH * 400) == 0:
+        if start % (BATCH * 400) == 0 and corpus.n > PER_FILE:
             harness.log(f"  {start:,} / {corpus.n:,} passages")
-    return source.id, store_s
+    return store_s
 
 
 async def drop_lexical_index(engine: AsyncEngine) -> None:
@@ -224,6 +234,14 @@ async def measure_queries(engine: AsyncEngine, source_id: str, corpus: Corpus, c
             if mode is SearchMode.VECTOR:
                 exact = np.argsort(-(unit @ (vector / np.linalg.norm(vector))))[:10]
                 recalls.append(len(set(found) & {int(ids[i]) for i in exact}) / 10)
+    # Searching while files are added: the first search after each new file of 1,000 passages
+    # refreshes the cached vectors.
+    refresh_ms = []
+    extra = Corpus(PER_FILE)
+    for number in range(REFRESH_FILES):
+        await write_files(engine, source_id, extra, first_file=corpus.n // PER_FILE + 1 + number)
+        ms, _ = await one(*queries[number % len(queries)], SearchMode.HYBRID)
+        refresh_ms.append(ms)
     hybrid = sorted(latencies[SearchMode.HYBRID])
     return {
         "p50_ms": round(harness.median(hybrid), 2),
@@ -231,6 +249,7 @@ async def measure_queries(engine: AsyncEngine, source_id: str, corpus: Corpus, c
         "vector_p50_ms": round(harness.median(latencies[SearchMode.VECTOR]), 2),
         "lexical_p50_ms": round(harness.median(latencies[SearchMode.LEXICAL]), 2),
         "cold_ms": round(cold_ms, 1),
+        "refresh_ms": round(harness.median(refresh_ms), 1),
         "recall_at_10": round(float(np.mean(recalls)), 4),
         "queries": count,
     }

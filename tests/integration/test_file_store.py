@@ -6,6 +6,7 @@ import asyncio
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +15,7 @@ from backburner.db.keyset import InvalidCursor
 from backburner.db.tables import organizations
 from backburner.files.metrics import FileMetrics
 from backburner.files.pipeline.worker import WorkerConfig
+from backburner.files.search.vectors import VectorIndex
 from backburner.files.states import FileStatus, IllegalTransition, can_transition
 from backburner.files.store import FileStores
 from backburner.files.store.leases import ClaimRules
@@ -448,3 +450,54 @@ async def test_an_organization_at_its_cap_leaves_the_workers_to_others(files: Fi
     # A file whose lease expired no longer counts as in work.
     later = now + timedelta(seconds=here.lease_s + 1)
     assert await files.stores.leases.claim("instance-a/w3", later, here) is not None
+
+
+async def test_cached_vectors_are_refreshed_from_the_changed_files_only(files: Files) -> None:
+    """A search after a write reads again only the files whose vectors changed, and finds what a
+    search reading every vector finds."""
+    rng = np.random.default_rng(3)
+    index = VectorIndex(files.stores.passages)
+    query = rng.standard_normal(8).tolist()
+
+    async def embedding(total: int) -> tuple[FileRecord, Lease]:
+        record = await files.new()
+        assert (await files.claim(record.id)).id == record.id
+        lease = Lease(record.id, record.id)
+        started = await files.stores.leases.start_embedding(
+            lease, T0, total_chunks=total, embedding_model="m", parse_s=0, chunk_s=0
+        )
+        return started, lease
+
+    async def store(record: FileRecord, lease: Lease, chunks: range, finish: bool) -> None:
+        rows = [PassageRow(i, f"chunk {i}", rng.standard_normal(8).astype("<f4").tobytes()) for i in chunks]
+        await files.stores.passages.store_batch(
+            lease, record, rows, T0, lease_s=30, embed_s=0, store_s=0, finish=finish
+        )
+
+    async def search(vectors: VectorIndex) -> list[tuple[int, float]]:
+        source = await files.stores.sources.get(ORG, files.source_id)
+        return await vectors.search(ORG, source.id, source.passages_version, "m", query, None, 50)
+
+    async def expected() -> list[tuple[int, float]]:
+        return await search(VectorIndex(files.stores.passages))  # reads every vector
+
+    a, a_lease = await embedding(3)
+    await store(a, a_lease, range(3), finish=True)
+    b, b_lease = await embedding(4)
+    await store(b, b_lease, range(2), finish=False)
+    assert len(await search(index)) == 5 and index.vectors_read == 5
+    assert len(await search(index)) == 5 and index.vectors_read == 5  # unchanged: nothing read
+
+    # b grows and finishes, c is new: their 4 and 2 vectors are read, a's 3 are not.
+    await store(b, b_lease, range(2, 4), finish=True)
+    c, c_lease = await embedding(2)
+    await store(c, c_lease, range(2), finish=True)
+    found = await search(index)
+    assert index.vectors_read == 11
+    assert len(found) == 9 and found == await expected()
+
+    # A deleted file's vectors leave the matrix without any being read.
+    await files.stores.catalog.delete(ORG, a.id)
+    after = await search(index)
+    assert index.vectors_read == 11
+    assert after == await expected() and len(after) == 6

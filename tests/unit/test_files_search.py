@@ -52,7 +52,7 @@ def test_top_k_is_exact_and_honours_the_file_filter() -> None:
     stored = StoredVectors(
         list(range(100, 600)), [f"file-{i % 3}" for i in range(500)], [v.tobytes() for v in vectors]
     )
-    matrix = VectorMatrix.build(1, stored, 16)
+    matrix = VectorMatrix.build(1, {f"file-{i}": (1, "m") for i in range(3)}, stored, 16)
     query = rng.standard_normal(16).tolist()
     exact = vectors @ np.asarray(query, dtype=np.float32) / np.linalg.norm(vectors, axis=1)
     expected = [100 + int(i) for i in np.argsort(-exact)[:10]]
@@ -61,3 +61,39 @@ def test_top_k_is_exact_and_honours_the_file_filter() -> None:
     assert len(only) == 10 and all((i - 100) % 3 == 1 for i, _ in only)
     assert matrix.top(query, frozenset({"file-9"}), 10) == []
     assert matrix.top([0.0] * 16, None, 10) == []
+
+
+def _stored(rows: dict[str, list[int]], vectors: np.ndarray) -> StoredVectors:
+    """The rows of each file (passage ids, which index `vectors`), in the order given."""
+    pairs = [(file_id, i) for file_id, ids in rows.items() for i in ids]
+    return StoredVectors(
+        [i for _, i in pairs], [f for f, _ in pairs], [vectors[i].tobytes() for _, i in pairs]
+    )
+
+
+def test_a_refreshed_matrix_keeps_unchanged_files_and_equals_a_full_build() -> None:
+    rng = np.random.default_rng(2)
+    vectors = rng.standard_normal((40, 8)).astype("<f4")
+    before = {"a": list(range(0, 10)), "b": list(range(10, 14)), "c": list(range(14, 20))}
+    old_tags = {"a": (10, "m"), "b": (4, "m"), "c": (6, "m"), "r": None}
+    old = VectorMatrix.build(1, old_tags, _stored(before, vectors), 8)
+    # b grew, c was deleted, d is new, r (re-embedding) is never kept; a is unchanged.
+    tags = {"a": (10, "m"), "b": (8, "m"), "d": (5, "m"), "r": None}
+    assert old.unchanged(tags) == {"a"}
+    fresh = {"b": list(range(10, 14)) + list(range(30, 34)), "d": list(range(20, 25))}
+    refreshed = old.refreshed(2, tags, {"a"}, _stored(fresh, vectors), 8)
+    full = VectorMatrix.build(2, tags, _stored({"a": before["a"], **fresh}, vectors), 8)
+
+    def rows(matrix: VectorMatrix) -> dict[int, tuple[str, tuple[float, ...]]]:
+        return {
+            int(i): (matrix.file_ids[code], tuple(np.round(unit, 6)))
+            for i, code, unit in zip(matrix.ids, matrix.files, matrix.unit, strict=True)
+        }
+
+    assert rows(refreshed) == rows(full)
+    assert refreshed.version == 2 and refreshed.tags == tags
+    for _ in range(5):
+        query = rng.standard_normal(8).tolist()
+        assert refreshed.top(query, None, 7) == full.top(query, None, 7)
+        assert refreshed.top(query, frozenset({"a", "d"}), 7) == full.top(query, frozenset({"a", "d"}), 7)
+    assert refreshed.top(query, frozenset({"c"}), 7) == []

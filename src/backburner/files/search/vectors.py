@@ -3,21 +3,23 @@
 The database stays the source of truth. A cached matrix is keyed by (organization, source,
 model, dimensions) and tagged with the source's `passages_version`, which every write or delete
 of its passages bumps in the same transaction; a search reads the version with the source (it
-does so anyway) and reloads the matrix when it changed, whichever instance wrote.
+does so anyway) and refreshes the matrix when it changed, whichever instance wrote. A refresh
+reads again only the vectors of files whose tag changed (`PassageStore.vector_files`), so that
+searching a large source while files are added to it does not read all of it each time.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from backburner.files.search.lexical import Ranking
-from backburner.files.store.passages import PassageStore, StoredVectors
+from backburner.files.store.passages import PassageStore, StoredVectors, VectorTag
 
 # A million 256-float vectors take 1 GiB; sources beyond the budget are read for each search.
 DEFAULT_CACHE_BYTES = 2 * 1024**3
@@ -32,13 +34,16 @@ class VectorMatrix:
     files: npt.NDArray[np.int32]  # index into `file_ids`, per row
     file_ids: tuple[str, ...]
     unit: npt.NDArray[np.float32]  # one row per passage, of length 1 (or all zeros)
+    tags: Mapping[str, VectorTag | None]  # per file, as read before its vectors
 
     @property
     def nbytes(self) -> int:
         return int(self.ids.nbytes + self.files.nbytes + self.unit.nbytes)
 
     @classmethod
-    def build(cls, version: int, stored: StoredVectors, dimensions: int) -> VectorMatrix:
+    def build(
+        cls, version: int, tags: Mapping[str, VectorTag | None], stored: StoredVectors, dimensions: int
+    ) -> VectorMatrix:
         """Runs in a thread: about a second for a million vectors."""
         unit = np.frombuffer(b"".join(stored.vectors), dtype="<f4").astype(np.float32)
         unit = unit.reshape(len(stored.ids), dimensions)
@@ -47,7 +52,38 @@ class VectorMatrix:
         file_ids = tuple(dict.fromkeys(stored.file_ids))
         code = {file_id: index for index, file_id in enumerate(file_ids)}
         files = np.fromiter((code[f] for f in stored.file_ids), dtype=np.int32, count=len(stored.ids))
-        return cls(version, np.asarray(stored.ids, dtype=np.int64), files, file_ids, unit)
+        return cls(version, np.asarray(stored.ids, dtype=np.int64), files, file_ids, unit, tags)
+
+    def unchanged(self, tags: Mapping[str, VectorTag | None]) -> set[str]:
+        """The files of `tags` whose rows here are still current."""
+        return {f for f, tag in tags.items() if tag is not None and self.tags.get(f, None) == tag}
+
+    def refreshed(
+        self,
+        version: int,
+        tags: Mapping[str, VectorTag | None],
+        kept: set[str],
+        stored: StoredVectors,
+        dimensions: int,
+    ) -> VectorMatrix:
+        """This matrix's rows of the `kept` files and the `stored` rows of the others, in a thread:
+        one copy of the kept rows instead of reading them from the database again."""
+        added = VectorMatrix.build(version, tags, stored, dimensions)
+        kept_codes = [index for index, file_id in enumerate(self.file_ids) if file_id in kept]
+        rows = np.isin(self.files, kept_codes)
+        file_ids = tuple(self.file_ids[c] for c in kept_codes) + added.file_ids
+        code = {file_id: index for index, file_id in enumerate(file_ids)}
+        # Old code -> new code; files left out map nowhere, and none of their rows is kept.
+        recode = np.array([code.get(file_id, -1) for file_id in self.file_ids], dtype=np.int32)
+        offset = np.int32(len(kept_codes))
+        return VectorMatrix(
+            version,
+            np.concatenate([self.ids[rows], added.ids]),
+            np.concatenate([recode[self.files[rows]], added.files + offset]),
+            file_ids,
+            np.concatenate([self.unit[rows], added.unit]),
+            tags,
+        )
 
     def top(self, query: Sequence[float], allowed: frozenset[str] | None, limit: int) -> Ranking:
         """(passage id, cosine) of the `limit` rows nearest `query`, best first: one matrix-vector
@@ -74,6 +110,7 @@ class VectorIndex:
         self.max_bytes = max_bytes
         self._cache: OrderedDict[CacheKey, VectorMatrix] = OrderedDict()
         self._loading: dict[CacheKey, asyncio.Lock] = {}
+        self.vectors_read = 0  # from the database, since this index was made
 
     async def search(
         self,
@@ -97,10 +134,20 @@ class VectorIndex:
                 self._cache.move_to_end(key)
                 return cached
             organization_id, source_id, model, dimensions = key
-            stored = await self.passages.vectors(organization_id, source_id, model, dimensions)
+            # The tags are read before the rows: a file written in between is read with its
+            # newer rows under its older tag, and read again at the next refresh.
+            tags = await self.passages.vector_files(organization_id, source_id, model)
+            kept = cached.unchanged(tags) if cached is not None else set()
+            if cached is None or not kept:
+                stored = await self.passages.vectors(organization_id, source_id, model, dimensions)
+                matrix = await asyncio.to_thread(VectorMatrix.build, version, tags, stored, dimensions)
+            else:
+                fresh = [file_id for file_id in tags if file_id not in kept]
+                stored = await self.passages.vectors(organization_id, source_id, model, dimensions, fresh)
+                matrix = await asyncio.to_thread(cached.refreshed, version, tags, kept, stored, dimensions)
             # The version was read before the rows: a write in between makes the next search
-            # read them again, never keeps a stale matrix.
-            matrix = await asyncio.to_thread(VectorMatrix.build, version, stored, dimensions)
+            # refresh them again, never keeps a stale matrix.
+            self.vectors_read += len(stored.ids)
             self._keep(key, matrix)
             return matrix
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, func, select, union_all, update
+from sqlalchemy import ColumnElement, CompoundSelect, Insert, func, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,9 +19,11 @@ from backburner.files.store.leases import held
 from backburner.files.store.records import FileRecord, Lease, LeaseLost, PassageHit, PassageRow
 from backburner.files.store.sources import bump_passages_version
 from backburner.files.store.versions import lock_lineage, searchable, supersede
-from backburner.files.tables import files, passage_vectors, passages
+from backburner.files.tables import files, passage_vectors, passages, sources
 
 VECTOR_READ_ROWS = 10_000
+# Ids in one IN list, well within both databases' limits on parameters.
+FILES_PER_READ = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,41 @@ class StoredVectors:
     ids: list[int]
     file_ids: list[str]
     vectors: list[bytes]  # float32, little-endian
+
+
+# What a file's vectors of one model depend on (see `PassageStore.vector_files`).
+VectorTag = tuple[int, str | None]
+
+
+def _vectors_query(
+    scope: list[ColumnElement[bool]], embedding_model: str, dimensions: int
+) -> CompoundSelect[tuple[int, str, bytes]]:
+    """(passage id, file id, vector) of `embedding_model` with `dimensions` floats, of the passages
+    within `scope`: the file's own vector where the file was embedded with that model, the one a
+    re-embedding made with it otherwise."""
+    ingested = (
+        select(passages.c.id, passages.c.file_id, passages.c.embedding)
+        .join(files, files.c.id == passages.c.file_id)
+        .where(
+            *scope,
+            files.c.embedding_model == embedding_model,
+            searchable(),
+            func.length(passages.c.embedding) == dimensions * 4,
+        )
+    )
+    reembedded = (
+        select(passages.c.id, passages.c.file_id, passage_vectors.c.embedding)
+        .join(files, files.c.id == passages.c.file_id)
+        .join(passage_vectors, passage_vectors.c.passage_id == passages.c.id)
+        .where(
+            *scope,
+            passage_vectors.c.model == embedding_model,
+            files.c.embedding_model != embedding_model,
+            searchable(),
+            func.length(passage_vectors.c.embedding) == dimensions * 4,
+        )
+    )
+    return union_all(ingested, reembedded)
 
 
 def _insert_skipping_stored(postgres: bool) -> Insert:
@@ -129,51 +166,72 @@ class PassageStore:
             found = await conn.execute(select(files.c.id).where(files.c.id == file_id))
             return found.first() is not None
 
+    async def vector_files(
+        self, organization_id: str, source_id: str, embedding_model: str
+    ) -> dict[str, VectorTag | None]:
+        """Each file whose passages search reads, with a tag that changes whenever its vectors of
+        `embedding_model` may have: its passages are only ever appended (each batch bumps
+        `chunks_embedded` in its transaction) or removed with the file. The tag is None for
+        vectors a re-embedding may still be writing: those of another model than the file's
+        while the source has not switched to `embedding_model`."""
+        async with reading(self.engine) as conn:
+            source_model = await conn.scalar(
+                select(sources.c.embedding_model).where(sources.c.id == source_id)
+            )
+            rows = await conn.execute(
+                select(files.c.id, files.c.chunks_embedded, files.c.embedding_model).where(
+                    files.c.organization_id == organization_id, files.c.source_id == source_id, searchable()
+                )
+            )
+            settled = source_model == embedding_model
+            return {
+                row.id: (row.chunks_embedded, row.embedding_model)
+                if settled or row.embedding_model == embedding_model
+                else None
+                for row in rows
+            }
+
     async def vectors(
-        self, organization_id: str, source_id: str, embedding_model: str, dimensions: int
+        self,
+        organization_id: str,
+        source_id: str,
+        embedding_model: str,
+        dimensions: int,
+        file_ids: Collection[str] | None = None,
     ) -> StoredVectors:
-        """Every vector of the source made by `embedding_model` with `dimensions` floats, in bulk:
-        those made at ingestion with that model, and those re-embedding made with it.
+        """Every vector of the source (or of its `file_ids` only) made by `embedding_model` with
+        `dimensions` floats, in bulk: those made at ingestion with that model, and those
+        re-embedding made with it.
 
         A vector of another model, or of another size, is never read: it could not be compared;
         nor is one of a version that has not completed.
         """
-        ingested = (
-            select(passages.c.id, passages.c.file_id, passages.c.embedding)
-            .join(files, files.c.id == passages.c.file_id)
-            .where(
-                passages.c.organization_id == organization_id,
-                passages.c.source_id == source_id,
-                files.c.embedding_model == embedding_model,
-                searchable(),
-                func.length(passages.c.embedding) == dimensions * 4,
-            )
-        )
-        reembedded = (
-            select(passages.c.id, passages.c.file_id, passage_vectors.c.embedding)
-            .join(files, files.c.id == passages.c.file_id)
-            .join(passage_vectors, passage_vectors.c.passage_id == passages.c.id)
-            .where(
-                passages.c.organization_id == organization_id,
-                passages.c.source_id == source_id,
-                passage_vectors.c.model == embedding_model,
-                files.c.embedding_model != embedding_model,
-                searchable(),
-                func.length(passage_vectors.c.embedding) == dimensions * 4,
-            )
-        )
-        query = union_all(ingested, reembedded)
-        ids: list[int] = []
-        file_ids: list[str] = []
-        vectors: list[bytes] = []
+        if file_ids is None:
+            # The whole source, through the passages' index on it.
+            scopes = [[passages.c.organization_id == organization_id, passages.c.source_id == source_id]]
+        else:
+            # Files by id, then their passages by file: SQLite would otherwise read the source's
+            # index of passages whole and keep those files' rows.
+            wanted = list(file_ids)
+            scopes = [
+                [
+                    files.c.organization_id == organization_id,
+                    files.c.source_id == source_id,
+                    files.c.id.in_(wanted[i : i + FILES_PER_READ]),
+                ]
+                for i in range(0, len(wanted), FILES_PER_READ)
+            ]
+        queries = [_vectors_query(scope, embedding_model, dimensions) for scope in scopes]
+        stored = StoredVectors([], [], [])
         async with reading(self.engine) as conn:
-            result = await conn.stream(query.execution_options(yield_per=VECTOR_READ_ROWS))
-            async for rows in result.partitions(VECTOR_READ_ROWS):
-                part_ids, part_files, part_vectors = zip(*rows, strict=True)
-                ids.extend(part_ids)
-                file_ids.extend(part_files)
-                vectors.extend(part_vectors)
-        return StoredVectors(ids, file_ids, vectors)
+            for query in queries:
+                result = await conn.stream(query.execution_options(yield_per=VECTOR_READ_ROWS))
+                async for rows in result.partitions(VECTOR_READ_ROWS):
+                    part_ids, part_files, part_vectors = zip(*rows, strict=True)
+                    stored.ids.extend(part_ids)
+                    stored.file_ids.extend(part_files)
+                    stored.vectors.extend(part_vectors)
+        return stored
 
     async def by_id(self, organization_id: str, passage_ids: Sequence[int]) -> dict[int, PassageHit]:
         async with reading(self.engine) as conn:
