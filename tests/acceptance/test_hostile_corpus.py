@@ -15,11 +15,9 @@ import psutil
 import pytest
 from fastapi import FastAPI
 
-from backburner.api.app import create_app
-from backburner.auth import store
-from backburner.clock import utcnow
 from tests.conftest import MakeSettings
 from tests.support import bombs
+from tests.support.app import asgi_client, make_key, started_app
 
 pytestmark = pytest.mark.acceptance
 
@@ -35,22 +33,12 @@ async def app(make_settings: MakeSettings, database_url: str) -> AsyncIterator[F
         file_poll_interval_seconds=0.2,
         submissions_per_minute=1000,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(60)
+    async with started_app(settings, ready_timeout_s=60) as app:
         yield app
 
 
 async def tenant(app: FastAPI, name: str) -> httpx.AsyncClient:
-    _, token = await store.create_key(
-        app.state.runtime.engine, organization=name, name=name, is_admin=False, now=utcnow()
-    )
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://test",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=60,
-    )
+    return asgi_client(app, await make_key(app, name), timeout_s=60)
 
 
 async def upload(client: httpx.AsyncClient, source: str, name: str, data: bytes, content_type: str) -> str:

@@ -13,13 +13,11 @@ import pytest
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
-from backburner.api.app import create_app
 from backburner.api.errors import json_safe
-from backburner.auth import store
-from backburner.clock import utcnow
 from backburner.text import is_blank
 from tests.conftest import MakeSettings
 from tests.integration.test_file_api import upload
+from tests.support.app import asgi_client, make_key, started_app
 from tests.support.processes import free_port
 from tests.support.tcpproxy import TcpProxy
 
@@ -28,14 +26,8 @@ JSON = {"content-type": "application/json"}
 
 @pytest.fixture
 async def app(make_settings: MakeSettings, database_url: str) -> AsyncIterator[FastAPI]:
-    built = create_app(make_settings(database_url=database_url, file_processing_processes=1))
-    async with built.router.lifespan_context(built):
-        await built.state.runtime.wait_ready(30)
+    async with started_app(make_settings(database_url=database_url, file_processing_processes=1)) as built:
         yield built
-
-
-def client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +46,7 @@ def client(app: FastAPI, **headers: str) -> httpx.AsyncClient:
 async def test_hostile_json_bodies_get_a_json_4xx_and_change_nothing(
     app: FastAPI, body: bytes, status: int, words: str
 ) -> None:
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         response = await c.post("/v1/sources", content=body, headers=JSON)
         assert response.status_code == status, response.text
         assert response.headers["content-type"] == "application/json"
@@ -65,7 +57,7 @@ async def test_hostile_json_bodies_get_a_json_4xx_and_change_nothing(
 
 @pytest.mark.parametrize("name", ["   ", "\u3000\u2003", "\u00a0\u200b\u2060", "\u3164"])
 async def test_names_of_blank_characters_are_refused(app: FastAPI, name: str) -> None:
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         response = await c.post("/v1/sources", json={"name": name})
         assert response.status_code == 422, response.text
         assert "visible character" in str(response.json()["detail"])
@@ -73,7 +65,7 @@ async def test_names_of_blank_characters_are_refused(app: FastAPI, name: str) ->
 
 
 async def test_control_characters_in_names_are_refused(app: FastAPI) -> None:
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         response = await c.post("/v1/sources", json={"name": "a\tb"})
     assert response.status_code == 422 and "control characters" in str(response.json()["detail"])
 
@@ -84,7 +76,7 @@ def test_blank_is_what_shows_nothing() -> None:
 
 
 async def test_every_cursor_that_this_listing_did_not_give_is_a_400(app: FastAPI) -> None:
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         source = (await c.post("/v1/sources", json={"name": "docs"})).json()["id"]
         other = (await c.post("/v1/sources", json={"name": "other"})).json()["id"]
         for name in ("a.txt", "b.txt"):
@@ -132,7 +124,7 @@ async def test_the_validation_handler_survives_a_surrogate_in_the_input(app: Fas
     async def echo() -> None:
         raise RequestValidationError([{"type": "x", "loc": ("query", "q"), "msg": "bad", "input": "\ud800"}])
 
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         response = await c.get("/v1/echo-test")
     assert response.status_code == 422
     assert response.json()["detail"][0]["input"] == "\\ud800"
@@ -143,7 +135,7 @@ async def test_a_failing_route_answers_json_without_a_traceback(app: FastAPI) ->
     async def fail() -> None:
         raise RuntimeError("secret internals at line 42")
 
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         response = await c.get("/v1/fail-test")
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
@@ -152,7 +144,7 @@ async def test_a_failing_route_answers_json_without_a_traceback(app: FastAPI) ->
 
 
 async def test_pages_get_strict_headers_and_cors_is_off(app: FastAPI) -> None:
-    async with client(app) as c:
+    async with asgi_client(app) as c:
         page = await c.get("/dashboard")
         csp = page.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "style-src 'self';" in csp and "unsafe-inline" not in csp
@@ -173,9 +165,7 @@ async def test_cors_answers_the_allowed_origins_only(make_settings: MakeSettings
     settings = make_settings(
         database_url=sqlite_url, cors_allowed_origins="https://app.example, http://localhost:3000"
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), client(app) as c:
-        await app.state.runtime.wait_ready(30)
+    async with started_app(settings) as app, asgi_client(app) as c:
         for origin, allowed in (("https://app.example", True), ("https://evil.example", False)):
             preflight = await c.options(
                 "/v1/sources",
@@ -203,14 +193,10 @@ async def test_while_the_database_is_away_routes_answer_503_and_health_still_ans
     proxy = TcpProxy(free_port())
     await proxy.start()
     url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.listen_port}")
-    app = create_app(make_settings(database_url=url, auth_mode="keys", db_pool_timeout=2))
     try:
-        async with app.router.lifespan_context(app):
-            await app.state.runtime.wait_ready(30)
-            _, token = await store.create_key(
-                app.state.runtime.engine, organization="acme", name="k", is_admin=True, now=utcnow()
-            )
-            async with client(app, authorization=f"Bearer {token}") as c:
+        async with started_app(make_settings(database_url=url, auth_mode="keys", db_pool_timeout=2)) as app:
+            token = await make_key(app, "acme", admin=True)
+            async with asgi_client(app, token) as c:
                 assert (await c.get("/v1/sources")).status_code == 200
                 await proxy.stop()
                 for path in ("/v1/sources", "/api/admin/dashboard", "/v1/files/file-x"):

@@ -8,31 +8,24 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from backburner.api.app import create_app
 from backburner.auth import store
 from backburner.auth.middleware import is_protected
 from backburner.auth.tables import api_keys
 from backburner.clock import utcnow
 from tests.conftest import MakeSettings
+from tests.support.app import asgi_client, make_key, started_app
 from tests.support.routes import api_routes
 
 
 @pytest.fixture
 async def keyed_app(make_settings: MakeSettings, database_url: str) -> AsyncIterator[FastAPI]:
-    app = create_app(make_settings(database_url=database_url, auth_mode="keys", submissions_per_minute=2))
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(30)
+    settings = make_settings(database_url=database_url, auth_mode="keys", submissions_per_minute=2)
+    async with started_app(settings) as app:
         yield app
-
-
-def client(app: FastAPI, token: str | None = None) -> httpx.AsyncClient:
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers)
 
 
 def protected_routes(app: FastAPI) -> list[tuple[str, str]]:
@@ -44,19 +37,15 @@ def protected_routes(app: FastAPI) -> list[tuple[str, str]]:
     ]
 
 
-async def make_key(app: FastAPI, org: str, *, admin: bool) -> str:
-    _, token = await store.create_key(
-        app.state.runtime.engine, organization=org, name=org, is_admin=admin, now=utcnow()
-    )
-    return token
-
-
 async def test_every_protected_route_needs_a_key(keyed_app: FastAPI) -> None:
     routes = protected_routes(keyed_app)
     # An empty list would pass vacuously: the routes of both protected areas must be in it.
     assert ("POST", "/v1/batches") in routes and ("GET", "/v1/sources/some-id/files") in routes, routes
     assert any(path.startswith("/api/admin/") for _, path in routes), routes
-    async with client(keyed_app) as anonymous, client(keyed_app, "bbk_000000000000_wrong") as forged:
+    async with (
+        asgi_client(keyed_app) as anonymous,
+        asgi_client(keyed_app, "bbk_000000000000_wrong") as forged,
+    ):
         for method, path in routes:
             for caller in (anonymous, forged):
                 response = await caller.request(method, path)
@@ -64,7 +53,7 @@ async def test_every_protected_route_needs_a_key(keyed_app: FastAPI) -> None:
                 assert "API key" in response.json()["detail"]
                 assert response.headers["www-authenticate"] == "Bearer"
     # Open routes stay open.
-    async with client(keyed_app) as anonymous:
+    async with asgi_client(keyed_app) as anonymous:
         assert (await anonymous.get("/healthz")).status_code == 200
         assert (await anonymous.get("/metrics")).status_code == 200
 
@@ -72,7 +61,7 @@ async def test_every_protected_route_needs_a_key(keyed_app: FastAPI) -> None:
 async def test_revoked_key_gets_401(keyed_app: FastAPI) -> None:
     token = await make_key(keyed_app, "acme", admin=True)
     key_id = token.split("_")[1]
-    async with client(keyed_app, token) as caller:
+    async with asgi_client(keyed_app, token) as caller:
         assert (await caller.get("/v1/nothing-here")).status_code == 404  # authenticated, then routed
         await store.revoke_key(keyed_app.state.runtime.engine, key_id, utcnow())
         assert (await caller.get("/v1/nothing-here")).status_code == 401
@@ -83,7 +72,7 @@ async def test_non_admin_key_gets_403_on_admin_routes(keyed_app: FastAPI) -> Non
     admin_routes = [(m, p) for m, p in protected_routes(keyed_app) if p.startswith("/api/admin/")]
     assert ("GET", "/api/admin/scheduler/status") in admin_routes, admin_routes
     admin_routes.append(("GET", "/api/admin/anything"))
-    async with client(keyed_app, token) as caller:
+    async with asgi_client(keyed_app, token) as caller:
         for method, path in admin_routes:
             response = await caller.request(method, path)
             assert response.status_code == 403, (method, path)
@@ -104,7 +93,7 @@ async def test_keys_are_stored_hashed(keyed_app: FastAPI) -> None:
 async def test_submissions_are_rate_limited_per_key(keyed_app: FastAPI) -> None:
     first = await make_key(keyed_app, "acme", admin=False)
     second = await make_key(keyed_app, "globex", admin=False)
-    async with client(keyed_app, first) as a, client(keyed_app, second) as b:
+    async with asgi_client(keyed_app, first) as a, asgi_client(keyed_app, second) as b:
         for _ in range(2):
             assert (await a.post("/v1/batches", json={})).status_code != 429
         limited = await a.post("/v1/batches", json={})
@@ -117,7 +106,7 @@ async def test_submissions_are_rate_limited_per_key(keyed_app: FastAPI) -> None:
 
 async def test_oversized_body_gets_413(keyed_app: FastAPI) -> None:
     token = await make_key(keyed_app, "acme", admin=False)
-    async with client(keyed_app, token) as caller:
+    async with asgi_client(keyed_app, token) as caller:
         response = await caller.post(
             "/v1/sources", content=b"x" * (2 * 1024 * 1024), headers={"content-type": "application/json"}
         )

@@ -6,13 +6,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backburner.api.app import create_app
 from backburner.clock import SystemClock
 from backburner.leader.static import StaticLeadership
 from backburner.scheduler import runs
@@ -20,6 +18,7 @@ from backburner.scheduler.jobs import JobContext, JobSpec
 from backburner.scheduler.metrics import SchedulerMetrics
 from backburner.scheduler.runner import TickRunner
 from tests.conftest import MakeSettings
+from tests.support.app import asgi_client, started_app
 
 
 async def test_a_paused_job_skips_its_ticks_until_resumed(engine: AsyncEngine) -> None:
@@ -44,18 +43,13 @@ async def test_a_paused_job_skips_its_ticks_until_resumed(engine: AsyncEngine) -
 
 @pytest.fixture
 async def app(make_settings: MakeSettings, database_url: str) -> AsyncIterator[FastAPI]:
-    app = create_app(make_settings(database_url=database_url, scheduler_heartbeat_interval_seconds=0.5))
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(30)
+    settings = make_settings(database_url=database_url, scheduler_heartbeat_interval_seconds=0.5)
+    async with started_app(settings) as app:
         yield app
 
 
-def client(app: FastAPI) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
 async def test_pause_and_resume_through_the_admin_api(app: FastAPI) -> None:
-    async with client(app) as api:
+    async with asgi_client(app) as api:
         paused = await api.post("/api/admin/scheduler/jobs/heartbeat/pause")
         assert paused.status_code == 200 and paused.json() == {"id": "heartbeat", "paused": True}
         status = (await api.get("/api/admin/scheduler/status")).json()
@@ -68,9 +62,8 @@ async def test_pause_and_resume_through_the_admin_api(app: FastAPI) -> None:
 
 async def test_a_failed_file_is_retried_as_a_new_file(make_settings: MakeSettings, database_url: str) -> None:
     # No workers: the file waits in PENDING until it is cancelled, so every step is deterministic.
-    app = create_app(make_settings(database_url=database_url, file_processing_workers=0))
-    async with app.router.lifespan_context(app), client(app) as api:
-        await app.state.runtime.wait_ready(30)
+    settings = make_settings(database_url=database_url, file_processing_workers=0)
+    async with started_app(settings) as app, asgi_client(app) as api:
         source = (await api.post("/v1/sources", json={"name": "docs"})).json()
         upload = await api.post(
             f"/v1/sources/{source['id']}/files",
@@ -92,7 +85,7 @@ async def test_a_failed_file_is_retried_as_a_new_file(make_settings: MakeSetting
 
 
 async def test_dashboard_view_lists_pages_and_counts(app: FastAPI) -> None:
-    async with client(app) as api:
+    async with asgi_client(app) as api:
         body = (await api.get("/api/admin/dashboard", params={"page_size": 5})).json()
         assert set(body) >= {"cluster", "jobs", "batches", "files", "loop", "generated_at"}
         assert body["files"]["page_size"] == 5 and body["batches"]["page_size"] == 5

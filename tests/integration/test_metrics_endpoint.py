@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import threading
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from backburner.api.app import create_app
 from backburner.runtime import Runtime
 from tests.conftest import MakeSettings
+from tests.support.app import asgi_client, started_app
 
 # Family names as the parser reports them (counters without their `_total` suffix).
 EXPECTED_FAMILIES = {
@@ -44,13 +43,12 @@ EXPECTED_FAMILIES = {
 
 
 async def test_metrics_parse_and_hold_every_family(make_settings: MakeSettings, database_url: str) -> None:
-    app = create_app(make_settings(database_url=database_url, enable_batch_job_polling=True))
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(30)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            await client.get("/healthz")
-            response = await client.get("/metrics")
+    async with (
+        started_app(make_settings(database_url=database_url, enable_batch_job_polling=True)) as app,
+        asgi_client(app) as client,
+    ):
+        await client.get("/healthz")
+        response = await client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     families = {family.name: family for family in text_string_to_metric_families(response.text)}

@@ -17,11 +17,9 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from backburner.api.app import create_app
 from backburner.auth import store as keys
 from backburner.auth.middleware import is_protected
 from backburner.batches.tables import llm_batch_deliveries, llm_batch_items, llm_batches
-from backburner.clock import utcnow
 from backburner.emulator.admin_client import EmulatorAdmin
 from backburner.emulator.testing import RunningEmulator
 from backburner.files.states import FileStatus
@@ -31,6 +29,7 @@ from backburner.leader.static import StaticLeadership
 from backburner.runtime import Runtime
 from tests.conftest import MakeSettings
 from tests.support import batch_env as _support
+from tests.support.app import asgi_client, make_key, started_app
 from tests.support.batch_env import TEST_ELECTION, provider_settings, requests_for
 from tests.support.files import wait_for
 from tests.support.routes import api_routes
@@ -58,17 +57,10 @@ class Deployment:
 
 
 async def _org(app: FastAPI, name: str, stack: AsyncExitStack) -> Org:
-    engine = app.state.runtime.engine
-    _, token = await keys.create_key(engine, organization=name, name=name, is_admin=True, now=utcnow())
-    principal = await keys.authenticate(engine, token)
+    token = await make_key(app, name, admin=True)
+    principal = await keys.authenticate(app.state.runtime.engine, token)
     assert principal is not None
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://backburner.test",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    return Org(principal.organization_id, await stack.enter_async_context(client))
+    return Org(principal.organization_id, await stack.enter_async_context(asgi_client(app, token)))
 
 
 @asynccontextmanager
@@ -78,10 +70,8 @@ async def deployment(
     settings = make_settings(
         database_url=database_url, auth_mode="keys", **provider_settings(emulator), **FAST_FILES
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), AsyncExitStack() as stack:
+    async with started_app(settings) as app, AsyncExitStack() as stack:
         runtime: Runtime = app.state.runtime
-        await runtime.wait_ready(30)
         # Admin keys: the admin routes are in scope too, and must be organization-scoped as well.
         acme, globex = await _org(app, "acme", stack), await _org(app, "globex", stack)
         assert acme.organization_id != globex.organization_id

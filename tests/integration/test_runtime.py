@@ -14,6 +14,7 @@ from backburner.api.app import create_app
 from backburner.db import migrate
 from backburner.runtime import Runtime, run_as_process
 from tests.conftest import MakeSettings
+from tests.support.app import asgi_client, started_app
 
 
 async def test_migrations_are_current_on_both_databases(runtime: Runtime) -> None:
@@ -75,13 +76,9 @@ async def test_readyz_is_503_naming_the_database_when_unreachable(make_settings:
 
 
 async def test_readyz_is_200_when_started(make_settings: MakeSettings, database_url: str) -> None:
-    app = create_app(make_settings(database_url=database_url))
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(30)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            ready = await client.get("/readyz")
-            docs = await client.get("/openapi.json")
+    async with started_app(make_settings(database_url=database_url)) as app, asgi_client(app) as client:
+        ready = await client.get("/readyz")
+        docs = await client.get("/openapi.json")
     assert ready.status_code == 200, ready.text
     assert ready.json()["failing"] == []
     assert docs.status_code == 200

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from backburner.api.app import create_app
 from backburner.auth import store as keys
 from backburner.clock import utcnow
 from backburner.schedules.specs import compile_cron, next_fire_times
 from tests.conftest import MakeSettings
+from tests.support.app import asgi_client, make_key, started_app
 from tests.support.receiver import Receiver, running_receiver, signature_valid
 from tests.support.routes import api_routes
 
@@ -50,16 +50,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 async def _client(app: FastAPI, organization: str, stack: AsyncExitStack) -> httpx.AsyncClient:
-    _, token = await keys.create_key(
-        app.state.runtime.engine, organization=organization, name=organization, is_admin=False, now=utcnow()
-    )
-    client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://backburner.test",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    return await stack.enter_async_context(client)
+    return await stack.enter_async_context(asgi_client(app, await make_key(app, organization)))
 
 
 @pytest.fixture
@@ -71,9 +62,7 @@ async def api(make_settings: MakeSettings, database_url: str, receiver: Receiver
         schedule_handlers=HANDLERS,
         schedule_poll_interval_seconds=0.2,
     )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app), AsyncExitStack() as stack:
-        await app.state.runtime.wait_ready(30)
+    async with started_app(settings) as app, AsyncExitStack() as stack:
         acme, globex = await _client(app, "acme", stack), await _client(app, "globex", stack)
         yield Api(app, acme, globex, receiver)
 

@@ -10,10 +10,9 @@ import sqlite3
 import pytest
 from sqlalchemy.engine import make_url
 
-from backburner.auth import store
-from backburner.clock import utcnow
 from backburner.db.engine import SQLITE_BUSY_TIMEOUT_MS
 from tests.conftest import MakeSettings
+from tests.support.app import make_key
 from tests.support.files import served
 
 READ_ONLY_PATHS = [
@@ -33,11 +32,8 @@ DEADLINE_S = SQLITE_BUSY_TIMEOUT_MS / 1000 / 3
 async def test_reads_answer_while_another_connection_writes(
     make_settings: MakeSettings, sqlite_url: str
 ) -> None:
-    async with served(make_settings(database_url=sqlite_url, auth_mode="keys")) as (_, caller, runtime):
-        _, token = await store.create_key(
-            runtime.engine, organization="acme", name="acme", is_admin=True, now=utcnow()
-        )
-        caller.headers["authorization"] = f"Bearer {token}"
+    async with served(make_settings(database_url=sqlite_url, auth_mode="keys")) as (app, caller, _):
+        caller.headers["authorization"] = f"Bearer {await make_key(app, 'acme', admin=True)}"
         for path in READ_ONLY_PATHS:  # each answers before the lock is taken
             assert (await caller.get(path)).status_code == 200, path
         # Another connection's open write transaction, as a worker's that is storing passages. It

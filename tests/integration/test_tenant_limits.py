@@ -11,57 +11,32 @@ import pytest
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from backburner.api.app import create_app
 from backburner.api.limits import LimitsMiddleware
-from backburner.auth import store
 from backburner.batches.store import CycleRecord, record_cycle
 from backburner.clock import utcnow
 from backburner.settings_loader import load_settings
 from tests.conftest import MakeSettings
+from tests.support.app import asgi_client, make_key, started_app
 
 
 @pytest.fixture
 async def keyed_app(make_settings: MakeSettings, database_url: str) -> AsyncIterator[FastAPI]:
-    app = create_app(
-        make_settings(
-            database_url=database_url,
-            auth_mode="keys",
-            submissions_per_minute=3,
-            searches_per_minute=2,
-            file_poll_interval_seconds=0.1,
-            file_processing_processes=1,
-        )
+    settings = make_settings(
+        database_url=database_url,
+        auth_mode="keys",
+        submissions_per_minute=3,
+        searches_per_minute=2,
+        file_poll_interval_seconds=0.1,
+        file_processing_processes=1,
     )
-    async with app.router.lifespan_context(app):
-        await app.state.runtime.wait_ready(30)
+    async with started_app(settings) as app:
         yield app
 
 
-async def key(app: FastAPI, org: str, *, admin: bool = False, deployment_admin: bool = False) -> str:
-    _, token = await store.create_key(
-        app.state.runtime.engine,
-        organization=org,
-        name=org,
-        is_admin=admin,
-        is_deployment_admin=deployment_admin,
-        now=utcnow(),
-    )
-    return token
-
-
-def client(app: FastAPI, token: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://test",
-        headers={"authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-
-
 async def test_pausing_a_job_needs_a_deployment_admin_key(keyed_app: FastAPI) -> None:
-    org_admin = await key(keyed_app, "acme", admin=True)
-    operator = await key(keyed_app, "ops", deployment_admin=True)
-    async with client(keyed_app, org_admin) as acme, client(keyed_app, operator) as ops:
+    org_admin = await make_key(keyed_app, "acme", admin=True)
+    operator = await make_key(keyed_app, "ops", deployment_admin=True)
+    async with asgi_client(keyed_app, org_admin) as acme, asgi_client(keyed_app, operator) as ops:
         for action in ("pause", "resume"):
             refused = await acme.post(f"/api/admin/scheduler/jobs/files.sweep/{action}")
             assert refused.status_code == 403, refused.text
@@ -73,14 +48,14 @@ async def test_pausing_a_job_needs_a_deployment_admin_key(keyed_app: FastAPI) ->
 
 
 async def test_only_a_deployment_admin_sees_figures_of_every_organization(keyed_app: FastAPI) -> None:
-    org_admin = await key(keyed_app, "acme", admin=True)
-    operator = await key(keyed_app, "ops", deployment_admin=True)
+    org_admin = await make_key(keyed_app, "acme", admin=True)
+    operator = await make_key(keyed_app, "ops", deployment_admin=True)
     async with keyed_app.state.runtime.engine.begin() as conn:
         cycle = CycleRecord(
             utcnow(), 0.5, polled=7, completed=2, items_ingested=40, errors=0, epoch=1, instance_id="i"
         )
         await record_cycle(conn, cycle)
-    async with client(keyed_app, org_admin) as acme, client(keyed_app, operator) as ops:
+    async with asgi_client(keyed_app, org_admin) as acme, asgi_client(keyed_app, operator) as ops:
         assert (await acme.get("/api/admin/batch-jobs")).json()["last_cycle"] is None
         assert (await acme.get("/api/admin/dashboard")).json()["batches"]["last_cycle"] is None
         seen = (await ops.get("/api/admin/batch-jobs")).json()["last_cycle"]
@@ -89,8 +64,8 @@ async def test_only_a_deployment_admin_sees_figures_of_every_organization(keyed_
 
 
 async def test_a_retry_counts_as_a_submission(keyed_app: FastAPI) -> None:
-    token = await key(keyed_app, "acme")
-    async with client(keyed_app, token) as acme:
+    token = await make_key(keyed_app, "acme")
+    async with asgi_client(keyed_app, token) as acme:
         source = (await acme.post("/v1/sources", json={"name": "docs"})).json()["id"]
         broken = ("broken.pdf", b"%PDF-1.4 not really a PDF", "application/pdf")
         upload = await acme.post(f"/v1/sources/{source}/files", files={"file": broken})
@@ -107,8 +82,8 @@ async def test_a_retry_counts_as_a_submission(keyed_app: FastAPI) -> None:
 
 
 async def test_searches_are_limited_per_key(keyed_app: FastAPI) -> None:
-    one, other = await key(keyed_app, "acme"), await key(keyed_app, "globex")
-    async with client(keyed_app, one) as acme, client(keyed_app, other) as globex:
+    one, other = await make_key(keyed_app, "acme"), await make_key(keyed_app, "globex")
+    async with asgi_client(keyed_app, one) as acme, asgi_client(keyed_app, other) as globex:
         source = (await acme.post("/v1/sources", json={"name": "docs"})).json()["id"]
         theirs = (await globex.post("/v1/sources", json={"name": "docs"})).json()["id"]
         answers = [(await acme.get(f"/v1/sources/{source}/search", params={"q": "x"})) for _ in range(3)]

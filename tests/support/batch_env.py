@@ -17,7 +17,6 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from backburner.api.app import create_app
 from backburner.api.batches import batch_view
 from backburner.batches.component import BatchesComponent
 from backburner.batches.domain import Batch
@@ -31,6 +30,7 @@ from backburner.leader.static import StaticLeadership
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
 from tests.support import batch_handlers
+from tests.support.app import started_app
 
 TEST_ELECTION = "batches-test"
 
@@ -157,10 +157,8 @@ async def batch_env(
     **overrides: Any,
 ) -> AsyncIterator[BatchEnv]:
     values = {"database_url": database_url, **provider_settings(emulator), **overrides}
-    app = create_app(make_settings(**values))
-    async with app.router.lifespan_context(app):
+    async with started_app(make_settings(**values)) as app:
         runtime: Runtime = app.state.runtime
-        await runtime.wait_ready(30)
         component = runtime.batches
         assert component is not None
         leadership = await StaticLeadership.claim(runtime.engine, TEST_ELECTION, runtime.instance_id)

@@ -15,7 +15,6 @@ from datetime import datetime
 import httpx
 from fastapi import FastAPI
 
-from backburner.api.app import create_app
 from backburner.files.blobs import iter_bytes
 from backburner.files.component import FileProcessing
 from backburner.files.states import TERMINAL, FileStatus
@@ -24,6 +23,7 @@ from backburner.files.store.records import FileRecord, NewFile
 from backburner.ids import new_id
 from backburner.runtime import Runtime
 from backburner.settings_loader import LoadedSettings
+from tests.support.app import asgi_client, started_app
 
 ORG = "org-default"
 
@@ -170,13 +170,8 @@ def filler_paragraphs(count: int, seed: int = 7) -> list[str]:
 @asynccontextmanager
 async def served(loaded: LoadedSettings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Runtime]]:
     """The API app with its runtime started, and a client talking to it in-process."""
-    app = create_app(loaded)
-    async with app.router.lifespan_context(app):
-        runtime: Runtime = app.state.runtime
-        await runtime.wait_ready(30)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as client:
-            yield app, client, runtime
+    async with started_app(loaded) as app, asgi_client(app) as client:
+        yield app, client, app.state.runtime
 
 
 def component(runtime: Runtime) -> FileProcessing:
