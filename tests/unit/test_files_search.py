@@ -8,7 +8,7 @@ from backburner.files.search.filters import SearchFilter, glob_to_like, glob_to_
 from backburner.files.search.fusion import reciprocal_rank_fusion
 from backburner.files.search.lexical import fts5_match
 from backburner.files.search.terms import MAX_TERMS, query_terms
-from backburner.files.search.vectors import VectorMatrix
+from backburner.files.search.vectors import MAX_SEGMENTS, VectorMatrix
 from backburner.files.store.passages import StoredVectors
 
 
@@ -71,6 +71,15 @@ def _stored(rows: dict[str, list[int]], vectors: np.ndarray) -> StoredVectors:
     )
 
 
+def _rows(matrix: VectorMatrix) -> dict[int, tuple[str, tuple[float, ...]]]:
+    """Passage id -> (file id, unit vector rounded), wherever the row is."""
+    return {
+        int(i): (segment.file_ids[code], tuple(np.round(unit, 6)))
+        for segment in matrix.segments
+        for i, code, unit in zip(segment.ids, segment.files, segment.unit, strict=True)
+    }
+
+
 def test_a_refreshed_matrix_keeps_unchanged_files_and_equals_a_full_build() -> None:
     rng = np.random.default_rng(2)
     vectors = rng.standard_normal((40, 8)).astype("<f4")
@@ -84,16 +93,35 @@ def test_a_refreshed_matrix_keeps_unchanged_files_and_equals_a_full_build() -> N
     refreshed = old.refreshed(2, tags, {"a"}, _stored(fresh, vectors), 8)
     full = VectorMatrix.build(2, tags, _stored({"a": before["a"], **fresh}, vectors), 8)
 
-    def rows(matrix: VectorMatrix) -> dict[int, tuple[str, tuple[float, ...]]]:
-        return {
-            int(i): (matrix.file_ids[code], tuple(np.round(unit, 6)))
-            for i, code, unit in zip(matrix.ids, matrix.files, matrix.unit, strict=True)
-        }
-
-    assert rows(refreshed) == rows(full)
+    assert _rows(refreshed) == _rows(full)
     assert refreshed.version == 2 and refreshed.tags == tags
     for _ in range(5):
         query = rng.standard_normal(8).tolist()
         assert refreshed.top(query, None, 7) == full.top(query, None, 7)
         assert refreshed.top(query, frozenset({"a", "d"}), 7) == full.top(query, frozenset({"a", "d"}), 7)
     assert refreshed.top(query, frozenset({"c"}), 7) == []
+
+
+def test_refreshes_keep_few_segments_and_copy_only_the_small_ones() -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((2000, 8)).astype("<f4")
+    rows = {f"f{n}": list(range(n * 100, n * 100 + 100)) for n in range(10)}
+    tags = {file_id: (100, "m") for file_id in rows}
+    matrix = VectorMatrix.build(1, tags, _stored(rows, vectors), 8)
+    for n in range(10, 20):  # one new file per refresh, and one file removed every other time
+        new = f"f{n}"
+        rows[new] = list(range(n * 100, n * 100 + 100))
+        if n % 2:
+            del rows[f"f{n - 10}"]
+        tags = {file_id: (100, "m") for file_id in rows}
+        kept = matrix.unchanged(tags)
+        assert kept == set(rows) - {new}
+        first = matrix.segments[0]
+        matrix = matrix.refreshed(n, tags, kept, _stored({new: rows[new]}, vectors), 8)
+        assert len(matrix.segments) <= MAX_SEGMENTS
+        if n % 2 == 0:  # nothing removed: the first segment is kept as it is, not copied
+            assert any(segment is first for segment in matrix.segments)
+        assert _rows(matrix) == _rows(VectorMatrix.build(n, tags, _stored(rows, vectors), 8))
+    query = rng.standard_normal(8).tolist()
+    full = VectorMatrix.build(20, tags, _stored(rows, vectors), 8)
+    assert matrix.top(query, None, 25) == full.top(query, None, 25)

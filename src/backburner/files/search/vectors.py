@@ -27,24 +27,24 @@ DEFAULT_CACHE_BYTES = 2 * 1024**3
 CacheKey = tuple[str, str, str, int]
 
 
+# A refresh adds a segment; past this many, all but the largest are merged into one, so that
+# a refresh copies the rows of recent files instead of the whole source.
+MAX_SEGMENTS = 8
+
+Float32s = npt.NDArray[np.float32]
+
+
 @dataclass(frozen=True, slots=True)
-class VectorMatrix:
-    version: int
+class Segment:
+    """Rows of whole files: every vector of a file is in one segment."""
+
     ids: npt.NDArray[np.int64]
     files: npt.NDArray[np.int32]  # index into `file_ids`, per row
     file_ids: tuple[str, ...]
-    unit: npt.NDArray[np.float32]  # one row per passage, of length 1 (or all zeros)
-    tags: Mapping[str, VectorTag | None]  # per file, as read before its vectors
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.files.nbytes + self.unit.nbytes)
+    unit: Float32s  # one row per passage, of length 1 (or all zeros)
 
     @classmethod
-    def build(
-        cls, version: int, tags: Mapping[str, VectorTag | None], stored: StoredVectors, dimensions: int
-    ) -> VectorMatrix:
-        """Runs in a thread: about a second for a million vectors."""
+    def build(cls, stored: StoredVectors, dimensions: int) -> Segment:
         unit = np.frombuffer(b"".join(stored.vectors), dtype="<f4").astype(np.float32)
         unit = unit.reshape(len(stored.ids), dimensions)
         norms = np.linalg.norm(unit, axis=1, keepdims=True)
@@ -52,7 +52,67 @@ class VectorMatrix:
         file_ids = tuple(dict.fromkeys(stored.file_ids))
         code = {file_id: index for index, file_id in enumerate(file_ids)}
         files = np.fromiter((code[f] for f in stored.file_ids), dtype=np.int32, count=len(stored.ids))
-        return cls(version, np.asarray(stored.ids, dtype=np.int64), files, file_ids, unit, tags)
+        return cls(np.asarray(stored.ids, dtype=np.int64), files, file_ids, unit)
+
+    @classmethod
+    def merge(cls, segments: Sequence[Segment]) -> Segment:
+        offsets = np.cumsum([0] + [len(s.file_ids) for s in segments[:-1]], dtype=np.int32)
+        return cls(
+            np.concatenate([s.ids for s in segments]),
+            np.concatenate([s.files + offset for s, offset in zip(segments, offsets, strict=True)]),
+            tuple(file_id for s in segments for file_id in s.file_ids),
+            np.concatenate([s.unit for s in segments]),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.files.nbytes + self.unit.nbytes)
+
+    def only(self, kept: set[str]) -> Segment | None:
+        """This segment's rows of the `kept` files (itself if it holds no other file)."""
+        codes = [index for index, file_id in enumerate(self.file_ids) if file_id in kept]
+        if len(codes) == len(self.file_ids):
+            return self
+        if not codes:
+            return None
+        rows = np.isin(self.files, codes)
+        recode = np.full(len(self.file_ids), -1, dtype=np.int32)
+        recode[codes] = np.arange(len(codes), dtype=np.int32)
+        return Segment(
+            self.ids[rows], recode[self.files[rows]], tuple(self.file_ids[c] for c in codes), self.unit[rows]
+        )
+
+    def top(
+        self, query: Float32s, allowed: frozenset[str] | None, limit: int
+    ) -> tuple[npt.NDArray[np.int64], Float32s]:
+        """Ids and cosines of this segment's best `limit` rows, unordered."""
+        scores = self.unit @ query
+        if allowed is not None:
+            codes = [index for index, file_id in enumerate(self.file_ids) if file_id in allowed]
+            scores[~np.isin(self.files, codes)] = -np.inf
+        limit = min(limit, len(scores))
+        best = np.argpartition(-scores, limit - 1)[:limit]
+        return self.ids[best], scores[best]
+
+
+@dataclass(frozen=True, slots=True)
+class VectorMatrix:
+    """A source's vectors of one model: its segments, scored with one matrix-vector product each."""
+
+    version: int
+    tags: Mapping[str, VectorTag | None]  # per file, as read before its vectors
+    segments: tuple[Segment, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(segment.nbytes for segment in self.segments)
+
+    @classmethod
+    def build(
+        cls, version: int, tags: Mapping[str, VectorTag | None], stored: StoredVectors, dimensions: int
+    ) -> VectorMatrix:
+        """Runs in a thread: about a second for a million vectors."""
+        return cls(version, tags, (Segment.build(stored, dimensions),))
 
     def unchanged(self, tags: Mapping[str, VectorTag | None]) -> set[str]:
         """The files of `tags` whose rows here are still current."""
@@ -66,40 +126,30 @@ class VectorMatrix:
         stored: StoredVectors,
         dimensions: int,
     ) -> VectorMatrix:
-        """This matrix's rows of the `kept` files and the `stored` rows of the others, in a thread:
-        one copy of the kept rows instead of reading them from the database again."""
-        added = VectorMatrix.build(version, tags, stored, dimensions)
-        kept_codes = [index for index, file_id in enumerate(self.file_ids) if file_id in kept]
-        rows = np.isin(self.files, kept_codes)
-        file_ids = tuple(self.file_ids[c] for c in kept_codes) + added.file_ids
-        code = {file_id: index for index, file_id in enumerate(file_ids)}
-        # Old code -> new code; files left out map nowhere, and none of their rows is kept.
-        recode = np.array([code.get(file_id, -1) for file_id in self.file_ids], dtype=np.int32)
-        offset = np.int32(len(kept_codes))
-        return VectorMatrix(
-            version,
-            np.concatenate([self.ids[rows], added.ids]),
-            np.concatenate([recode[self.files[rows]], added.files + offset]),
-            file_ids,
-            np.concatenate([self.unit[rows], added.unit]),
-            tags,
-        )
+        """The rows of the `kept` files, where they are, and the `stored` rows of the others in a
+        segment of their own; in a thread."""
+        segments = [s for s in (segment.only(kept) for segment in self.segments) if s is not None]
+        if stored.ids:
+            segments.append(Segment.build(stored, dimensions))
+        if len(segments) > MAX_SEGMENTS:
+            largest = max(segments, key=lambda s: len(s.ids))
+            segments = [largest, Segment.merge([s for s in segments if s is not largest])]
+        return VectorMatrix(version, tags, tuple(segments))
 
     def top(self, query: Sequence[float], allowed: frozenset[str] | None, limit: int) -> Ranking:
         """(passage id, cosine) of the `limit` rows nearest `query`, best first: one matrix-vector
-        product and a partial sort, whatever the number of rows."""
+        product per segment and a partial sort, whatever the number of rows."""
         q = np.asarray(query, dtype=np.float32)
         norm = float(np.linalg.norm(q))
-        if norm == 0.0 or len(self.ids) == 0:
+        if norm == 0.0 or limit < 1:
             return []
-        scores = self.unit @ (q / norm)
-        if allowed is not None:
-            codes = [index for index, file_id in enumerate(self.file_ids) if file_id in allowed]
-            scores[~np.isin(self.files, codes)] = -np.inf
-        limit = min(limit, len(scores))
-        best = np.argpartition(-scores, limit - 1)[:limit]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(self.ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
+        found = [segment.top(q / norm, allowed, limit) for segment in self.segments if len(segment.ids)]
+        if not found:
+            return []
+        ids = np.concatenate([part_ids for part_ids, _ in found])
+        scores = np.concatenate([part_scores for _, part_scores in found])
+        best = np.argsort(-scores, kind="stable")[:limit]
+        return [(int(ids[i]), float(scores[i])) for i in best if np.isfinite(scores[i])]
 
 
 class VectorIndex:
