@@ -43,6 +43,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     },
     "blobs": {"local", "database", "s3"},
     "search": {"sqlite", "postgres", "ingest_end_to_end"},
+    "index_cost": {"rows", "sqlite", "postgres"},
     "retrieval": {"recall_at_5"},
 }
 QUICK_TIMEOUT_S = 600

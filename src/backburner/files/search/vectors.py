@@ -1,4 +1,4 @@
-"""Vector search: a source's vectors as one numpy matrix, cached per instance, scored off the loop.
+"""Vector search: a source's vectors in numpy matrices, cached per instance, scored off the loop.
 
 The database stays the source of truth. A cached matrix is keyed by (organization, source,
 model, dimensions) and tagged with the source's `passages_version`, which every write or delete
