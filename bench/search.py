@@ -205,28 +205,34 @@ async def drop_lexical_index(engine: AsyncEngine) -> None:
                 await conn.execute(text(f"DROP TRIGGER {trigger}"))
 
 
-def product_searcher(engine: AsyncEngine) -> tuple[FileStores, GivenEmbedder, Searcher]:
-    """The product's searcher, with an empty vector cache, and the embedder that hands it each
-    query's vector."""
-    stores = FileStores.on(engine)
-    embedder = GivenEmbedder()
-    searcher = Searcher(
-        engine, stores.passages, lambda _model: embedder, VectorIndex(stores.passages), lexical_index(engine)
-    )
-    return stores, embedder, searcher
+class TimedSearches:
+    """The product's search path with an empty vector cache, each search timed; the query's
+    vector is handed to it by `GivenEmbedder`."""
+
+    def __init__(self, engine: AsyncEngine, source_id: str) -> None:
+        self.stores = FileStores.on(engine)
+        self.embedder = GivenEmbedder()
+        self.searcher = Searcher(
+            engine,
+            self.stores.passages,
+            lambda _model: self.embedder,
+            VectorIndex(self.stores.passages),
+            lexical_index(engine),
+        )
+        self.source_id = source_id
+
+    async def one(self, query: str, vector: np.ndarray, mode: SearchMode) -> tuple[float, list[int]]:
+        """Milliseconds, and the passage ids found."""
+        self.embedder.vector = vector.astype(np.float32).tolist()
+        started = time.perf_counter()
+        source = await self.stores.sources.get(ORG, self.source_id)
+        hits = await self.searcher.search(source, query, 10, mode)
+        return (time.perf_counter() - started) * 1000, [hit.passage_id for hit in hits]
 
 
 async def measure_queries(engine: AsyncEngine, source_id: str, corpus: Corpus, count: int) -> dict[str, Any]:
-    stores, embedder, searcher = product_searcher(engine)
+    one = TimedSearches(engine, source_id).one
     queries = corpus.queries(count)
-
-    async def one(query: str, vector: np.ndarray, mode: SearchMode) -> tuple[float, list[int]]:
-        embedder.vector = vector.astype(np.float32).tolist()
-        started = time.perf_counter()
-        source = await stores.sources.get(ORG, source_id)
-        hits = await searcher.search(source, query, 10, mode)
-        return (time.perf_counter() - started) * 1000, [hit.passage_id for hit in hits]
-
     cold_ms, _ = await one(*queries[0], SearchMode.HYBRID)
     latencies = {mode: [] for mode in SearchMode}
     recalls = []
@@ -256,16 +262,13 @@ async def measure_queries(engine: AsyncEngine, source_id: str, corpus: Corpus, c
 async def measure_refresh(engine: AsyncEngine, source_id: str, corpus: Corpus) -> float:
     """Searching while files are added: the median time of the first `hybrid` search after each
     of `REFRESH_FILES` new files of 1,000 passages, each of which refreshes the cached vectors."""
-    stores, embedder, searcher = product_searcher(engine)
-    queries = corpus.queries(REFRESH_FILES + 1)
+    one = TimedSearches(engine, source_id).one
+    extra = Corpus(PER_FILE)
     latencies = []
-    for number, (query, vector) in enumerate(queries):
+    for number, (query, vector) in enumerate(corpus.queries(REFRESH_FILES + 1)):
         if number > 0:  # the first search reads every vector
-            await write_files(engine, source_id, Corpus(PER_FILE), first_file=corpus.n // PER_FILE + number)
-        embedder.vector = vector.astype(np.float32).tolist()
-        started = time.perf_counter()
-        await searcher.search(await stores.sources.get(ORG, source_id), query, 10, SearchMode.HYBRID)
-        latencies.append((time.perf_counter() - started) * 1000)
+            await write_files(engine, source_id, extra, first_file=corpus.n // PER_FILE + number)
+        latencies.append((await one(query, vector, SearchMode.HYBRID))[0])
     return round(harness.median(latencies[1:]), 1)
 
 

@@ -112,7 +112,7 @@ class VectorMatrix:
         cls, version: int, tags: Mapping[str, VectorTag | None], stored: StoredVectors, dimensions: int
     ) -> VectorMatrix:
         """Runs in a thread: about a second for a million vectors."""
-        return cls(version, tags, (Segment.build(stored, dimensions),))
+        return cls(version, tags, ()).refreshed(version, tags, set(), stored, dimensions)
 
     def unchanged(self, tags: Mapping[str, VectorTag | None]) -> set[str]:
         """The files of `tags` whose rows here are still current."""
@@ -188,13 +188,11 @@ class VectorIndex:
             # newer rows under its older tag, and read again at the next refresh.
             tags = await self.passages.vector_files(organization_id, source_id, model)
             kept = cached.unchanged(tags) if cached is not None else set()
-            if cached is None or not kept:
-                stored = await self.passages.vectors(organization_id, source_id, model, dimensions)
-                matrix = await asyncio.to_thread(VectorMatrix.build, version, tags, stored, dimensions)
-            else:
-                fresh = [file_id for file_id in tags if file_id not in kept]
-                stored = await self.passages.vectors(organization_id, source_id, model, dimensions, fresh)
-                matrix = await asyncio.to_thread(cached.refreshed, version, tags, kept, stored, dimensions)
+            base = cached if cached is not None and kept else VectorMatrix(version, tags, ())
+            # With nothing to keep, the whole source in one read rather than lists of file ids.
+            fresh = [file_id for file_id in tags if file_id not in kept] if kept else None
+            stored = await self.passages.vectors(organization_id, source_id, model, dimensions, fresh)
+            matrix = await asyncio.to_thread(base.refreshed, version, tags, kept, stored, dimensions)
             # The version was read before the rows: a write in between makes the next search
             # refresh them again, never keeps a stale matrix.
             self.vectors_read += len(stored.ids)
