@@ -28,6 +28,7 @@ from backburner.monitoring.metrics import Metrics
 from backburner.scheduler.jobs import JobContext
 from backburner.settings_loader import load_settings
 from tests.support.files import claim_rules
+from tests.support.rankings import same_ranking
 
 ORG = "org-default"
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -494,10 +495,55 @@ async def test_cached_vectors_are_refreshed_from_the_changed_files_only(files: F
     await store(c, c_lease, range(2), finish=True)
     found = await search(index)
     assert index.vectors_read == 11
-    assert len(found) == 9 and found == await expected()
+    assert len(found) == 9 and same_ranking(found, await expected())
 
     # A deleted file's vectors leave the matrix without any being read.
     await files.stores.catalog.delete(ORG, a.id)
     after = await search(index)
     assert index.vectors_read == 11
-    assert after == await expected() and len(after) == 6
+    assert same_ranking(after, await expected()) and len(after) == 6
+
+
+async def test_cached_vectors_read_before_a_switch_of_model_are_not_kept_after_another(files: Files) -> None:
+    """Vectors re-embedding made are removed when the source switches model again: a matrix of
+    model "m" cached before the source switched away and back to "m" is read again whole, not
+    kept because its files did not change."""
+    rng = np.random.default_rng(5)
+    reembeds = files.stores.reembeds
+    query = rng.standard_normal(8).tolist()
+    record = await files.new()
+    assert (await files.claim(record.id)).id == record.id
+    lease = Lease(record.id, record.id)
+    record = await files.stores.leases.start_embedding(
+        lease, T0, total_chunks=4, embedding_model="ingested", parse_s=0, chunk_s=0
+    )
+    rows = [PassageRow(i, f"chunk {i}", rng.standard_normal(8).astype("<f4").tobytes()) for i in range(4)]
+    await files.stores.passages.store_batch(
+        lease, record, rows, T0, lease_s=30, embed_s=0, store_s=0, finish=True
+    )
+
+    async def reembed(model: str, from_model: str) -> None:
+        job = await reembeds.start(ORG, files.source_id, model, from_model, T0)
+        for bucket in await reembeds.open_chunks(files.source_id, model, limit=100):
+            chunk = await reembeds.claim(files.source_id, bucket, "instance-a/r", T0, lease_s=30)
+            assert chunk is not None
+            texts = await reembeds.chunk_passages(chunk, model)
+            vectors = [(p.id, rng.standard_normal(8).astype("<f4").tobytes()) for p in texts]
+            await reembeds.store_vectors(chunk, ORG, model, vectors, T0)
+        assert await reembeds.switch(job, T0)
+
+    async def search(vectors: VectorIndex) -> list[tuple[int, float]]:
+        source = await files.stores.sources.get(ORG, files.source_id)
+        return await vectors.search(ORG, source.id, source.passages_version, "m", query, None, 10)
+
+    index = VectorIndex(files.stores.passages)
+    await reembed("m", "ingested")
+    first = await search(index)
+    assert len(first) == 4
+    # Away to "other" (removing the vectors of "m"), then back to "m" with vectors of another
+    # draw, as an embedder served anew gives.
+    await reembed("other", "m")
+    await reembed("m", "other")
+    again = await search(index)
+    assert same_ranking(again, await search(VectorIndex(files.stores.passages)))
+    assert not same_ranking(again, first)

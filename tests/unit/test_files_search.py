@@ -10,6 +10,7 @@ from backburner.files.search.lexical import fts5_match
 from backburner.files.search.terms import MAX_TERMS, query_terms
 from backburner.files.search.vectors import MAX_SEGMENTS, VectorMatrix
 from backburner.files.store.passages import StoredVectors
+from tests.support.rankings import same_ranking
 
 
 def test_query_terms_are_words_only() -> None:
@@ -52,7 +53,7 @@ def test_top_k_is_exact_and_honours_the_file_filter() -> None:
     stored = StoredVectors(
         list(range(100, 600)), [f"file-{i % 3}" for i in range(500)], [v.tobytes() for v in vectors]
     )
-    matrix = VectorMatrix.build(1, {f"file-{i}": (1, "m") for i in range(3)}, stored, 16)
+    matrix = VectorMatrix.build(1, {f"file-{i}": (1, "m", 0) for i in range(3)}, stored, 16)
     query = rng.standard_normal(16).tolist()
     exact = vectors @ np.asarray(query, dtype=np.float32) / np.linalg.norm(vectors, axis=1)
     expected = [100 + int(i) for i in np.argsort(-exact)[:10]]
@@ -84,10 +85,10 @@ def test_a_refreshed_matrix_keeps_unchanged_files_and_equals_a_full_build() -> N
     rng = np.random.default_rng(2)
     vectors = rng.standard_normal((40, 8)).astype("<f4")
     before = {"a": list(range(0, 10)), "b": list(range(10, 14)), "c": list(range(14, 20))}
-    old_tags = {"a": (10, "m"), "b": (4, "m"), "c": (6, "m"), "r": None}
+    old_tags = {"a": (10, "m", 0), "b": (4, "m", 0), "c": (6, "m", 0), "r": None}
     old = VectorMatrix.build(1, old_tags, _stored(before, vectors), 8)
     # b grew, c was deleted, d is new, r (re-embedding) is never kept; a is unchanged.
-    tags = {"a": (10, "m"), "b": (8, "m"), "d": (5, "m"), "r": None}
+    tags = {"a": (10, "m", 0), "b": (8, "m", 0), "d": (5, "m", 0), "r": None}
     assert old.unchanged(tags) == {"a"}
     fresh = {"b": list(range(10, 14)) + list(range(30, 34)), "d": list(range(20, 25))}
     refreshed = old.refreshed(2, tags, {"a"}, _stored(fresh, vectors), 8)
@@ -97,8 +98,10 @@ def test_a_refreshed_matrix_keeps_unchanged_files_and_equals_a_full_build() -> N
     assert refreshed.version == 2 and refreshed.tags == tags
     for _ in range(5):
         query = rng.standard_normal(8).tolist()
-        assert refreshed.top(query, None, 7) == full.top(query, None, 7)
-        assert refreshed.top(query, frozenset({"a", "d"}), 7) == full.top(query, frozenset({"a", "d"}), 7)
+        assert same_ranking(refreshed.top(query, None, 7), full.top(query, None, 7))
+        assert same_ranking(
+            refreshed.top(query, frozenset({"a", "d"}), 7), full.top(query, frozenset({"a", "d"}), 7)
+        )
     assert refreshed.top(query, frozenset({"c"}), 7) == []
 
 
@@ -106,14 +109,14 @@ def test_refreshes_keep_few_segments_and_copy_only_the_small_ones() -> None:
     rng = np.random.default_rng(4)
     vectors = rng.standard_normal((2000, 8)).astype("<f4")
     rows = {f"f{n}": list(range(n * 100, n * 100 + 100)) for n in range(10)}
-    tags = {file_id: (100, "m") for file_id in rows}
+    tags = {file_id: (100, "m", 0) for file_id in rows}
     matrix = VectorMatrix.build(1, tags, _stored(rows, vectors), 8)
     for n in range(10, 20):  # one new file per refresh, and one file removed every other time
         new = f"f{n}"
         rows[new] = list(range(n * 100, n * 100 + 100))
         if n % 2:
             del rows[f"f{n - 10}"]
-        tags = {file_id: (100, "m") for file_id in rows}
+        tags = {file_id: (100, "m", 0) for file_id in rows}
         kept = matrix.unchanged(tags)
         assert kept == set(rows) - {new}
         first = matrix.segments[0]

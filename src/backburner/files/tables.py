@@ -34,6 +34,8 @@ sources = Table(
     # The model whose vectors search compares; NULL: the deployment's configured model. Changed
     # only by a re-embedding that gave every passage a vector of the new one.
     Column("embedding_model", String(200)),
+    # Bumped by every switch of `embedding_model`, which removes the vectors of other models.
+    Column("model_switches", BigInteger, nullable=False, default=0, server_default="0"),
     UniqueConstraint("organization_id", "name"),
 )
 

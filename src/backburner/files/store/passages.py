@@ -34,7 +34,7 @@ class StoredVectors:
 
 
 # What a file's vectors of one model depend on (see `PassageStore.vector_files`).
-VectorTag = tuple[int, str | None]
+VectorTag = tuple[int, str | None, int]
 
 
 def _vectors_query(
@@ -171,21 +171,28 @@ class PassageStore:
     ) -> dict[str, VectorTag | None]:
         """Each file whose passages search reads, with a tag that changes whenever its vectors of
         `embedding_model` may have: its passages are only ever appended (each batch bumps
-        `chunks_embedded` in its transaction) or removed with the file. The tag is None for
-        vectors a re-embedding may still be writing: those of another model than the file's
-        while the source has not switched to `embedding_model`."""
+        `chunks_embedded` in its transaction) or removed with the file, and the vectors
+        re-embedding made are removed at the source's next switch of model (`model_switches`).
+        The tag is None for vectors a re-embedding may still be writing: those of another model
+        than the file's while the source has not switched to `embedding_model`."""
         async with reading(self.engine) as conn:
-            source_model = await conn.scalar(
-                select(sources.c.embedding_model).where(sources.c.id == source_id)
-            )
+            source = (
+                await conn.execute(
+                    select(sources.c.embedding_model, sources.c.model_switches).where(
+                        sources.c.id == source_id
+                    )
+                )
+            ).first()
             rows = await conn.execute(
                 select(files.c.id, files.c.chunks_embedded, files.c.embedding_model).where(
                     files.c.organization_id == organization_id, files.c.source_id == source_id, searchable()
                 )
             )
-            settled = source_model == embedding_model
+            if source is None:
+                return {}
+            settled = source.embedding_model == embedding_model
             return {
-                row.id: (row.chunks_embedded, row.embedding_model)
+                row.id: (row.chunks_embedded, row.embedding_model, source.model_switches)
                 if settled or row.embedding_model == embedding_model
                 else None
                 for row in rows

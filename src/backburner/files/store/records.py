@@ -72,6 +72,8 @@ class SourceRecord:
     passages_version: int = 0
     # The model whose vectors search compares; None: the deployment's configured model.
     embedding_model: str | None = None
+    # How many times re-embedding switched `embedding_model`.
+    model_switches: int = 0
 
 
 def queued_seconds(created_at: datetime, started_at: datetime | None) -> float | None:

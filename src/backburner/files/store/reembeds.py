@@ -333,7 +333,11 @@ class ReembedStore:
             await conn.execute(
                 update(sources)
                 .where(sources.c.id == job.source_id)
-                .values(embedding_model=job.model, passages_version=sources.c.passages_version + 1)
+                .values(
+                    embedding_model=job.model,
+                    passages_version=sources.c.passages_version + 1,
+                    model_switches=sources.c.model_switches + 1,
+                )
             )
             await conn.execute(
                 delete(passage_vectors).where(
