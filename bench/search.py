@@ -344,7 +344,10 @@ async def run_size(database: str, n: int, queries: int, workdir: Path) -> dict[s
     try:
         source_id, indexed_s = await fill(indexed, corpus)
         if database == "postgres":
-            async with indexed.begin() as conn:  # committed: a rolled-back ANALYZE keeps no statistics
+            # What the leader's `statistics` job does within `statistics_interval_seconds` of a
+            # fill (`bench/statistics.py` measures search without it). Committed: a rolled-back
+            # ANALYZE keeps no statistics.
+            async with indexed.begin() as conn:
                 await conn.execute(text("ANALYZE passages"))
         harness.log(f"{database}, {n:,} passages: {queries} queries per mode")
         result = await measure_queries(indexed, source_id, corpus, queries)

@@ -165,6 +165,13 @@ class Settings(BaseSettings):
     scheduler_heartbeat_interval_seconds: float = _field(
         5.0, "scheduler", "Interval of the `heartbeat` housekeeping job.", gt=0
     )
+    statistics_interval_seconds: float = _field(
+        30.0,
+        "scheduler",
+        "Interval of the `statistics` job (PostgreSQL): ANALYZE of the tables that changed enough"
+        " since their last one, as autovacuum would, for when it is off or behind.",
+        gt=0,
+    )
     instance_heartbeat_interval_seconds: float = _field(
         2.0, "scheduler", "Interval at which each instance records that it is alive.", gt=0
     )

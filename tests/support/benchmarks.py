@@ -45,6 +45,7 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "search": {"sqlite", "postgres", "ingest_end_to_end"},
     "index_cost": {"rows", "sqlite", "postgres"},
     "retrieval": {"recall_at_5"},
+    "statistics": {"lexical_p50_ms_before", "lexical_p50_ms_after", "analyze_s"},
 }
 QUICK_TIMEOUT_S = 600
 

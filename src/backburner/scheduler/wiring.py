@@ -12,9 +12,10 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.clock import Clock
+from backburner.db.all_tables import table_names
 from backburner.leader.factory import create_elector
 from backburner.membership.heartbeat import MembershipHeartbeat
-from backburner.scheduler.housekeeping import heartbeat_job
+from backburner.scheduler.housekeeping import heartbeat_job, statistics_job
 from backburner.scheduler.jobs import JobRegistry
 from backburner.scheduler.metrics import SchedulerMetrics
 from backburner.scheduler.runner import TickRunner
@@ -45,6 +46,9 @@ def build_scheduling(
             clock=clock,
         )
     )
+    if engine.dialect.name == "postgresql":
+        interval_s = settings.statistics_interval_seconds
+        jobs.add(statistics_job(engine=engine, tables=table_names(), interval_s=interval_s))
     metrics = SchedulerMetrics(registry)
     scheduler = SchedulerService(
         elector=create_elector(settings, engine, instance_id, clock),
