@@ -68,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backburner.db import migrate
 from backburner.db.engine import create_engine_for_url
-from backburner.files.search.lexical import lexical_index
+from backburner.files.search.lexical import LexicalIndex, lexical_index
 from backburner.files.search.searcher import Searcher, SearchMode
 from backburner.files.search.vectors import VectorIndex
 from backburner.files.store import FileStores
@@ -209,7 +209,7 @@ class TimedSearches:
     """The product's search path with an empty vector cache, each search timed; the query's
     vector is handed to it by `GivenEmbedder`."""
 
-    def __init__(self, engine: AsyncEngine, source_id: str) -> None:
+    def __init__(self, engine: AsyncEngine, source_id: str, lexical: LexicalIndex | None = None) -> None:
         self.stores = FileStores.on(engine)
         self.embedder = GivenEmbedder()
         self.searcher = Searcher(
@@ -217,7 +217,7 @@ class TimedSearches:
             self.stores.passages,
             lambda _model: self.embedder,
             VectorIndex(self.stores.passages),
-            lexical_index(engine),
+            lexical or lexical_index(engine),
         )
         self.source_id = source_id
 
@@ -345,7 +345,7 @@ async def run_size(database: str, n: int, queries: int, workdir: Path) -> dict[s
         source_id, indexed_s = await fill(indexed, corpus)
         if database == "postgres":
             # What the leader's `statistics` job does within `statistics_interval_seconds` of a
-            # fill (`bench/statistics.py` measures search without it). Committed: a rolled-back
+            # fill (`bench/planner.py` measures search without it). Committed: a rolled-back
             # ANALYZE keeps no statistics.
             async with indexed.begin() as conn:
                 await conn.execute(text("ANALYZE passages"))

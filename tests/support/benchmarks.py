@@ -45,7 +45,13 @@ EXPECTED_KEYS: dict[str, set[str]] = {
     "search": {"sqlite", "postgres", "ingest_end_to_end"},
     "index_cost": {"rows", "sqlite", "postgres"},
     "retrieval": {"recall_at_5"},
-    "statistics": {"lexical_p50_ms_before", "lexical_p50_ms_after", "analyze_s"},
+    "planner": {
+        "unanalyzed_p50_ms",
+        "analyzed_p50_ms",
+        "analyze_s",
+        "after_writes_p50_ms",
+        "after_writes_seqscan_allowed_p50_ms",
+    },
 }
 QUICK_TIMEOUT_S = 600
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import reduce
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
     Select,
+    TextClause,
     cast,
     column,
     distinct,
@@ -138,6 +139,17 @@ class TsvectorIndex:
     127 ms at the median (100,000 passages; `bench/search.py`'s queries).
     """
 
+    # For the search's transaction only:
+    # - no parallel workers: they cost more to start than these scans take (35.7 ms against 19.9);
+    # - no sequential scan of passages: it tests each passage's `tsvector`, read out of line,
+    #   which the planner prices as a cheap operator. It took that scan for common words once the
+    #   GIN index's pending list had grown (`bench/planner.py`); the GIN index, or the source's
+    #   own index for a small source, is always cheaper.
+    plan_settings: ClassVar[TextClause] = text(
+        "SELECT set_config('max_parallel_workers_per_gather', '0', true),"
+        " set_config('enable_seqscan', 'off', true)"
+    )
+
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
@@ -191,6 +203,5 @@ class TsvectorIndex:
             .limit(limit)
         )
         async with reading(self.engine) as conn:
-            # Parallel workers cost more to start than these scans take: 35.7 ms against 19.9.
-            await conn.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+            await conn.execute(self.plan_settings)
             return [(int(row.id), float(row.score)) for row in await conn.execute(query)]
