@@ -7,7 +7,6 @@ import gc
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from backburner.api.app import create_app
@@ -62,12 +61,10 @@ async def test_readyz_is_503_naming_the_database_when_unreachable(make_settings:
     # Nothing listens on port 1: the database cannot be reached.
     loaded = make_settings(database_url="postgresql://postgres@127.0.0.1:1/nothing")
     app = create_app(loaded)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            live = await client.get("/healthz")
-            assert live.status_code == 200
-            ready = await client.get("/readyz")
+    async with app.router.lifespan_context(app), asgi_client(app) as client:  # never ready: not waited for
+        live = await client.get("/healthz")
+        assert live.status_code == 200
+        ready = await client.get("/readyz")
     assert ready.status_code == 503
     body = ready.json()
     assert "database" in body["failing"]
