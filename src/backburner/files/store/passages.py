@@ -183,13 +183,13 @@ class PassageStore:
                     )
                 )
             ).first()
+            if source is None:
+                return {}
             rows = await conn.execute(
                 select(files.c.id, files.c.chunks_embedded, files.c.embedding_model).where(
                     files.c.organization_id == organization_id, files.c.source_id == source_id, searchable()
                 )
             )
-            if source is None:
-                return {}
             settled = source.embedding_model == embedding_model
             return {
                 row.id: (row.chunks_embedded, row.embedding_model, source.model_switches)
