@@ -308,6 +308,34 @@ async def test_abandoned_submissions_are_reconciled(make_settings, database_url,
         assert await env.provider_requests() > before
 
 
+async def test_a_new_submission_is_left_to_its_sender_and_sent_by_the_leader_if_the_sender_dies(
+    make_settings, database_url, emulator, clock
+):
+    from backburner.batches.domain import BatchRequest
+    from tests.support.batch_records import create_record
+
+    async with env_for(make_settings, database_url, emulator, clock) as env:
+        hold = env.component.policy.submit_grace_s
+        requests = [BatchRequest("h-1", {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})]
+        # Written as the API writes a submission, before it sends the submission itself.
+        await create_record(
+            env.component.store,
+            batch_id="batch-held",
+            requests=requests,
+            now=clock.now(),
+            held_until=clock.now() + timedelta(seconds=hold),
+        )
+        before = await env.provider_requests()
+        await env.poll()  # the leader's cycle runs between the write and the send
+        assert (await env.batch("batch-held")).status == "queued"
+        assert await env.provider_requests() == before
+
+        clock.advance(hold + 1)  # the sender died: the leader sends it once the hold is over
+        await env.poll()
+        sent = await env.batch("batch-held")
+        assert sent.status == "running" and sent.provider_batch_id is not None
+
+
 async def test_a_stale_leader_cannot_write(make_settings, database_url, emulator, clock):
     async with env_for(make_settings, database_url, emulator, clock) as env:
         created = await env.submit("anthropic", ["f-1"])

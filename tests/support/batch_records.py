@@ -22,8 +22,10 @@ async def create_record(
     requests: list[BatchRequest],
     now: datetime,
     target: Target | None = None,
+    held_until: datetime | None = None,
 ) -> Batch | None:
-    """A `queued` batch (split by `target`'s limits, if given) and its pending items."""
+    """A `queued` batch (split by `target`'s limits, if given) and its pending items; left to its
+    sender until `held_until`, if given."""
     payload: dict[str, Any] = {
         "provider": provider,
         "model": model,
@@ -42,6 +44,7 @@ async def create_record(
         idempotency_key=idempotency_key or batch_id,
         now=now,
         next_rows=next_rows,
+        held_until=held_until,
     )
 
 

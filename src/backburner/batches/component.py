@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from types import TracebackType
 
 from prometheus_client import CollectorRegistry
@@ -86,7 +87,13 @@ class BatchesComponent:
             self.store, self.providers, clock, self.policy, self.ingestor.finish_in, self.metrics
         )
         self.service = BatchService(
-            self.store, self.providers, clock, self.dispatcher, self.ingestor.finish_in, self.metrics
+            self.store,
+            self.providers,
+            clock,
+            self.dispatcher,
+            self.ingestor.finish_in,
+            submit_hold=timedelta(seconds=self.policy.submit_grace_s),
+            metrics=self.metrics,
         )
         self.poller = BatchPoller(
             store=self.store,

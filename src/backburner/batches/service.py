@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
 
 from backburner.batches.dispatch import Dispatcher, Finisher, SendResult, Sent, refusal_reason
@@ -100,9 +101,11 @@ class BatchService:
         clock: Clock,
         dispatcher: Dispatcher,
         finisher: Finisher,
+        submit_hold: timedelta,
         metrics: BatchMetrics | None = None,
     ) -> None:
         self._store = store
+        self._submit_hold = submit_hold
         self._providers = providers
         self._clock = clock
         self._dispatcher = dispatcher
@@ -137,17 +140,20 @@ class BatchService:
                 return SubmitOutcome(earlier, created=False)
         self._providers.get(submission.provider)  # unconfigured: refused before any write
         take = row_chunks(submission.rows(), ROWS_PER_WRITE)
+        now = self._clock.now()
+        held_until = now + self._submit_hold
         batch = await self._store.create_submission(
             batch_id=new_id("batch"),
             organization_id=organization_id,
             submission=submission,
             idempotency_key=idempotency_key or new_id("idem"),
-            now=self._clock.now(),
+            now=now,
             next_rows=lambda: asyncio.to_thread(take),
+            held_until=held_until,
         )
         if batch is None:  # the same key was submitted concurrently: answer with that batch
             return await self._earlier(organization_id, idempotency_key)
-        return SubmitOutcome(await self._send_new(batch), created=True)
+        return SubmitOutcome(await self._send_new(batch, held_until), created=True)
 
     async def resubmit(
         self,
@@ -170,6 +176,8 @@ class BatchService:
                 return SubmitOutcome(earlier, created=False)
         self._providers.get(source.provider)
         target = self.target(source.provider, source.model)
+        now = self._clock.now()
+        held_until = now + self._submit_hold
         batch = await self._store.create_resubmission(
             batch_id=new_id("batch"),
             organization_id=organization_id,
@@ -177,7 +185,8 @@ class BatchService:
             item_statuses=RESUBMIT_STATUSES[which],
             idempotency_key=idempotency_key or new_id("idem"),
             plan=lambda sizes: plan_sizes(target, source.model, sizes),
-            now=self._clock.now(),
+            now=now,
+            held_until=held_until,
         )
         if batch is None:
             if idempotency_key is not None:
@@ -186,7 +195,7 @@ class BatchService:
                     return SubmitOutcome(earlier, created=False)
             raise BatchConflict(f"batch {batch_id} has no {which} items to resubmit")
         log_event(log, logging.INFO, "batch.resubmitted", batch_id=batch.id, source=batch_id, items=which)
-        return SubmitOutcome(await self._send_new(batch), created=True)
+        return SubmitOutcome(await self._send_new(batch, held_until), created=True)
 
     async def _earlier(self, organization_id: str, idempotency_key: str | None) -> SubmitOutcome:
         assert idempotency_key is not None
@@ -194,22 +203,29 @@ class BatchService:
         assert earlier is not None
         return SubmitOutcome(earlier, created=False)
 
-    async def _send_new(self, batch: Batch) -> Batch:
-        """Send a new batch's parts in order; the first decides what a failure means."""
+    async def _send_new(self, batch: Batch, held_until: datetime) -> Batch:
+        """Send a new batch's parts in order; the first decides what a failure means.
+
+        The leader leaves the parts to this process until `held_until`, so that the answer tells
+        what came of the first part; what is left then waits for the leader. Should this process
+        die, the leader sends the parts once the hold is over."""
         transaction = self._store.engine.begin
-        for position, unit in enumerate(await self._store.units(batch)):
-            result = await self._dispatcher.send(unit, transaction)
-            if result.outcome is Sent.SENT:
-                continue
-            if result.outcome is Sent.WAITING:
-                break  # the rest wait behind it, for the leader to send
-            if position == 0:
-                await self._nothing_accepted(batch, unit, result)
-            elif result.outcome is Sent.UNCERTAIN:
-                self._settle_soon(unit)
-            else:
-                await self._dispatcher.record_failure(unit, result, transaction)
-                break
+        try:
+            for position, unit in enumerate(await self._store.units(batch)):
+                result = await self._dispatcher.send(unit, transaction)
+                if result.outcome is Sent.SENT:
+                    continue
+                if result.outcome is Sent.WAITING:
+                    break  # the rest wait behind it, for the leader to send
+                if position == 0:
+                    await self._nothing_accepted(batch, unit, result)
+                elif result.outcome is Sent.UNCERTAIN:
+                    self._settle_soon(unit)
+                else:
+                    await self._dispatcher.record_failure(unit, result, transaction)
+                    break
+        finally:
+            await self._store.release(batch.id, held_until)
         return await self._require(batch.organization_id, batch.id)
 
     async def _nothing_accepted(self, batch: Batch, unit: Batch, result: SendResult) -> None:

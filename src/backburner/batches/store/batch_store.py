@@ -53,11 +53,13 @@ class BatchStore:
         now: datetime,
         next_rows: Callable[[], Awaitable[list[Row]]],
         resubmitted_from: str | None = None,
+        held_until: datetime | None = None,
     ) -> Batch | None:
         """Write the batch (`queued`), its parts and its pending items in one transaction.
 
         `next_rows` gives the next chunk of checked rows (empty at the end). Returns None when
-        the organization already has a batch with this idempotency key.
+        the organization already has a batch with this idempotency key. Until `held_until`, the
+        leader does not send its units: the caller does, then `release`s them.
         """
         async with self.engine.begin() as conn:
             if not await insert_submission(
@@ -68,6 +70,7 @@ class BatchStore:
                 idempotency_key=idempotency_key,
                 now=now,
                 resubmitted_from=resubmitted_from,
+                held_until=held_until,
             ):
                 return None
             starts = [p.start for p in submission.parts]
@@ -86,6 +89,7 @@ class BatchStore:
         idempotency_key: str,
         plan: Callable[[list[tuple[int, int]]], tuple[PartPlan, ...]],
         now: datetime,
+        held_until: datetime | None = None,
     ) -> Batch | None:
         """A new batch of the `source` batch's items in `item_statuses`: their requests are copied
         inside the database, and `plan` splits them (from each request's bytes and tokens)."""
@@ -114,11 +118,26 @@ class BatchStore:
                 idempotency_key=idempotency_key,
                 now=now,
                 resubmitted_from=source.id,
+                held_until=held_until,
             ):
                 return None
             await copy_items(conn, source.id, batch_id, organization_id, item_statuses, parts, now)
             row = (await conn.execute(select(llm_batches).where(llm_batches.c.id == batch_id))).one()
         return batch_from_row(row)
+
+    async def release(self, batch_id: str, held_until: datetime) -> None:
+        """Hand the batch's units still `queued` under the sender's hold over to the leader. A unit
+        the sender put back with a time of its own (a backoff) keeps that time."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(llm_batches)
+                .where(
+                    or_(llm_batches.c.id == batch_id, llm_batches.c.parent_batch_id == batch_id),
+                    llm_batches.c.status == BatchStatus.QUEUED.value,
+                    llm_batches.c.next_poll_at == held_until,
+                )
+                .values(next_poll_at=None)
+            )
 
     async def fail_submission(self, organization_id: str, batch_id: str, reason: str, now: datetime) -> bool:
         """Nothing of the batch was accepted: fail it whole and free its idempotency key."""

@@ -29,8 +29,11 @@ async def insert_submission(
     idempotency_key: str,
     now: datetime,
     resubmitted_from: str | None,
+    held_until: datetime | None,
 ) -> bool:
-    """The batch row (and one row per part when it is split), all `queued`; False on a repeated key."""
+    """The batch row (and one row per part when it is split), all `queued`; False on a repeated key.
+
+    Until `held_until`, the leader leaves the units to the process sending them (`queued_units`)."""
     split = len(submission.parts) > 1
     base: dict[str, Any] = {
         "organization_id": organization_id,
@@ -39,6 +42,7 @@ async def insert_submission(
         "status": BatchStatus.QUEUED.value,
         "created_at": now,
         "updated_at": now,
+        "next_poll_at": held_until,
         "consecutive_errors": 0,
         "missing_output_polls": 0,
         "succeeded_count": 0,
