@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
@@ -15,6 +15,7 @@ from backburner.db.engine import create_engine
 from backburner.leader.lease import lock_key
 from backburner.leader.pg_lock import asyncpg_dsn
 from backburner.settings_loader import LoadedSettings
+from tests.support.databases import PostgresDatabases
 from tests.support.electors import Candidate, make_elector
 from tests.support.files import wait_for
 from tests.support.processes import free_port
@@ -31,6 +32,15 @@ async def pg_engine(postgres_url: str, make_settings) -> AsyncIterator[AsyncEngi
     await engine.dispose()
 
 
+@pytest.fixture
+def neighbour_url(postgres_databases: PostgresDatabases) -> Iterator[str]:
+    """Another database on the same server, made from the same template: its tables have the
+    same ids as ours."""
+    url = postgres_databases.new()
+    yield url
+    postgres_databases.drop(url)
+
+
 def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if getattr(r, "event", None) == name]
 
@@ -45,7 +55,8 @@ async def test_a_terminated_lock_session_ends_the_term_and_a_follower_takes_over
     try:
         await follower.wait_for(lambda: follower.elector.state == "waiting", 5, "the follower to wait")
         killed = await admin.fetchval(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()",
             "backburner-leader:lead",
         )
         assert killed
@@ -192,22 +203,28 @@ async def test_a_frozen_follower_granted_the_lock_delays_the_takeover_by_one_lea
 
 
 async def test_an_old_term_transaction_that_never_ends_is_ended_by_the_next_term(
-    pg_engine: AsyncEngine, postgres_url: str
+    pg_engine: AsyncEngine, postgres_url: str, neighbour_url: str
 ) -> None:
     """A leader frozen inside a fenced statement leaves its transaction `active`, where no idle
-    timeout reaches it; the next leader ends it instead of waiting for the thaw."""
+    timeout reaches it; the next leader ends it instead of waiting for the thaw, and ends no
+    transaction of another database."""
     leader = Candidate(make_elector(pg_engine, postgres_url, lease_s=LEASE_S, instance_id="lead")).start()
     first = await leader.wait_leading(10)
     follower = Candidate(make_elector(pg_engine, postgres_url, lease_s=LEASE_S, instance_id="follow")).start()
     admin = await asyncpg.connect(asyncpg_dsn(postgres_url))
     stuck = await asyncpg.connect(asyncpg_dsn(postgres_url))
     stuck_pid = stuck.get_server_pid()
+    neighbour = await asyncpg.connect(asyncpg_dsn(neighbour_url))
     try:
         await follower.wait_for(lambda: follower.elector.state == "waiting", 5, "the follower to wait")
-        await stuck.execute("BEGIN")
-        await stuck.fetch("SELECT epoch FROM leader_epochs FOR SHARE")  # as a fenced transaction does
+        for session in (stuck, neighbour):
+            await session.execute("BEGIN")
+            await session.fetch("SELECT epoch FROM leader_epochs FOR SHARE")  # as a fenced transaction does
+        epochs_id = "SELECT 'leader_epochs'::regclass::oid"
+        assert await neighbour.fetchval(epochs_id) == await admin.fetchval(epochs_id)
         await admin.fetchval(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()",
             "backburner-leader:lead",
         )
         started = time.monotonic()
@@ -220,8 +237,10 @@ async def test_an_old_term_transaction_that_never_ends_is_ended_by_the_next_term
             return bool(found == 0)
 
         await wait_for(session_ended, 10, "the old term's session to end")
+        assert await neighbour.fetchval("SELECT 1") == 1  # its transaction was left alone
     finally:
         stuck.terminate()
+        neighbour.terminate()
         await admin.close()
         await leader.stop()
         await follower.stop()

@@ -19,6 +19,10 @@ from backburner.leader.base import Term
 from backburner.leader.fencing import ABANDONED_ERROR
 from backburner.leader.lease import lock_key_parts
 
+# `pg_locks` shows every database of the server: another database's locks are not ours, and its
+# relations' ids may equal ours.
+THIS_DATABASE = "(SELECT oid FROM pg_database WHERE datname = current_database())"
+
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
     """`postgresql+asyncpg://...` (SQLAlchemy's spelling) -> `postgresql://...` (libpq's)."""
@@ -58,12 +62,12 @@ async def wait_lock(conn: asyncpg.Connection, key: int, timeout_s: float) -> boo
 async def find_holder(conn: asyncpg.Connection, key: int, timeout_s: float) -> LockHolder | None:
     classid, objid = lock_key_parts(key)
     row = await conn.fetchrow(
-        """
+        f"""
         SELECT l.pid, a.application_name
         FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
           AND l.classid = $1::bigint::oid AND l.objid = $2::bigint::oid
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND l.database = {THIS_DATABASE}
         LIMIT 1
         """,
         classid,
@@ -79,9 +83,10 @@ async def find_holder(conn: asyncpg.Connection, key: int, timeout_s: float) -> L
 # one commits in milliseconds, but one whose client froze mid-statement stays `active`, where no
 # idle timeout reaches it, and would block the new term until that client is thawed.
 OLD_TERM_GRACE_MS = 1000
-END_OLD_TERM_TRANSACTIONS = """
+END_OLD_TERM_TRANSACTIONS = f"""
     SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
-    WHERE l.locktype = 'relation' AND l.relation = 'leader_epochs'::regclass
+    WHERE l.locktype = 'relation' AND l.database = {THIS_DATABASE}
+      AND l.relation = 'leader_epochs'::regclass
       AND l.mode = 'RowShareLock' AND l.granted AND l.pid <> pg_backend_pid()
 """
 
