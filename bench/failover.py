@@ -154,7 +154,7 @@ class Cluster:
         else:
             ended = await self.db.fetchval(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = $1) t",
+                "WHERE application_name = $1 AND datname = current_database()) t",
                 application_name(holder)[:63],
             )
             assert ended == 1, f"no lock session of {holder}"

@@ -82,7 +82,8 @@ def test_a_foreign_session_holding_the_lock_is_named_and_waited_for(
         wait_until(
             lambda: probe.rows(
                 "SELECT 1 FROM pg_stat_activity "
-                "WHERE application_name = 'someone-else' AND query LIKE '%pg_sleep%'"
+                "WHERE application_name = 'someone-else' AND query LIKE '%pg_sleep%' "
+                "AND datname = current_database()"
             ),
             10,
             "the foreign session to hold the lock",
@@ -97,7 +98,8 @@ def test_a_foreign_session_holding_the_lock_is_named_and_waited_for(
         assert probe.election() is None and member.alive()
         # An operator ends the foreign session; the lock is free and the instance takes it.
         assert probe.rows(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()",
             "someone-else",
         )
         wait_for_leader(probe, members, 10)

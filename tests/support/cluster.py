@@ -195,7 +195,8 @@ class Probe:
 
     def terminate_lock_session(self, instance_id: str) -> bool:
         rows = self.rows(
-            "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity WHERE application_name = $1",
+            "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()",
             application_name(instance_id)[:63],
         )
         return any(row["done"] for row in rows)
