@@ -303,7 +303,10 @@ async def inject_faults(
 
 
 async def emulator_faults(emulator: str, stop: asyncio.Event, rng: random.Random) -> None:
-    async with httpx.AsyncClient(base_url=emulator, timeout=10) as client:
+    # A connection per fault: one kept between faults may be closed by the server's keep-alive
+    # timeout just as the next fault is sent.
+    no_keepalive = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=emulator, timeout=10, limits=no_keepalive) as client:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), EMULATOR_FAULT_EVERY_S)
