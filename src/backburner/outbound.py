@@ -15,6 +15,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from backburner.tasks import wait_for
+
 SIGNATURE_HEADER = "Backburner-Signature"
 
 Handler = Callable[[Any], Any]
@@ -48,9 +50,9 @@ def resolve_handler(reference: str, setting: str = "batch_completion_handler") -
 async def call_handler(handler: Handler, value: Any, timeout_s: float) -> None:
     """Call a sync or async handler with `value`, within `timeout_s`."""
     if inspect.iscoroutinefunction(handler):
-        await asyncio.wait_for(handler(value), timeout_s)
+        await wait_for(handler(value), timeout_s)
         return
     # A blocking handler runs in the thread pool so that it never stalls the loop.
-    result = await asyncio.wait_for(asyncio.to_thread(handler, value), timeout_s)
+    result = await wait_for(asyncio.to_thread(handler, value), timeout_s)
     if inspect.isawaitable(result):
-        await asyncio.wait_for(result, timeout_s)
+        await wait_for(result, timeout_s)

@@ -42,7 +42,7 @@ from backburner.scheduler.wiring import build_scheduling
 from backburner.schedules.component import Schedules
 from backburner.settings import Settings
 from backburner.settings_loader import LoadedSettings
-from backburner.tasks import cancel_and_wait
+from backburner.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger("backburner.runtime")
 
@@ -117,7 +117,7 @@ class Runtime:
         log_event(log, logging.INFO, "runtime.stopping", instance_id=self.instance_id)
         await cancel_and_wait(self._startup_task)
         try:
-            await asyncio.wait_for(self._stack.aclose(), self.settings.shutdown_timeout_seconds)
+            await wait_for(self._stack.aclose(), self.settings.shutdown_timeout_seconds)
         except TimeoutError:
             log_event(
                 log, logging.ERROR, "runtime.stop_timeout", timeout_s=self.settings.shutdown_timeout_seconds
@@ -126,7 +126,7 @@ class Runtime:
 
     async def wait_ready(self, timeout_s: float | None) -> None:
         """Wait until every component has started (None: however long that takes)."""
-        await asyncio.wait_for(self._ready.wait(), timeout_s)
+        await wait_for(self._ready.wait(), timeout_s)
 
     async def _start_background(self) -> None:
         delay = STARTUP_BACKOFF_START_S
@@ -218,7 +218,7 @@ class Runtime:
     async def readiness(self) -> dict[str, CheckResult]:
         async def guarded(check: ReadinessCheck) -> CheckResult:
             try:
-                return await asyncio.wait_for(check(), READINESS_TIMEOUT_S)
+                return await wait_for(check(), READINESS_TIMEOUT_S)
             except TimeoutError:
                 return CheckResult(False, f"no answer within {READINESS_TIMEOUT_S} s")
             except Exception as exc:

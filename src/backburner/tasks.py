@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from backburner.logs import log_event
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+async def wait_for(awaitable: Awaitable[T], timeout_s: float | None) -> T:
+    """`asyncio.wait_for` as Python 3.12 has it (TimeoutError past `timeout_s`; None: no limit).
+
+    On Python 3.11 the standard one returns normally when its caller is cancelled just as
+    `awaitable` ends: the cancel is lost, and a loop stopped so runs on (its owner then waits
+    for it until its shutdown timeout)."""
+    async with asyncio.timeout(timeout_s):
+        return await awaitable
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until `event` is set or `timeout_s` has passed; True if it is set."""
+    with contextlib.suppress(TimeoutError):
+        await wait_for(event.wait(), max(0.0, timeout_s))
+    return event.is_set()
 
 
 async def cancel_and_wait(*tasks: asyncio.Task[Any] | None) -> None:

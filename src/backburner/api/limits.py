@@ -20,6 +20,7 @@ from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
 from backburner.settings import Settings
 from backburner.sizes import too_large_message
+from backburner.tasks import wait_for
 
 UPLOAD_PATH = re.compile(r"^/v1/sources/[^/]+/files$")
 RETRY_PATH = re.compile(r"^/v1/files/[^/]+/retry$")
@@ -175,7 +176,7 @@ class LimitsMiddleware:
     async def _search(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A search within the instance's bound on searches at once (`search_max_concurrent`)."""
         try:
-            await asyncio.wait_for(self._search_slots.acquire(), self._search_slot_wait_s)
+            await wait_for(self._search_slots.acquire(), self._search_slot_wait_s)
         except TimeoutError:
             await send_json_error(
                 send,

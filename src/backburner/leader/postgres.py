@@ -8,7 +8,6 @@ its lock session and steps down before the server could end that session and fre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -29,6 +28,7 @@ from backburner.leader.lease import (
 )
 from backburner.leader.term import ElectedLeadership, end_term
 from backburner.logs import describe_error, log_event
+from backburner.tasks import wait_event
 
 log = logging.getLogger("backburner.leader")
 
@@ -261,8 +261,7 @@ class _LockKeeper:
                     return
                 next_beat = now + self._timing.heartbeat_interval_s
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(next_beat, deadline) - now)
+            await wait_event(self._wake, min(next_beat, deadline) - now)
 
     def _lose(self, reason: str, exc: BaseException | None) -> None:
         if self._leadership.step_down(reason):

@@ -8,7 +8,6 @@ leader's housekeeping after `instance_expiry_seconds`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backburner.clock import Clock
 from backburner.logs import describe_error, log_event
 from backburner.membership import store
-from backburner.tasks import cancel_and_wait
+from backburner.tasks import cancel_and_wait, wait_event
 
 log = logging.getLogger("backburner.membership")
 
@@ -94,5 +93,4 @@ class MembershipHeartbeat:
                 if not self._failing:
                     log_event(log, logging.WARNING, "membership.heartbeat_failed", error=describe_error(exc))
                 self._failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+            await wait_event(self._wake, self._interval_s)

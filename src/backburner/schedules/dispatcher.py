@@ -19,7 +19,6 @@ stops while four times as many claimed fires wait, so memory holds a bounded num
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -48,6 +47,7 @@ from backburner.schedules.policies import (
 from backburner.schedules.specs import Fires, Spec
 from backburner.schedules.store import Advance, AttemptRecord, Delivery, NewRun, ScheduleRecord
 from backburner.settings import Settings
+from backburner.tasks import wait_event
 
 log = logging.getLogger("backburner.schedules")
 
@@ -186,8 +186,7 @@ class Dispatcher:
         term = self._term
         if term is None:
             return True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(term.idle.wait(), timeout_s)
+        await wait_event(term.idle, timeout_s)
         drained = not term.busy()
         log_event(log, logging.INFO, "schedules.drained", complete=drained, in_flight=term.in_flight)
         return drained
@@ -274,8 +273,7 @@ class _Term:
                 await asyncio.sleep(FAILURE_BACKOFF_S)
 
     async def _wait(self, event: asyncio.Event, delay_s: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), max(0.0, delay_s))
+        await wait_event(event, delay_s)
         event.clear()
 
     # --- claiming ---------------------------------------------------------------------------

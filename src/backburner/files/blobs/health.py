@@ -13,7 +13,7 @@ from types import TracebackType
 from backburner.files.blobs.base import BlobStore
 from backburner.logs import describe_error, log_event
 from backburner.readiness import CheckResult
-from backburner.tasks import cancel_and_wait
+from backburner.tasks import cancel_and_wait, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class BlobStoreHealth:
     async def check(self) -> str | None:
         """Check the store now; returns (and remembers) what is wrong, or None."""
         try:
-            problem = await asyncio.wait_for(self.store.check(), CHECK_TIMEOUT_S)
+            problem = await wait_for(self.store.check(), CHECK_TIMEOUT_S)
         except TimeoutError:
             problem = f"the {self.store.name} blob store did not answer within {CHECK_TIMEOUT_S:g} s"
         except Exception as exc:  # a check that fails in an unforeseen way still says why

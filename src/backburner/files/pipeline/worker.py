@@ -20,7 +20,6 @@ deterministic, and only chunks without a stored passage are embedded again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -56,7 +55,7 @@ from backburner.files.store.records import (
 )
 from backburner.logs import describe_error, log_event
 from backburner.settings import Settings
-from backburner.tasks import cancel_and_wait
+from backburner.tasks import cancel_and_wait, wait_event, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -217,8 +216,7 @@ class FileWorker:
         """Until a wake-up or the poll interval (jittered, so that the workers of several
         instances do not poll in step)."""
         wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), wait_s)
+        await wait_event(self._wake, wait_s)
 
     # --- one file ---------------------------------------------------------------------------
 
@@ -473,7 +471,7 @@ class FileWorker:
 
     async def _release_on_shutdown(self, lease: Lease) -> None:
         try:
-            await asyncio.wait_for(
+            await wait_for(
                 self.leases.release(lease, self.clock.now(), count_attempt=False), RELEASE_TIMEOUT_S
             )
         except Exception as exc:  # the lease then expires on its own

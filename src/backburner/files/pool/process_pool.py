@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 
 from backburner.files.pool.child import Outcome, serve
 from backburner.logs import log_event
+from backburner.tasks import wait_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -167,7 +168,7 @@ class ProcessPool:
         process = await self._idle.get()
         reusable = False
         try:
-            outcome = await asyncio.wait_for(
+            outcome = await wait_for(
                 asyncio.to_thread(process.roundtrip, (function, args, limits.cpu_s)), limits.wall_s
             )
             # After a MemoryError the process leaves on its own (its heap may be damaged).

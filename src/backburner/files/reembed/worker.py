@@ -23,6 +23,7 @@ from backburner.files.embedding.strategy import ChunkEmbedder
 from backburner.files.store.reembeds import ChunkLease, ChunkLeaseLost, ReembedJob, ReembedStore
 from backburner.logs import describe_error, log_event
 from backburner.settings import Settings
+from backburner.tasks import wait_event, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,7 @@ class ReembedWorker:
                 worked = False
             if not worked:
                 wait_s = self.config.poll_interval_s * self._random.uniform(0.8, 1.2)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait_s)
+                await wait_event(self._wake, wait_s)
 
     async def step(self) -> bool:
         """Embed one chunk of some running job, or switch a job that has none left. True if a
@@ -132,7 +132,7 @@ class ReembedWorker:
             todo = await self.store.chunk_passages(lease, job.model)
             # Within the lease: past it, another worker may have the chunk and this one's write
             # would be refused anyway.
-            vectors = await asyncio.wait_for(
+            vectors = await wait_for(
                 embedder.embed_packed([p.text for p in todo]) if todo else _nothing(),
                 self.config.lease_s * 0.8,
             )
