@@ -547,3 +547,28 @@ async def test_cached_vectors_read_before_a_switch_of_model_are_not_kept_after_a
     again = await search(index)
     assert same_ranking(again, await search(VectorIndex(files.stores.passages)))
     assert not same_ranking(again, first)
+
+
+async def test_concurrent_searches_of_a_source_read_it_once_and_keep_no_lock(files: Files) -> None:
+    """Searches that find a source's vectors not yet read wait for one read; once they are done,
+    nothing of them is kept per source but the cached matrix."""
+    rng = np.random.default_rng(7)
+    record = await files.new()
+    assert (await files.claim(record.id)).id == record.id
+    lease = Lease(record.id, record.id)
+    record = await files.stores.leases.start_embedding(
+        lease, T0, total_chunks=3, embedding_model="m", parse_s=0, chunk_s=0
+    )
+    rows = [PassageRow(i, f"chunk {i}", rng.standard_normal(8).astype("<f4").tobytes()) for i in range(3)]
+    await files.stores.passages.store_batch(
+        lease, record, rows, T0, lease_s=30, embed_s=0, store_s=0, finish=True
+    )
+    source = await files.stores.sources.get(ORG, files.source_id)
+    index = VectorIndex(files.stores.passages)
+    query = rng.standard_normal(8).tolist()
+    found = await asyncio.gather(
+        *(index.search(ORG, source.id, source.passages_version, "m", query, None, 10) for _ in range(5))
+    )
+    assert index.vectors_read == 3
+    assert all(len(ranking) == 3 and same_ranking(ranking, found[0]) for ranking in found)
+    assert len(index._loading) == 0

@@ -14,6 +14,7 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from weakref import WeakValueDictionary
 
 import numpy as np
 import numpy.typing as npt
@@ -159,7 +160,9 @@ class VectorIndex:
         self.passages = passages
         self.max_bytes = max_bytes
         self._cache: OrderedDict[CacheKey, VectorMatrix] = OrderedDict()
-        self._loading: dict[CacheKey, asyncio.Lock] = {}
+        # A lock lives while a search holds or waits for it: one per source ever searched would
+        # grow without end.
+        self._loading: WeakValueDictionary[CacheKey, asyncio.Lock] = WeakValueDictionary()
         self.vectors_read = 0  # from the database, since this index was made
 
     async def search(
