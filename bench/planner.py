@@ -34,7 +34,7 @@ from backburner.db.all_tables import table_names
 from backburner.db.engine import create_engine_for_url
 from backburner.db.statistics import stale_tables
 from backburner.files.search.lexical import TsvectorIndex
-from backburner.files.search.searcher import SearchMode
+from backburner.files.search.modes import SearchMode
 from backburner.leader.static import StaticLeadership
 from backburner.scheduler.housekeeping import STATISTICS_JOB_ID, statistics_job
 from backburner.scheduler.jobs import JobContext

@@ -69,7 +69,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from backburner.db import migrate
 from backburner.db.engine import create_engine_for_url
 from backburner.files.search.lexical import LexicalIndex, lexical_index
-from backburner.files.search.searcher import Searcher, SearchMode
+from backburner.files.search.modes import SearchMode
+from backburner.files.search.searcher import Searcher
 from backburner.files.search.vectors import VectorIndex
 from backburner.files.store import FileStores
 from backburner.files.store.leases import ClaimRules

@@ -39,7 +39,17 @@ def _detail(response: httpx.Response) -> str:
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
+    if isinstance(detail, list):  # a validation error: each problem and where it is
+        return "; ".join(_problem(item) for item in detail)
     return detail if isinstance(detail, str) else str(detail)
+
+
+def _problem(item: Any) -> str:
+    """`q: String should have at least 1 character` from FastAPI's `{"loc": ["query", "q"], "msg": ...}`."""
+    if not isinstance(item, dict) or "msg" not in item:
+        return str(item)
+    where = [str(part) for part in item.get("loc", [])[1:]]
+    return f"{'.'.join(where)}: {item['msg']}" if where else str(item["msg"])
 
 
 def check(response: httpx.Response) -> Any:

@@ -143,6 +143,38 @@ def test_piped_lists_are_whole_and_tab_separated(server: Server, tmp_path: Path)
         json.loads(result.stdout)
 
 
+def test_search_from_the_command_line(server: Server, tmp_path: Path) -> None:
+    env = {**server.env, "BACKBURNER_API_KEY": _key(server, "--org", "default").stdout.strip()}
+    keys, weather = tmp_path / "keys.md", tmp_path / "weather.txt"
+    keys.write_text("# Keys\n\nMarta Quintero keeps the spare keys in the blue drawer.\n")
+    weather.write_text("The weather was fine all week, with keys of sunlight.\n")
+    uploaded = run("files", "upload", str(keys), str(weather), "--source", "docs", "--wait", env=env)
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+
+    found = run("files", "search", "Where does Quintero keep the spare keys?", "--source", "docs", env=env)
+    assert found.returncode == 0, found.stderr
+    rows = [line.split("\t") for line in found.stdout.splitlines()]
+    assert rows[0] == ["rank", "score", "file", "file_id", "chunk", "text"]
+    assert rows[1][0] == "1" and rows[1][2] == "keys.md" and "blue drawer" in rows[1][5]
+    assert len(rows) == 3  # the source's two passages
+
+    only = run(
+        "files", "search", "keys", "--source", "docs", "--mode", "lexical", "--file-name", "*.txt", env=env
+    )
+    assert only.returncode == 0, only.stderr
+    assert [line.split("\t")[2] for line in only.stdout.splitlines()[1:]] == ["weather.txt"]
+    as_json = json.loads(
+        run("files", "search", "drawer", "--source", "docs", "-k", "1", "--json", env=env).stdout
+    )
+    assert as_json["mode"] == "hybrid" and len(as_json["results"]) == 1
+    assert as_json["results"][0]["file_name"] == "keys.md"
+
+    unknown = run("files", "search", "keys", "--source", "nope", env=env)
+    assert unknown.returncode == 2 and "no source named 'nope'" in unknown.stderr
+    too_many = run("files", "search", "keys", "--source", "docs", "-k", "1000", env=env)
+    assert too_many.returncode == 2 and "k: Input should be less than or equal to" in too_many.stderr
+
+
 def test_errors_say_what_to_do(server: Server, tmp_path: Path) -> None:
     no_key = run("batches", "list", env=server.env)
     assert no_key.returncode == 2

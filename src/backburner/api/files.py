@@ -18,7 +18,8 @@ from backburner.files.blobs import BlobNotFound
 from backburner.files.embedding.embedders import EmbeddingError
 from backburner.files.embedding.models import UnknownModel
 from backburner.files.search.filters import SearchFilter
-from backburner.files.search.searcher import SearchHit, SearchMode
+from backburner.files.search.modes import SearchMode
+from backburner.files.search.searcher import SearchHit
 from backburner.files.service import FileService, StorageUnavailable, UploadRefused
 from backburner.files.states import FileStatus, IllegalTransition
 from backburner.files.store.records import (

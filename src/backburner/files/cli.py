@@ -1,4 +1,4 @@
-"""`backburner files upload|list|status`: files on a running server, over HTTP."""
+"""`backburner files upload|list|status|search|reembed`: files on a running server, over HTTP."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from backburner.cli_common import DEFAULT_SERVER_URL, ApiKeyOption, UrlOption
 from backburner.cli_http import EXIT_SERVER_ERROR, ServerError, check, client, fail, unreachable
 from backburner.cli_output import print_fields, print_table
+from backburner.files.search.modes import SearchMode
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -293,6 +294,59 @@ def status(
     print_fields(f"File {file_id}", fields)
 
 
+@files_app.command("search")
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    source: Annotated[str, typer.Option("--source", help="The source's name.")],
+    mode: Annotated[
+        SearchMode,
+        typer.Option("--mode", help="hybrid (both rankings fused by reciprocal rank), vector or lexical."),
+    ] = SearchMode.HYBRID,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many passages.")] = 10,
+    file_ids: Annotated[
+        list[str] | None, typer.Option("--file-id", help="Only this file (repeat for several).")
+    ] = None,
+    file_name: Annotated[
+        str | None, typer.Option("--file-name", help="Only files whose name matches this glob (* and ?).")
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_SERVER_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Search a source's passages, best first. Exits 2 when the source or the query is refused."""
+    params: dict[str, Any] = {"q": query, "k": k, "mode": mode.value}
+    if file_ids:
+        params["file_ids"] = file_ids
+    if file_name is not None:
+        params["file_name"] = file_name
+    try:
+        with client(url, api_key) as session:
+            named = _json(session.get("/v1/sources", params={"name": source}))
+            if not named:
+                raise ServerError(f"no source named {source!r}", EXIT_USAGE)
+            found = _refusal_is_usage(session.get(f"/v1/sources/{named[0]['id']}/search", params=params))
+    except httpx.HTTPError as exc:
+        fail(unreachable(url, exc), EXIT_SERVER_ERROR)
+    except ServerError as exc:
+        fail(str(exc), exc.exit_code)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    columns = ("rank", "score", "file", "file_id", "chunk", "text")
+    rows = [
+        (
+            hit["rank"],
+            f"{hit['score']:.4g}",
+            hit["file_name"],
+            hit["file_id"],
+            hit["chunk_index"],
+            " ".join(hit["text"].split()),
+        )
+        for hit in found["results"]
+    ]
+    print_table(f"{mode.value} search of {source!r}", columns, rows, keep_whole=("file_id",))
+
+
 @files_app.command("reembed")
 def reembed(
     source: Annotated[str, typer.Option("--source", help="The source's name.")],
@@ -336,11 +390,12 @@ def reembed(
 
 
 def _refusal_is_usage(response: httpx.Response) -> Any:
-    """As `check`, but a refusal of the request (4xx) exits 2: the input was wrong."""
+    """As `check`, but a refusal of the request (4xx but 429, too many requests) exits 2: the
+    input was wrong."""
     try:
         return check(response)
     except ServerError as exc:
-        if 400 <= response.status_code < 500:
+        if 400 <= response.status_code < 500 and response.status_code != 429:
             raise ServerError(str(exc), EXIT_USAGE) from None
         raise
 

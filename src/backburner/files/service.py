@@ -32,7 +32,8 @@ from backburner.files.pipeline.parsers import (
     parser_for,
 )
 from backburner.files.search.filters import SearchFilter
-from backburner.files.search.searcher import Searcher, SearchHit, SearchMode
+from backburner.files.search.modes import SearchMode
+from backburner.files.search.searcher import Searcher, SearchHit
 from backburner.files.states import TERMINAL, FileStatus, IllegalTransition, is_timed_out
 from backburner.files.store import FileStores
 from backburner.files.store.records import FileNotFound, FileRecord, NewFile, SourceRecord, TimeoutRule

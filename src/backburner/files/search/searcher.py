@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,6 +12,7 @@ from backburner.files.embedding.embedders import Embedder
 from backburner.files.search.filters import SearchFilter, allowed_file_ids
 from backburner.files.search.fusion import reciprocal_rank_fusion
 from backburner.files.search.lexical import LexicalIndex, Ranking
+from backburner.files.search.modes import SearchMode
 from backburner.files.search.terms import query_terms
 from backburner.files.search.vectors import VectorIndex
 from backburner.files.store.passages import PassageStore
@@ -21,12 +21,6 @@ from backburner.files.store.records import SourceRecord
 # How deep each ranking is read before fusing: a passage second in one ranking and fortieth in
 # the other must still be seen by both.
 FUSION_DEPTH = 50
-
-
-class SearchMode(StrEnum):
-    HYBRID = "hybrid"
-    VECTOR = "vector"
-    LEXICAL = "lexical"
 
 
 @dataclass(frozen=True, slots=True)
