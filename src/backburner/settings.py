@@ -495,7 +495,12 @@ class Settings(BaseSettings):
     )
     searches_per_minute: int = _field(120, "auth", "Searches one key may make per minute.", gt=0)
     search_max_concurrent: int = _field(
-        4, "auth", "Searches one instance runs at once; more wait up to 10 s, then get 503.", gt=0, le=1000
+        4,
+        "auth",
+        "Searches one instance runs at once (one organization: all but one); more wait up to 10 s, "
+        "then get 503.",
+        gt=0,
+        le=1000,
     )
 
     @field_validator("file_processing_timeout_error_message")

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from backburner.api.limits import LimitsMiddleware
+from backburner.auth.principal import Principal
 from backburner.batches.store import CycleRecord, record_cycle
 from backburner.clock import utcnow
 from backburner.settings_loader import load_settings
@@ -122,3 +123,50 @@ async def test_searches_beyond_the_instances_bound_wait_then_get_503() -> None:
         third = asyncio.create_task(caller.get("/v1/sources/s/search", params={"q": "c"}))
         assert (await asyncio.wait_for(third, 10)).status_code == 200  # the slot was given back
     assert calls == 2
+
+
+async def test_one_organizations_slow_searches_leave_a_slot_to_another() -> None:
+    """With two slots, an organization whose searches hang holds one; another organization's
+    search runs at once, and the first organization's second search waits, then gets 503."""
+    settings = load_settings(flags={"search_max_concurrent": 2}, environ={}).settings
+    entered = asyncio.Event()
+    hang = asyncio.Event()
+    ran: list[str] = []
+
+    async def search_route(scope: Scope, receive: Receive, send: Send) -> None:
+        organization = scope["state"]["principal"].organization_id
+        ran.append(organization)
+        if organization == "org-slow":
+            entered.set()
+            await hang.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    limits = LimitsMiddleware(search_route, settings=settings, search_slot_wait_s=0.3)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:  # as the auth middleware does
+        organization = dict(scope["headers"])[b"x-org"].decode()
+        scope.setdefault("state", {})["principal"] = Principal(
+            organization, is_admin=False, key_id=organization
+        )
+        await limits(scope, receive, send)
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=30) as caller:
+
+        async def search(organization: str) -> httpx.Response:
+            return await caller.get(
+                "/v1/sources/s/search", params={"q": "a"}, headers={"x-org": organization}
+            )
+
+        slow = asyncio.create_task(search("org-slow"))
+        await asyncio.wait_for(entered.wait(), 10)
+        second_slow = asyncio.create_task(search("org-slow"))
+        assert (await search("org-quick")).status_code == 200
+        refused = await asyncio.wait_for(second_slow, 10)
+        assert (
+            refused.status_code == 503 and "one organization may hold all but one" in refused.json()["detail"]
+        )
+        assert ran == ["org-slow", "org-quick"]
+        hang.set()
+        assert (await asyncio.wait_for(slow, 10)).status_code == 200

@@ -4,7 +4,6 @@ PostgreSQL refuses it)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -16,11 +15,12 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
+from backburner.api.search_slots import FairSlots
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
+from backburner.db.tables import DEFAULT_ORGANIZATION_ID
 from backburner.settings import Settings
 from backburner.sizes import too_large_message
-from backburner.tasks import wait_for
 
 UPLOAD_PATH = re.compile(r"^/v1/sources/[^/]+/files$")
 RETRY_PATH = re.compile(r"^/v1/files/[^/]+/retry$")
@@ -76,6 +76,11 @@ class SlidingWindowLimiter:
         return 0.0
 
 
+def _principal(scope: Scope) -> Principal | None:
+    principal: Principal | None = scope.get("state", {}).get("principal")
+    return principal
+
+
 def _query(scope: Scope) -> list[tuple[str, str]]:
     query: str = scope.get("query_string", b"").decode("latin-1")
     return parse_qsl(query, keep_blank_values=True)
@@ -119,7 +124,7 @@ class LimitsMiddleware:
         self._search_slot_wait_s = search_slot_wait_s
         self._limiter = SlidingWindowLimiter(settings.submissions_per_minute)
         self._search_limiter = SlidingWindowLimiter(settings.searches_per_minute)
-        self._search_slots = asyncio.Semaphore(settings.search_max_concurrent)
+        self._search_slots = FairSlots(settings.search_max_concurrent)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,7 +165,7 @@ class LimitsMiddleware:
 
     async def _allowed(self, limiter: SlidingWindowLimiter, what: str, scope: Scope, send: Send) -> bool:
         """Whether the caller's key is within `limiter`; if not, it is answered 429."""
-        principal: Principal | None = scope.get("state", {}).get("principal")
+        principal = _principal(scope)
         key = principal.key_id if principal and principal.key_id else "open"
         wait_s = limiter.retry_after(key, time.monotonic())
         if wait_s <= 0:
@@ -174,14 +179,16 @@ class LimitsMiddleware:
         return False
 
     async def _search(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A search within the instance's bound on searches at once (`search_max_concurrent`)."""
-        try:
-            await wait_for(self._search_slots.acquire(), self._search_slot_wait_s)
-        except TimeoutError:
+        """A search within the instance's bound on searches at once (`search_max_concurrent`),
+        of which one organization holds at most all but one."""
+        principal = _principal(scope)
+        organization_id = principal.organization_id if principal else DEFAULT_ORGANIZATION_ID
+        if not await self._search_slots.acquire(organization_id, self._search_slot_wait_s):
             await send_json_error(
                 send,
                 503,
-                "every search slot of this instance is taken (search_max_concurrent); retry shortly",
+                f"no search slot of this instance came free in {self._search_slot_wait_s:g} s "
+                "(search_max_concurrent; one organization may hold all but one); retry shortly",
                 {"retry-after": "1"},
             )
             return
@@ -189,7 +196,7 @@ class LimitsMiddleware:
             too_large = too_large_message("the body", "api_max_body_bytes", self.settings.api_max_body_bytes)
             await self._within(self.settings.api_max_body_bytes, too_large, scope, receive, send)
         finally:
-            self._search_slots.release()
+            self._search_slots.release(organization_id)
 
     async def _within(self, limit: int, too_large: str, scope: Scope, receive: Receive, send: Send) -> None:
         length = dict(scope["headers"]).get(b"content-length")
