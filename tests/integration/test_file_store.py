@@ -549,26 +549,59 @@ async def test_cached_vectors_read_before_a_switch_of_model_are_not_kept_after_a
     assert not same_ranking(again, first)
 
 
-async def test_concurrent_searches_of_a_source_read_it_once_and_keep_no_lock(files: Files) -> None:
-    """Searches that find a source's vectors not yet read wait for one read; once they are done,
-    nothing of them is kept per source but the cached matrix."""
-    rng = np.random.default_rng(7)
+async def completed_with_vectors(files: Files, count: int, rng: np.random.Generator) -> None:
+    """A COMPLETED file of `count` passages with 8-dimension vectors of model "m"."""
     record = await files.new()
     assert (await files.claim(record.id)).id == record.id
     lease = Lease(record.id, record.id)
     record = await files.stores.leases.start_embedding(
-        lease, T0, total_chunks=3, embedding_model="m", parse_s=0, chunk_s=0
+        lease, T0, total_chunks=count, embedding_model="m", parse_s=0, chunk_s=0
     )
-    rows = [PassageRow(i, f"chunk {i}", rng.standard_normal(8).astype("<f4").tobytes()) for i in range(3)]
+    rows = [PassageRow(i, f"chunk {i}", rng.standard_normal(8).astype("<f4").tobytes()) for i in range(count)]
     await files.stores.passages.store_batch(
         lease, record, rows, T0, lease_s=30, embed_s=0, store_s=0, finish=True
     )
-    source = await files.stores.sources.get(ORG, files.source_id)
+
+
+async def vector_search(index: VectorIndex, files: Files, query: list[float]) -> list[tuple[int, float]]:
+    source = await files.stores.sources.get(files.organization_id, files.source_id)
+    return await index.search(files.organization_id, source.id, source.passages_version, "m", query, None, 10)
+
+
+async def test_concurrent_searches_of_a_source_read_it_once_and_keep_no_lock(files: Files) -> None:
+    """Searches that find a source's vectors not yet read wait for one read; once they are done,
+    nothing of them is kept per source but the cached matrix."""
+    rng = np.random.default_rng(7)
+    await completed_with_vectors(files, 3, rng)
     index = VectorIndex(files.stores.passages)
     query = rng.standard_normal(8).tolist()
-    found = await asyncio.gather(
-        *(index.search(ORG, source.id, source.passages_version, "m", query, None, 10) for _ in range(5))
-    )
+    found = await asyncio.gather(*(vector_search(index, files, query) for _ in range(5)))
     assert index.vectors_read == 3
     assert all(len(ranking) == 3 and same_ranking(ranking, found[0]) for ranking in found)
     assert len(index._loading) == 0
+
+
+async def test_a_full_cache_gives_up_a_matrix_of_the_organization_holding_most(files: Files) -> None:
+    """One organization's many sources push out its own least recently used matrix, not another
+    organization's, even when that one is the least recently used of all."""
+    rng = np.random.default_rng(11)
+    theirs = await other_organization(files)
+    ours = [files]
+    for name in ("more", "most"):
+        source = await files.stores.sources.create(ORG, new_id("source"), name, None, T0)
+        ours.append(Files(files.stores, source.id))
+    for each in (theirs, *ours):
+        await completed_with_vectors(each, 4, rng)
+    query = rng.standard_normal(8).tolist()
+    index = VectorIndex(files.stores.passages)
+    await vector_search(index, theirs, query)
+    index.max_bytes = 3 * index._cache[next(iter(index._cache))].nbytes  # room for three sources
+    await vector_search(index, ours[0], query)
+    await vector_search(index, ours[1], query)
+    assert index.vectors_read == 12
+    await vector_search(index, ours[2], query)  # a fourth: one must go
+    assert index.vectors_read == 16
+    await vector_search(index, theirs, query)  # the least recently used, but kept
+    assert index.vectors_read == 16
+    await vector_search(index, ours[0], query)  # ours' least recently used went
+    assert index.vectors_read == 20

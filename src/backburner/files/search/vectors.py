@@ -154,7 +154,8 @@ class VectorMatrix:
 
 
 class VectorIndex:
-    """This instance's cache of vector matrices, least recently used first out."""
+    """This instance's cache of vector matrices: when full, the organization holding the most
+    gives up its least recently used."""
 
     def __init__(self, passages: PassageStore, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.passages = passages
@@ -209,5 +210,14 @@ class VectorIndex:
         self._cache[key] = matrix
         total = sum(m.nbytes for m in self._cache.values())
         while total > self.max_bytes:
-            _, evicted = self._cache.popitem(last=False)
-            total -= evicted.nbytes
+            total -= self._cache.pop(self._eviction_victim(key)).nbytes
+
+    def _eviction_victim(self, kept: CacheKey) -> CacheKey:
+        """The least recently used matrix (other than `kept`) of the organization whose matrices
+        take the most room: a tenant searching many large sources pushes out its own, never a
+        smaller tenant's."""
+        held: dict[str, int] = {}
+        for (organization_id, *_), matrix in self._cache.items():
+            held[organization_id] = held.get(organization_id, 0) + matrix.nbytes
+        # `max` keeps the first of equals: the least recently used.
+        return max((key for key in self._cache if key != kept), key=lambda key: held[key[0]])
