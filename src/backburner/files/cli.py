@@ -47,7 +47,7 @@ def _source_id(client: httpx.Client, name: str, *, create: bool) -> str:
     for source in _json(client.get("/v1/sources", params={"name": name})):
         return str(source["id"])
     if not create:
-        raise ServerError(f"no source named {name!r}")
+        raise ServerError(f"no source named {name!r}", EXIT_USAGE)
     return str(_json(client.post("/v1/sources", json={"name": name}))["id"])
 
 
@@ -321,10 +321,8 @@ def search(
         params["file_name"] = file_name
     try:
         with client(url, api_key) as session:
-            named = _json(session.get("/v1/sources", params={"name": source}))
-            if not named:
-                raise ServerError(f"no source named {source!r}", EXIT_USAGE)
-            found = _refusal_is_usage(session.get(f"/v1/sources/{named[0]['id']}/search", params=params))
+            source_id = _source_id(session, source, create=False)
+            found = _refusal_is_usage(session.get(f"/v1/sources/{source_id}/search", params=params))
     except httpx.HTTPError as exc:
         fail(unreachable(url, exc), EXIT_SERVER_ERROR)
     except ServerError as exc:
@@ -365,10 +363,7 @@ def reembed(
     console = Console(soft_wrap=True)
     try:
         with client(url, api_key) as session:
-            named = _json(session.get("/v1/sources", params={"name": source}))
-            if not named:
-                raise ServerError(f"no source named {source!r}", EXIT_USAGE)
-            path = f"/v1/sources/{named[0]['id']}/reembed"
+            path = f"/v1/sources/{_source_id(session, source, create=False)}/reembed"
             estimate = _refusal_is_usage(session.post(path, json={"model": to, "dry_run": True}))
             console.print(_estimate_line(source, estimate))
             if not yes and not typer.confirm("Start the re-embedding?", default=False):
