@@ -19,8 +19,10 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from backburner.db.tables import organizations
 from backburner.leader.base import NotLeader
-from backburner.schedules.delivery import idempotency_key
+from backburner.schedules.delivery import fire_time_text, idempotency_key
+from backburner.schedules.models import ScheduleCreate
 from backburner.schedules.specs import compile_cron, next_fire_times
 from backburner.settings import Settings
 from tests.conftest import MakeSettings
@@ -460,7 +462,7 @@ async def test_deliveries_in_flight_are_bounded_by_the_concurrency(
         make_settings,
         database_url,
         schedule_webhook_allowed_urls=[receiver.prefix],
-        schedule_delivery_concurrency=2,
+        schedule_delivery_concurrency=3,
     )
     async with dispatch_harness(settings, FakeClock(T0)) as harness:
         made = [
@@ -472,8 +474,50 @@ async def test_deliveries_in_flight_are_bounded_by_the_concurrency(
         for schedule in made:
             await harness.wait_runs(schedule.id, lambda r: bool(r), "the claim")
         await asyncio.sleep(0.5)
-        assert receiver.count() == 2  # five claimed, two at the receiver, three waiting their turn
+        # Five claimed, two at the receiver (one organization holds all but one of the three
+        # slots), three waiting their turn.
+        assert receiver.count() == 2
         gate.opened.set()
         for schedule in made:
             await harness.wait_runs(schedule.id, finished(1), "every delivery")
         assert receiver.count() == 5
+
+
+async def test_a_tenant_whose_webhook_hangs_delays_only_its_own_fires(
+    make_settings: MakeSettings, database_url: str, receiver: Receiver
+) -> None:
+    """Another organization's twelve schedules hang at their webhook, more than the leader holds
+    in flight (8, with 2 slots): this organization's schedule is still claimed and delivered at
+    each fire, and the hanging ones never take the last slot."""
+    support.HANDLED.clear()
+    gate = Gate()
+    receiver.answer = lambda request: gate(request) if request.path.endswith("/hang") else (200, 0.0)
+    settings = dispatch_settings(
+        make_settings,
+        database_url,
+        schedule_webhook_allowed_urls=[receiver.prefix],
+        schedule_delivery_concurrency=2,
+        schedule_delivery_timeout_seconds=60,
+    )
+    async with dispatch_harness(settings, FakeClock(T0)) as harness:
+        async with harness.engine.begin() as conn:
+            await conn.execute(organizations.insert().values(id="org-hostile", name="hostile", created_at=T0))
+        for n in range(12):
+            spec = ScheduleCreate(
+                name=f"hang-{n}",
+                interval_seconds=1,
+                start_at=seconds(1).isoformat(),
+                webhook_url=receiver.prefix + "hang",
+                overlap="allow",
+            )
+            await harness.component.service.create("org-hostile", spec)
+        ours = await harness.create(
+            name="ours", interval_seconds=1, start_at=seconds(1).isoformat(), handler="record"
+        )
+        await harness.start_term()
+        for n in (1, 2, 3):
+            await advance_to(harness, seconds(n))
+            await harness.wait_runs(ours.id, finished(n), f"our fire {n} to be delivered")
+        assert [fire.fire_time for fire in support.HANDLED] == [fire_time_text(seconds(n)) for n in (1, 2, 3)]
+        assert receiver.count() == 1  # the hanging organization holds one of the two slots
+        gate.opened.set()

@@ -15,10 +15,10 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
-from backburner.api.search_slots import FairSlots
 from backburner.auth.middleware import send_json_error
 from backburner.auth.principal import Principal
 from backburner.db.tables import DEFAULT_ORGANIZATION_ID
+from backburner.fair_slots import FairSlots
 from backburner.settings import Settings
 from backburner.sizes import too_large_message
 

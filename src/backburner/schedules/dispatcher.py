@@ -12,8 +12,13 @@ over: the runs an earlier leader left delivering get their next attempt. Then fo
 - **record**: the ends of attempts are written together, in one fenced transaction every 0.1 s.
 - **prune**: finished runs older than `schedule_run_retention_days` are deleted.
 
-Deliveries run as tasks, at most `schedule_delivery_concurrency` attempts at once; claiming
-stops while four times as many claimed fires wait, so memory holds a bounded number of them.
+Deliveries run as tasks, at most `schedule_delivery_concurrency` attempts at once, and fairly
+among organizations: one holds at most all but one of the slots, and a freed slot goes to the
+organization holding the fewest. Claiming and attempts leave an organization's fires waiting in
+the database while three times as many of its fires as there are slots are in flight; while
+four times as many of all organizations are, they start only those of organizations with none
+in flight. So memory holds a bounded number of fires, and a tenant whose webhook hangs delays
+its own fires, never another tenant's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backburner.clock import Clock
+from backburner.fair_slots import FairSlots
 from backburner.ids import new_id
 from backburner.leader.base import Leadership, NotLeader
 from backburner.logs import describe_error, log_event
@@ -245,11 +251,12 @@ class _Term:
         self.epoch = leadership.term.epoch
         self.instance_id = leadership.term.instance_id
         self.group: asyncio.TaskGroup | None = None
-        self.slots = asyncio.Semaphore(self.config.concurrency)
+        self.slots = FairSlots(self.config.concurrency)
         self.max_in_flight = self.config.concurrency * IN_FLIGHT_PER_SLOT
+        # Room is always left for other organizations' fires.
+        self.max_in_flight_of_one = self.max_in_flight - self.config.concurrency
         self.in_flight = 0
-        self.room = asyncio.Event()
-        self.room.set()
+        self.in_flight_of: dict[str, int] = {}  # per organization; none kept at 0
         self.records: list[AttemptRecord] = []
         self.has_records = asyncio.Event()
         self.idle = asyncio.Event()  # nothing in flight, nothing left to record
@@ -292,7 +299,6 @@ class _Term:
 
     async def claim_pass(self) -> None:
         await self._stop_when_draining()
-        await self.room.wait()
         now = self.clock.now()
         async with self.leadership.fenced() as conn:
             deliveries, more, next_due = await self._claim(conn, now)
@@ -309,9 +315,10 @@ class _Term:
     async def _claim(
         self, conn: AsyncConnection, now: datetime
     ) -> tuple[list[Delivery], bool, datetime | None]:
-        due = await store.lock_due(conn, now, self.config.batch_size)
+        saturated = self._saturated()
+        due = await store.lock_due(conn, now, self.config.batch_size, skipping=saturated)
         if not due:
-            return [], False, await store.next_due_at(conn)
+            return [], False, await store.next_due_at(conn, skipping=saturated)
         active = await store.active_runs(conn, [s.id for s in due])
         budget = PLAN_BUDGET
         decided: list[tuple[ScheduleRecord, Decision]] = []
@@ -348,23 +355,35 @@ class _Term:
             delivering=len(deliveries),
             missed=missed,
         )
-        return deliveries, more, None if more else await store.next_due_at(conn)
+        return deliveries, more, None if more else await store.next_due_at(conn, skipping=saturated)
+
+    def _saturated(self) -> set[str]:
+        """Organizations none of whose fires is started now: those with as many in flight as one
+        may have, and, while the leader holds as many as it may, every one with any in flight
+        (an organization with none always has its turn)."""
+        if self.in_flight >= self.max_in_flight:
+            return set(self.in_flight_of)
+        return {org for org, n in self.in_flight_of.items() if n >= self.max_in_flight_of_one}
 
     # --- delivering -------------------------------------------------------------------------
 
     def start(self, delivery: Delivery) -> None:
         assert self.group is not None
         self.in_flight += 1
+        organization_id = delivery.organization_id
+        self.in_flight_of[organization_id] = self.in_flight_of.get(organization_id, 0) + 1
         self.idle.clear()
         self.metrics.in_flight.inc()
-        if self.in_flight >= self.max_in_flight:
-            self.room.clear()
         self.group.create_task(self._deliver(delivery), name=f"schedules.deliver:{delivery.run_id}")
 
     async def _deliver(self, delivery: Delivery) -> None:
+        organization_id = delivery.organization_id
         try:
-            async with self.slots:
+            await self.slots.acquire(organization_id)
+            try:
                 result = await self.d.deliverer.attempt(delivery)
+            finally:
+                self.slots.release(organization_id)
             if delivery.attempt == 1:
                 self.metrics.fire_lag.observe(
                     max(0.0, (result.started_at - delivery.fire_time).total_seconds())
@@ -372,9 +391,13 @@ class _Term:
             self._ended(delivery, result)
         finally:
             self.in_flight -= 1
+            held = self.in_flight_of.pop(organization_id) - 1
+            if held:
+                self.in_flight_of[organization_id] = held
+            if held == self.max_in_flight_of_one - 1 or self.in_flight == self.max_in_flight - 1:
+                self.d.woken.set()  # fires left waiting may be started now
+                self.attempts_due.set()
             self.metrics.in_flight.dec()
-            if self.in_flight < self.max_in_flight:
-                self.room.set()
             self._note_idle()
 
     def _ended(self, delivery: Delivery, result: AttemptResult) -> None:
@@ -445,11 +468,15 @@ class _Term:
 
     async def attempt_pass(self) -> None:
         await self._stop_when_draining()
-        await self.room.wait()
         now = self.clock.now()
         async with self.leadership.fenced() as conn:
             deliveries = await store.start_attempts(
-                conn, now=now, epoch=self.epoch, limit=ATTEMPT_BATCH, take_over=False
+                conn,
+                now=now,
+                epoch=self.epoch,
+                limit=ATTEMPT_BATCH,
+                take_over=False,
+                skipping=self._saturated(),
             )
         for delivery in deliveries:
             self.start(delivery)

@@ -7,15 +7,16 @@ refused by the epoch check before it is applied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, exists, func, insert, or_, select, tuple_, update
+from sqlalchemy import Row, Table, and_, bindparam, delete, exists, func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
 
 from backburner.db.tables import organizations
 from backburner.db.transactions import reading
@@ -349,10 +350,18 @@ class ScheduleStore:
 # --- the leader's claim pass (inside a fenced transaction) --------------------------------------
 
 
-async def lock_due(conn: AsyncConnection, now: datetime, limit: int) -> list[ScheduleRecord]:
-    """Schedules due at `now`, soonest first, locked until the transaction ends (on PostgreSQL
-    rows that an API request is changing are left for the next pass)."""
-    query = select(schedules).where(schedules.c.due_at <= now).order_by(schedules.c.due_at).limit(limit)
+async def lock_due(
+    conn: AsyncConnection, now: datetime, limit: int, *, skipping: Collection[str] = ()
+) -> list[ScheduleRecord]:
+    """Schedules due at `now`, soonest first, but those of the organizations `skipping`, locked
+    until the transaction ends (on PostgreSQL rows that an API request is changing are left for
+    the next pass)."""
+    query = (
+        select(schedules)
+        .where(schedules.c.due_at <= now, *_not_of(skipping))
+        .order_by(schedules.c.due_at)
+        .limit(limit)
+    )
     if conn.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     return [ScheduleRecord.from_row(row) for row in await conn.execute(query)]
@@ -448,9 +457,16 @@ async def advance_schedules(conn: AsyncConnection, advances: Sequence[Advance]) 
     )
 
 
-async def next_due_at(conn: AsyncConnection) -> datetime | None:
-    due: datetime | None = (await conn.execute(select(func.min(schedules.c.due_at)))).scalar_one_or_none()
+async def next_due_at(conn: AsyncConnection, *, skipping: Collection[str] = ()) -> datetime | None:
+    query = select(func.min(schedules.c.due_at)).where(*_not_of(skipping))
+    due: datetime | None = (await conn.execute(query)).scalar_one_or_none()
     return due
+
+
+def _not_of(organizations: Collection[str], table: Table = schedules) -> list[ColumnElement[bool]]:
+    if not organizations:
+        return []
+    return [table.c.organization_id.not_in(sorted(organizations))]
 
 
 # --- attempts ------------------------------------------------------------------------------------
@@ -500,17 +516,28 @@ async def deliveries_of(conn: AsyncConnection, run_ids: Iterable[str]) -> list[D
 
 
 async def start_attempts(
-    conn: AsyncConnection, *, now: datetime, epoch: int, limit: int | None, take_over: bool
+    conn: AsyncConnection,
+    *,
+    now: datetime,
+    epoch: int,
+    limit: int | None,
+    take_over: bool,
+    skipping: Collection[str] = (),
 ) -> list[Delivery]:
-    """Count and start the next attempt of runs that wait for one: queued runs whose time has
-    come, and (`take_over`, when a leader starts) runs left delivering by an earlier leader or
-    an earlier start of this one. The count is written before the attempt is made, so a
-    delivery repeated after a crash shows as a retry in the record."""
+    """Count and start the next attempt of runs that wait for one, but those of the
+    organizations `skipping`: queued runs whose time has come, and (`take_over`, when a leader
+    starts) runs left delivering by an earlier leader or an earlier start of this one. The count
+    is written before the attempt is made, so a delivery repeated after a crash shows as a retry
+    in the record."""
     unfinished = schedule_runs.c.finished_at.is_(None)
     waiting = and_(schedule_runs.c.outcome == RunOutcome.QUEUED.value, schedule_runs.c.next_attempt_at <= now)
     if take_over:
         waiting = or_(waiting, schedule_runs.c.outcome == RunOutcome.DELIVERING.value)
-    query = select(schedule_runs.c.id).where(unfinished, waiting).order_by(schedule_runs.c.next_attempt_at)
+    query = (
+        select(schedule_runs.c.id)
+        .where(unfinished, waiting, *_not_of(skipping, schedule_runs))
+        .order_by(schedule_runs.c.next_attempt_at)
+    )
     if limit is not None:
         query = query.limit(limit)
     if conn.dialect.name == "postgresql":

@@ -1,4 +1,4 @@
-"""The instance's search slots, shared fairly by organizations."""
+"""Slots for work of several organizations (searches, schedule deliveries), shared fairly."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import asyncio
 
 
 class FairSlots:
-    """At most `total` searches at once, of which one organization holds at most all but one.
+    """At most `total` holders at once, of which one organization is at most all but one.
 
     A free slot goes to the waiting organization that holds the fewest, the earliest waiter among
-    equals. So a tenant's burst of slow searches (the first read of a large source's vectors
-    takes seconds) never leaves another tenant waiting for them to end: it finds the slot the
-    burst may not take, or the next one to be freed.
+    equals. So one tenant's burst of slow work (the first search of a large source, deliveries
+    to a webhook that hangs) never leaves another tenant waiting for it to end: the other finds
+    the slot the burst may not take, or the next one to be freed.
     """
 
     def __init__(self, total: int) -> None:
@@ -21,7 +21,7 @@ class FairSlots:
         self._held: dict[str, int] = {}  # organization -> slots held; none kept at 0
         self._waiting: list[tuple[str, asyncio.Future[None]]] = []  # oldest first
 
-    async def acquire(self, organization_id: str, timeout_s: float) -> bool:
+    async def acquire(self, organization_id: str, timeout_s: float | None = None) -> bool:
         """True once the organization holds a slot (release it); False if none came in time."""
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((organization_id, granted))

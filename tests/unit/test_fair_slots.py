@@ -1,11 +1,11 @@
-"""Search slots shared by organizations: a cap per organization, and freed slots to the one
-holding fewest."""
+"""Slots shared by organizations: a cap per organization, and freed slots to the one holding
+fewest."""
 
 from __future__ import annotations
 
 import asyncio
 
-from backburner.api.search_slots import FairSlots
+from backburner.fair_slots import FairSlots
 
 LONG_S = 30.0  # a wait that is never meant to run out
 
