@@ -332,7 +332,8 @@ async def quiet(db: str, receiver: Receiver, timeout_s: float) -> None:
         while time.monotonic() < deadline:
             busy = await conn.fetchval(
                 "SELECT (SELECT count(*) FROM files WHERE status NOT IN ('completed', 'error'))"
-                " + (SELECT count(*) FROM llm_batches WHERE status IN ('submitting', 'running', 'ingesting'))"
+                " + (SELECT count(*) FROM llm_batches"
+                "    WHERE status IN ('queued', 'submitting', 'running', 'ingesting'))"
                 " + (SELECT count(*) FROM llm_batch_deliveries WHERE status = 'pending')"
             )
             if busy == 0:

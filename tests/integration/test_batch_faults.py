@@ -311,29 +311,52 @@ async def test_abandoned_submissions_are_reconciled(make_settings, database_url,
 async def test_a_new_submission_is_left_to_its_sender_and_sent_by_the_leader_if_the_sender_dies(
     make_settings, database_url, emulator, clock
 ):
+    """A submission is written held for the process that sends it; should that process die, the
+    leader sends the first part once its short hold is over, and the other parts only once an
+    unconfirmed send of the first could have ended."""
     from backburner.batches.domain import BatchRequest
+    from backburner.batches.service import SENDER_CLAIM
+    from backburner.batches.store.submission import SenderHold
+    from backburner.batches.validation import Target
     from tests.support.batch_records import create_record
 
     async with env_for(make_settings, database_url, emulator, clock) as env:
-        hold = env.component.policy.submit_grace_s
-        requests = [BatchRequest("h-1", {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})]
+        claim_s, grace_s = SENDER_CLAIM.total_seconds(), env.component.policy.submit_grace_s
+        hold = SenderHold(clock.now() + SENDER_CLAIM, clock.now() + timedelta(seconds=grace_s))
+        params = {"max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
         # Written as the API writes a submission, before it sends the submission itself.
         await create_record(
             env.component.store,
             batch_id="batch-held",
-            requests=requests,
+            requests=[BatchRequest("h-1", params)],
             now=clock.now(),
-            held_until=clock.now() + timedelta(seconds=hold),
+            hold=hold,
+        )
+        split = Target("anthropic", "anthropic", max_requests=1, max_bytes=10**9)
+        await create_record(
+            env.component.store,
+            batch_id="batch-held-parts",
+            requests=[BatchRequest("p-1", params), BatchRequest("p-2", params)],
+            now=clock.now(),
+            target=split,
+            hold=hold,
         )
         before = await env.provider_requests()
         await env.poll()  # the leader's cycle runs between the write and the send
         assert (await env.batch("batch-held")).status == "queued"
         assert await env.provider_requests() == before
 
-        clock.advance(hold + 1)  # the sender died: the leader sends it once the hold is over
+        clock.advance(claim_s + 1)  # the sender died: the first parts are sent
         await env.poll()
         sent = await env.batch("batch-held")
         assert sent.status == "running" and sent.provider_batch_id is not None
+        parts = {part.part_index: part.status for part in await env.component.store.parts("batch-held-parts")}
+        assert parts == {0: "running", 1: "queued"}
+
+        clock.advance(grace_s)  # and the rest once the first could have had its answer
+        await env.poll()
+        parts = {part.part_index: part.status for part in await env.component.store.parts("batch-held-parts")}
+        assert parts == {0: "running", 1: "running"}
 
 
 async def test_a_stale_leader_cannot_write(make_settings, database_url, emulator, clock):

@@ -8,6 +8,7 @@ from typing import Any
 from backburner.batches.domain import Batch, BatchRequest, ProviderBatch, ProviderCounts
 from backburner.batches.intake import row_chunks
 from backburner.batches.store import BatchStore, adopt_provider_batch, claim_unit
+from backburner.batches.store.submission import SenderHold
 from backburner.batches.validation import Target, validate_submission
 
 
@@ -22,10 +23,10 @@ async def create_record(
     requests: list[BatchRequest],
     now: datetime,
     target: Target | None = None,
-    held_until: datetime | None = None,
+    hold: SenderHold | None = None,
 ) -> Batch | None:
     """A `queued` batch (split by `target`'s limits, if given) and its pending items; left to its
-    sender until `held_until`, if given."""
+    sender under `hold`, if given."""
     payload: dict[str, Any] = {
         "provider": provider,
         "model": model,
@@ -44,7 +45,7 @@ async def create_record(
         idempotency_key=idempotency_key or batch_id,
         now=now,
         next_rows=next_rows,
-        held_until=held_until,
+        hold=hold,
     )
 
 

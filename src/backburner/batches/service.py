@@ -26,6 +26,7 @@ from backburner.batches.providers.base import ProviderError
 from backburner.batches.providers.registry import ProviderNotConfigured, ProviderSet
 from backburner.batches.reconcile import settle_submission
 from backburner.batches.store import BatchStore, ItemRow
+from backburner.batches.store.submission import SenderHold
 from backburner.batches.validation import Submission, SubmissionError, Target, plan_sizes
 from backburner.clock import Clock
 from backburner.ids import new_id
@@ -37,6 +38,9 @@ RESULTS_PAGE_SIZE = 1000
 ROWS_PER_WRITE = 2000
 # After a timeout, the provider is asked about the submission after these delays (seconds).
 SETTLE_DELAYS_S = (5.0, 15.0, 30.0)
+# How long the leader leaves a new submission's first unit to its sender, which claims it right
+# after the write: long enough for a busy instance, short so that one that died costs little.
+SENDER_CLAIM = timedelta(seconds=30)
 ResubmitItems = Literal["expired", "errored", "unfinished"]
 RESUBMIT_STATUSES: dict[str, tuple[str, ...]] = {
     "expired": (ItemStatus.EXPIRED.value,),
@@ -141,7 +145,7 @@ class BatchService:
         self._providers.get(submission.provider)  # unconfigured: refused before any write
         take = row_chunks(submission.rows(), ROWS_PER_WRITE)
         now = self._clock.now()
-        held_until = now + self._submit_hold
+        hold = self._hold(now)
         batch = await self._store.create_submission(
             batch_id=new_id("batch"),
             organization_id=organization_id,
@@ -149,11 +153,11 @@ class BatchService:
             idempotency_key=idempotency_key or new_id("idem"),
             now=now,
             next_rows=lambda: asyncio.to_thread(take),
-            held_until=held_until,
+            hold=hold,
         )
         if batch is None:  # the same key was submitted concurrently: answer with that batch
             return await self._earlier(organization_id, idempotency_key)
-        return SubmitOutcome(await self._send_new(batch, held_until), created=True)
+        return SubmitOutcome(await self._send_new(batch, hold), created=True)
 
     async def resubmit(
         self,
@@ -177,7 +181,7 @@ class BatchService:
         self._providers.get(source.provider)
         target = self.target(source.provider, source.model)
         now = self._clock.now()
-        held_until = now + self._submit_hold
+        hold = self._hold(now)
         batch = await self._store.create_resubmission(
             batch_id=new_id("batch"),
             organization_id=organization_id,
@@ -186,7 +190,7 @@ class BatchService:
             idempotency_key=idempotency_key or new_id("idem"),
             plan=lambda sizes: plan_sizes(target, source.model, sizes),
             now=now,
-            held_until=held_until,
+            hold=hold,
         )
         if batch is None:
             if idempotency_key is not None:
@@ -195,7 +199,10 @@ class BatchService:
                     return SubmitOutcome(earlier, created=False)
             raise BatchConflict(f"batch {batch_id} has no {which} items to resubmit")
         log_event(log, logging.INFO, "batch.resubmitted", batch_id=batch.id, source=batch_id, items=which)
-        return SubmitOutcome(await self._send_new(batch, held_until), created=True)
+        return SubmitOutcome(await self._send_new(batch, hold), created=True)
+
+    def _hold(self, now: datetime) -> SenderHold:
+        return SenderHold(first=now + SENDER_CLAIM, rest=now + self._submit_hold)
 
     async def _earlier(self, organization_id: str, idempotency_key: str | None) -> SubmitOutcome:
         assert idempotency_key is not None
@@ -203,12 +210,12 @@ class BatchService:
         assert earlier is not None
         return SubmitOutcome(earlier, created=False)
 
-    async def _send_new(self, batch: Batch, held_until: datetime) -> Batch:
+    async def _send_new(self, batch: Batch, hold: SenderHold) -> Batch:
         """Send a new batch's parts in order; the first decides what a failure means.
 
-        The leader leaves the parts to this process until `held_until`, so that the answer tells
-        what came of the first part; what is left then waits for the leader. Should this process
-        die, the leader sends the parts once the hold is over."""
+        The leader leaves the parts to this process under `hold`, so that the answer tells what
+        came of the first part; what is left then waits for the leader. Should this process die,
+        the leader sends the parts once the hold is over."""
         transaction = self._store.engine.begin
         try:
             for position, unit in enumerate(await self._store.units(batch)):
@@ -225,7 +232,7 @@ class BatchService:
                     await self._dispatcher.record_failure(unit, result, transaction)
                     break
         finally:
-            await self._store.release(batch.id, held_until)
+            await self._store.release(batch.id, hold)
         return await self._require(batch.organization_id, batch.id)
 
     async def _nothing_accepted(self, batch: Batch, unit: Batch, result: SendResult) -> None:

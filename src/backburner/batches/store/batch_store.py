@@ -21,7 +21,13 @@ from backburner.batches.store.records import (
     batch_from_row,
     usage_from_row,
 )
-from backburner.batches.store.submission import copy_items, fail_submission, insert_items, insert_submission
+from backburner.batches.store.submission import (
+    SenderHold,
+    copy_items,
+    fail_submission,
+    insert_items,
+    insert_submission,
+)
 from backburner.batches.tables import (
     llm_batch_deliveries,
     llm_batch_items,
@@ -53,13 +59,13 @@ class BatchStore:
         now: datetime,
         next_rows: Callable[[], Awaitable[list[Row]]],
         resubmitted_from: str | None = None,
-        held_until: datetime | None = None,
+        hold: SenderHold | None = None,
     ) -> Batch | None:
         """Write the batch (`queued`), its parts and its pending items in one transaction.
 
         `next_rows` gives the next chunk of checked rows (empty at the end). Returns None when
-        the organization already has a batch with this idempotency key. Until `held_until`, the
-        leader does not send its units: the caller does, then `release`s them.
+        the organization already has a batch with this idempotency key. Under `hold`, the leader
+        does not send its units: the caller does, then `release`s them.
         """
         async with self.engine.begin() as conn:
             if not await insert_submission(
@@ -70,7 +76,7 @@ class BatchStore:
                 idempotency_key=idempotency_key,
                 now=now,
                 resubmitted_from=resubmitted_from,
-                held_until=held_until,
+                hold=hold,
             ):
                 return None
             starts = [p.start for p in submission.parts]
@@ -89,7 +95,7 @@ class BatchStore:
         idempotency_key: str,
         plan: Callable[[list[tuple[int, int]]], tuple[PartPlan, ...]],
         now: datetime,
-        held_until: datetime | None = None,
+        hold: SenderHold | None = None,
     ) -> Batch | None:
         """A new batch of the `source` batch's items in `item_statuses`: their requests are copied
         inside the database, and `plan` splits them (from each request's bytes and tokens)."""
@@ -118,14 +124,14 @@ class BatchStore:
                 idempotency_key=idempotency_key,
                 now=now,
                 resubmitted_from=source.id,
-                held_until=held_until,
+                hold=hold,
             ):
                 return None
             await copy_items(conn, source.id, batch_id, organization_id, item_statuses, parts, now)
             row = (await conn.execute(select(llm_batches).where(llm_batches.c.id == batch_id))).one()
         return batch_from_row(row)
 
-    async def release(self, batch_id: str, held_until: datetime) -> None:
+    async def release(self, batch_id: str, hold: SenderHold) -> None:
         """Hand the batch's units still `queued` under the sender's hold over to the leader. A unit
         the sender put back with a time of its own (a backoff) keeps that time."""
         async with self.engine.begin() as conn:
@@ -134,7 +140,7 @@ class BatchStore:
                 .where(
                     or_(llm_batches.c.id == batch_id, llm_batches.c.parent_batch_id == batch_id),
                     llm_batches.c.status == BatchStatus.QUEUED.value,
-                    llm_batches.c.next_poll_at == held_until,
+                    llm_batches.c.next_poll_at.in_([hold.first, hold.rest]),
                 )
                 .values(next_poll_at=None)
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,23 @@ from backburner.batches.validation import PartPlan, Row, Submission
 from backburner.db.types import UTCDateTime
 
 
+@dataclass(frozen=True)
+class SenderHold:
+    """Until when the leader leaves a new submission's units to the process that wrote them and
+    sends them (`queued_units` skips a unit until its `next_poll_at`).
+
+    The first unit is claimed by its sender right after the write, so its hold is short: should
+    the sender die first, the leader sends it soon. The others must not be sent before the first
+    has its answer (a refusal of the first fails the whole submission), which may take the
+    provider's timeouts: they are held for as long as an unconfirmed send may last."""
+
+    first: datetime
+    rest: datetime
+
+    def of(self, position: int) -> datetime:
+        return self.first if position == 0 else self.rest
+
+
 async def insert_submission(
     conn: AsyncConnection,
     *,
@@ -29,11 +47,10 @@ async def insert_submission(
     idempotency_key: str,
     now: datetime,
     resubmitted_from: str | None,
-    held_until: datetime | None,
+    hold: SenderHold | None,
 ) -> bool:
-    """The batch row (and one row per part when it is split), all `queued`; False on a repeated key.
-
-    Until `held_until`, the leader leaves the units to the process sending them (`queued_units`)."""
+    """The batch row (and one row per part when it is split), all `queued` and held for their
+    sender (`hold`); False on a repeated key."""
     split = len(submission.parts) > 1
     base: dict[str, Any] = {
         "organization_id": organization_id,
@@ -42,7 +59,7 @@ async def insert_submission(
         "status": BatchStatus.QUEUED.value,
         "created_at": now,
         "updated_at": now,
-        "next_poll_at": held_until,
+        "next_poll_at": None if hold is None else hold.first,
         "consecutive_errors": 0,
         "missing_output_polls": 0,
         "succeeded_count": 0,
@@ -79,8 +96,9 @@ async def insert_submission(
                     "part_index": part.index,
                     "part_count": 1,
                     "estimated_tokens": part.estimated_tokens,
+                    "next_poll_at": None if hold is None else hold.of(position),
                 }
-                for part in submission.parts
+                for position, part in enumerate(submission.parts)
             ],
         )
     return True
