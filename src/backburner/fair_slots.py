@@ -53,16 +53,15 @@ class FairSlots:
 
     def _grant(self) -> None:
         while self._in_use < self.total:
-            chosen: int | None = None
-            for index, (organization_id, _) in enumerate(self._waiting):
-                held = self._held.get(organization_id, 0)
-                if held >= self.per_organization:
-                    continue
-                if chosen is None or held < self._held.get(self._waiting[chosen][0], 0):
-                    chosen = index
-            if chosen is None:
+            # (slots held, place in line) of each waiter whose organization may take one more.
+            eligible = [
+                (held, index)
+                for index, (organization_id, _) in enumerate(self._waiting)
+                if (held := self._held.get(organization_id, 0)) < self.per_organization
+            ]
+            if not eligible:
                 return
-            organization_id, granted = self._waiting.pop(chosen)
+            organization_id, granted = self._waiting.pop(min(eligible)[1])
             self._in_use += 1
             self._held[organization_id] = self._held.get(organization_id, 0) + 1
             granted.set_result(None)

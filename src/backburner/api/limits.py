@@ -16,8 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backburner.api.paging import LIMIT_PARAMETER, limit_too_large
 from backburner.auth.middleware import send_json_error
-from backburner.auth.principal import Principal
-from backburner.db.tables import DEFAULT_ORGANIZATION_ID
+from backburner.auth.principal import OPEN_PRINCIPAL, Principal
 from backburner.fair_slots import FairSlots
 from backburner.settings import Settings
 from backburner.sizes import too_large_message
@@ -76,8 +75,9 @@ class SlidingWindowLimiter:
         return 0.0
 
 
-def _principal(scope: Scope) -> Principal | None:
-    principal: Principal | None = scope.get("state", {}).get("principal")
+def _principal(scope: Scope) -> Principal:
+    """The caller, as the auth middleware found it (anyone, as `deps` reads it, without one)."""
+    principal: Principal = scope.get("state", {}).get("principal", OPEN_PRINCIPAL)
     return principal
 
 
@@ -165,8 +165,7 @@ class LimitsMiddleware:
 
     async def _allowed(self, limiter: SlidingWindowLimiter, what: str, scope: Scope, send: Send) -> bool:
         """Whether the caller's key is within `limiter`; if not, it is answered 429."""
-        principal = _principal(scope)
-        key = principal.key_id if principal and principal.key_id else "open"
+        key = _principal(scope).key_id or "open"
         wait_s = limiter.retry_after(key, time.monotonic())
         if wait_s <= 0:
             return True
@@ -181,8 +180,7 @@ class LimitsMiddleware:
     async def _search(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A search within the instance's bound on searches at once (`search_max_concurrent`),
         of which one organization holds at most all but one."""
-        principal = _principal(scope)
-        organization_id = principal.organization_id if principal else DEFAULT_ORGANIZATION_ID
+        organization_id = _principal(scope).organization_id
         if not await self._search_slots.acquire(organization_id, self._search_slot_wait_s):
             await send_json_error(
                 send,
